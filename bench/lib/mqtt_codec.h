@@ -10,6 +10,16 @@
  * Return convention (ngtcp2 style): a signed size, >= 0 is the number of bytes
  * consumed (decode) or written (encode); < 0 is one of the MQTT_E* codes.
  * MQTT_ENEEDMORE is not an error of the peer: the packet is incomplete.
+ *
+ * Validation is strict in both directions: what the decoder rejects, the
+ * encoder refuses to produce, so a packet the encoder wrote always decodes
+ * back to the same fields. Variable byte integers must be in their shortest
+ * form (MQTT 5.0 1.5.5; applied to 3.1.1 as well).
+ *
+ * Left to the caller, because they are session state or answered with a
+ * CONNACK rather than a dropped connection: client identifier contents,
+ * topic alias ranges, packet size limits negotiated in CONNECT/CONNACK, and
+ * the UTF-8 validity of payloads whose payload format indicator is 1.
  */
 #ifndef MQTT_CODEC_H
 #define MQTT_CODEC_H
@@ -47,18 +57,24 @@ enum mqtt_type {
 /* Error codes, all negative. */
 #define MQTT_ENEEDMORE -1  /* incomplete: feed more bytes, then call again */
 #define MQTT_EMALFORMED -2 /* structure does not parse (lengths, trailing) */
-#define MQTT_EVARINT -3    /* variable byte integer longer than 4 bytes */
+#define MQTT_EVARINT -3    /* variable byte integer > 4 bytes or not shortest */
 #define MQTT_EUTF8 -4      /* string is not well-formed UTF-8 per spec */
-#define MQTT_ETOPIC -5     /* topic name or filter breaks wildcard rules */
-#define MQTT_EPROP -6      /* v5 property unknown, duplicated or misplaced */
+#define MQTT_ETOPIC -5     /* topic name or filter empty, too long, against
+                              wildcard rules or bad $share syntax */
+#define MQTT_EPROP -6      /* v5 property unknown, duplicated, misplaced,
+                              with a forbidden value, or given in 3.1.1 */
 #define MQTT_EPKTID -7     /* packet identifier 0 where non-zero required */
-#define MQTT_EFLAGS -8     /* fixed-header flags or reserved bits invalid */
+#define MQTT_EFLAGS -8     /* fixed-header flags, reserved bits, CONNECT
+                              flag combination or subscription options */
 #define MQTT_ETOOBIG -9    /* packet exceeds the caller's maximum size */
 #define MQTT_ENOBUF -10    /* encoder: output buffer too small */
-#define MQTT_EINVAL -11    /* encoder: invalid argument */
+#define MQTT_EINVAL -11    /* invalid argument: version not 4 or 5, a NULL
+                              view with a length, a string > 65535 bytes */
 #define MQTT_EQOS -12      /* QoS value 3, or QoS/flag combination invalid */
 #define MQTT_EPROTO -13    /* protocol name/level or other rule violated */
-#define MQTT_ETYPE -14     /* packet type 0, or AUTH in 3.1.1 */
+#define MQTT_ETYPE -14     /* packet type 0, AUTH in 3.1.1, or a type the
+                              decoding side never receives */
+#define MQTT_EREASON -15   /* reason/return code not defined for the packet */
 
 /* One line, never NULL. */
 const char *mqtt_strerror(int err);
@@ -109,8 +125,21 @@ enum mqtt_prop_id {
  * the packet it appears in, or duplicated where the spec forbids it.
  * User properties and repeated subscription identifiers stay as raw encoded
  * ranges; walk them with mqtt_props_next_user()/mqtt_props_next_sub_id().
- * Encoding writes every field whose bit is set in `present`; user properties
- * to encode are given in `user`/`n_user`.
+ * Decoding sets the MQTT_PROP_USER bit when there is at least one user
+ * property.
+ *
+ * Encoding (start from a zeroed struct) writes, in ascending identifier
+ * order, every field whose bit is set in `present`; the two properties that
+ * may repeat are written as:
+ *  - n_user user properties, taken from `user` when it is not NULL, else
+ *    from `raw` (so a decoded block re-encodes as it is); the USER bit itself
+ *    is not needed;
+ *  - when the SUBSCRIPTION_ID bit is set, max(n_sub_ids, 1) subscription
+ *    identifiers, taken from `sub_ids` when it is not NULL, else from `raw`
+ *    when n_sub_ids > 1, else `subscription_id`. More than one is allowed
+ *    only in PUBLISH.
+ * Values the decoder would reject make the encoder fail the same way.
+ * In 3.1.1 the struct must be empty (MQTT_EPROP otherwise).
  */
 struct mqtt_user_prop {
 	struct mqtt_bytes key, value;
@@ -144,26 +173,35 @@ struct mqtt_props {
 	uint8_t wildcard_sub_available;
 	uint8_t sub_id_available;
 	uint8_t shared_sub_available;
-	/* decode: raw property block, for the iterators below */
+	/* decode: the property block without its length, for the iterators
+	 * below; encode: source of user properties/subscription ids when
+	 * `user`/`sub_ids` are NULL */
 	struct mqtt_bytes raw;
-	uint16_t n_user;   /* decode: how many user properties */
-	uint16_t n_sub_ids; /* decode: how many subscription identifiers */
-	/* encode: user properties to write */
+	uint32_t n_user;    /* number of user properties (decode and encode) */
+	uint32_t n_sub_ids; /* number of subscription identifiers (both) */
+	/* encode only: n_user user properties and n_sub_ids ids to write */
 	const struct mqtt_user_prop *user;
+	const uint32_t *sub_ids;
 };
 
 /*
  * Iterate user properties (or subscription ids) of a decoded property block.
  * *pos starts at 0. Returns 1 and fills *out while there is one more,
- * 0 at the end.
+ * 0 at the end (or at the first byte that does not parse, for a block that
+ * did not come from the decoder).
  */
 int mqtt_props_next_user(const struct mqtt_props *p, size_t *pos,
                          struct mqtt_user_prop *out);
 int mqtt_props_next_sub_id(const struct mqtt_props *p, size_t *pos,
                            uint32_t *out);
 
+/*
+ * CONNECT. Encoding reads the will_* views and will_props only when
+ * will_flag is set (will_qos/will_retain without it are MQTT_EFLAGS), and
+ * username/password only when has_username/has_password are set.
+ */
 struct mqtt_connect {
-	uint8_t version;        /* MQTT_V311 or MQTT_V5 */
+	uint8_t version; /* MQTT_V311 or MQTT_V5; encode: 0 or the version */
 	uint8_t clean_start;    /* clean session (3.1.1) / clean start (5.0) */
 	uint16_t keepalive;     /* seconds */
 	struct mqtt_bytes client_id;
@@ -189,14 +227,17 @@ struct mqtt_publish {
 	struct mqtt_bytes payload;
 };
 
-/* PUBACK, PUBREC, PUBREL, PUBCOMP, and UNSUBACK/DISCONNECT/AUTH reason. */
+/* PUBACK, PUBREC, PUBREL, PUBCOMP. */
 struct mqtt_ack {
 	uint16_t packet_id;
 	uint8_t reason; /* 0 when absent (v5 short form, or 3.1.1) */
 	struct mqtt_props props;
 };
 
-/* Subscription options byte (v5); in 3.1.1 only qos is used. */
+/*
+ * Subscription options byte (v5); in 3.1.1 only qos is used: decoding leaves
+ * the rest 0 and encoding ignores it, so one scenario works in both versions.
+ */
 struct mqtt_sub_opts {
 	uint8_t qos;
 	uint8_t no_local, retain_as_published, retain_handling;
@@ -209,18 +250,26 @@ struct mqtt_topic_filter {
 
 /*
  * SUBSCRIBE/UNSUBSCRIBE: decode leaves the payload as a raw range that has
- * already been validated; walk it with mqtt_subscribe_next(). Encoding takes
- * the array in `filters`/`n_filters` (UNSUBSCRIBE ignores opts).
+ * already been validated and counted in n_filters; walk it with
+ * mqtt_subscribe_next(). Encoding takes the array in `filters`/`n_filters`
+ * (UNSUBSCRIBE ignores opts), or, when `filters` is NULL, copies
+ * `raw_payload` after validating it (its count must equal n_filters).
+ * In v5 a filter "$share/NAME/FILTER" must have a non-empty NAME without
+ * wildcards and a non-empty FILTER, and must not set no_local.
  */
 struct mqtt_subscribe {
 	uint16_t packet_id;
 	struct mqtt_props props;
-	struct mqtt_bytes raw_payload; /* decode */
+	struct mqtt_bytes raw_payload; /* decode; encode when filters is NULL */
 	size_t n_filters;
 	const struct mqtt_topic_filter *filters; /* encode */
 };
 
-/* SUBACK/UNSUBACK: one reason code (granted QoS) per filter. */
+/*
+ * SUBACK/UNSUBACK: one reason code (granted QoS) per filter, at least one.
+ * A 3.1.1 UNSUBACK has none: decoding leaves `reasons` empty and encoding
+ * ignores it.
+ */
 struct mqtt_suback {
 	uint16_t packet_id;
 	struct mqtt_props props;
@@ -237,6 +286,10 @@ struct mqtt_auth {
 	struct mqtt_props props;
 };
 
+/*
+ * One packet. Encoding ignores `flags` (it derives them from the type and,
+ * for PUBLISH, from dup/qos/retain); decoding sets both fields.
+ */
 struct mqtt_packet {
 	uint8_t type;  /* enum mqtt_type */
 	uint8_t flags; /* low nibble of the first byte */
@@ -257,7 +310,9 @@ struct mqtt_packet {
  * body. On success returns the total packet length (fixed header + remaining
  * length) and sets *type and *header_len; MQTT_ENEEDMORE when the fixed
  * header or the body is not complete yet; MQTT_EVARINT; MQTT_ETOOBIG when the
- * total exceeds max_size (0: no limit beyond the spec's).
+ * total exceeds max_size (0: no limit beyond the spec's), reported as soon
+ * as the fixed header is complete. type and header_len may be NULL. It does
+ * not look at the type: mqtt_decode() does.
  */
 ssize_t mqtt_frame(const uint8_t *buf, size_t len, size_t max_size,
                    uint8_t *type, size_t *header_len);
@@ -267,7 +322,16 @@ ssize_t mqtt_frame(const uint8_t *buf, size_t len, size_t max_size,
  * MQTT_V5; for CONNECT the packet's own level is used and stored). Returns
  * bytes consumed, MQTT_ENEEDMORE, or an error. `is_server` says which side
  * decodes: it picks the direction rules (a client never receives CONNECT,
- * a server never receives CONNACK, and v5 properties allowed differ).
+ * a server never receives CONNACK, a 3.1.1 client never receives
+ * DISCONNECT: MQTT_ETYPE; a server refuses subscription ids in PUBLISH and a
+ * client refuses a session expiry in DISCONNECT: MQTT_EPROP).
+ * Any other `version` is MQTT_EINVAL. CONNECT with authentication data but
+ * no method, and AUTH other than the empty form without a method, are
+ * MQTT_EPROP. On error the contents of *out are
+ * unspecified, except that a CONNECT refused with MQTT_EPROTO for its
+ * protocol level leaves that level in out->u.connect.version, so a server
+ * can answer with the right CONNACK. Bytes after the packet (the next one)
+ * are not looked at.
  */
 ssize_t mqtt_decode(const uint8_t *buf, size_t len, uint8_t version,
                     int is_server, struct mqtt_packet *out);
@@ -290,7 +354,9 @@ ssize_t mqtt_encoded_size(uint8_t version, const struct mqtt_packet *p);
 
 /*
  * Fast path for the load generator: encode a PUBLISH with no v5 properties.
- * Same return convention as mqtt_encode().
+ * Same return convention as mqtt_encode(). It checks QoS, DUP, packet id and
+ * lengths but does not scan the topic: validate it once with
+ * mqtt_valid_topic_name() before the send loop.
  */
 ssize_t mqtt_encode_publish_simple(uint8_t *buf, size_t cap, uint8_t version,
                                    const uint8_t *topic, size_t topic_len,
@@ -298,11 +364,25 @@ ssize_t mqtt_encode_publish_simple(uint8_t *buf, size_t cap, uint8_t version,
                                    uint16_t packet_id, const uint8_t *payload,
                                    size_t payload_len);
 
-/* Validators, also used by the tools on user input. Return 0 or error. */
+/*
+ * Validators, also used by the tools on user input. Return 0 or error.
+ * mqtt_valid_utf8: well-formed, no overlong forms, no surrogates, no U+0000.
+ * The topic validators also check UTF-8 (MQTT_EUTF8), and give MQTT_ETOPIC
+ * for an empty or longer than 65535-byte topic, for wildcards in a name,
+ * and for '#' not alone in the last level or '+' not alone in its level in
+ * a filter.
+ */
 int mqtt_valid_utf8(const uint8_t *s, size_t len);      /* MQTT_EUTF8 */
 int mqtt_valid_topic_name(const uint8_t *s, size_t len);   /* MQTT_ETOPIC */
 int mqtt_valid_topic_filter(const uint8_t *s, size_t len); /* MQTT_ETOPIC */
-/* 1 if topic name matches filter (with + and #, $-topics rule), else 0. */
+/* 0 if `reason` is a valid reason/return code of packet `type` in
+ * `version`, else MQTT_EREASON (or MQTT_EINVAL for a bad version). */
+int mqtt_valid_reason(uint8_t version, uint8_t type, uint8_t reason);
+/*
+ * 1 if topic name matches filter (with + and #, $-topics rule), else 0.
+ * A filter '#' or '+' in its first level does not match a topic starting
+ * with '$'. Shared subscriptions: pass the filter without "$share/NAME/".
+ */
 int mqtt_topic_matches(const uint8_t *filter, size_t flen,
                        const uint8_t *topic, size_t tlen);
 

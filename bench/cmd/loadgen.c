@@ -1,0 +1,1314 @@
+/*
+ * loadgen: the benchmark's load generator. N MQTT publisher connections in
+ * one process and one event loop; every payload carries the benchmark header
+ * (payload.h) so that the sink can measure one-way latency, loss,
+ * duplicates and reordering. Writes one JSON document when it ends.
+ *
+ * Timing: message i of a client is due at connack + i / rate (constant) or
+ * after exponential gaps (Poisson, seeded per client). The generator is open
+ * loop: when it falls behind (a full window, a full socket) it sends the
+ * overdue messages as soon as it can, and the send time stamped into the
+ * payload is the time of the actual send, taken just before the publish.
+ * Rate 0 means "as fast as the inflight window and the socket allow".
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "client.h"
+#include "evloop.h"
+#include "mqtt_codec.h"
+#include "payload.h"
+#include "report.h"
+#include "stats.h"
+#include "transport.h"
+
+/* Per-connection ack histograms cost 31 KiB each: only for small runs. */
+#define PER_CONN_HIST_MAX 1000
+/* Messages one client sends per turn at max rate before yielding. */
+#define MAX_RATE_BURST 256
+#define MAX_PAYLOAD (64u * 1024 * 1024)
+#define MAX_CLIENTS 1000000u
+
+enum pub_state {
+	PUB_PENDING = 0, /* not started yet */
+	PUB_CONNECTING,  /* client_connect() called, no CONNACK yet */
+	PUB_CONNECTED,
+	PUB_CLOSING,     /* our DISCONNECT under way */
+	PUB_CLOSED,      /* closed after our DISCONNECT */
+	PUB_FAILED,      /* never connected: error */
+	PUB_LOST,        /* connected, then closed by an error */
+	PUB_ABANDONED,   /* connect abandoned because the run stopped */
+	PUB_NOT_STARTED, /* the run stopped before its turn */
+};
+
+static const char *const pub_state_names[] = {
+	"pending", "connecting", "connected", "closing", "closed",
+	"failed", "lost", "abandoned", "not_started",
+};
+
+struct lg;
+
+/* One publisher connection. Kept small: 10,000 of them must stay cheap. */
+struct pub {
+	struct lg *lg;
+	struct client *cl;
+	char *topic;
+	uint16_t topic_len;
+	uint8_t state; /* enum pub_state */
+	uint8_t send_done, blocked, tls_resumed;
+	uint32_t index, publisher_id;
+	uint64_t target; /* messages to send, UINT64_MAX: no limit */
+	uint64_t sent, bytes, acks, acks_failed;
+	uint64_t ack_min, ack_max;
+	double ack_sum;
+	struct stats_hist *ack_hist; /* NULL unless per-connection hists */
+	int64_t next_at;             /* rate mode: when the next one is due */
+	uint64_t rng;                /* Poisson gaps */
+	int64_t t_start, t_tcp, t_ready, t_connack;
+	int64_t t_first_pub, t_last_pub;
+	uint64_t wire_in, wire_out, mqtt_out;
+	char *err;
+	struct ev_timer timer;
+};
+
+struct lg_opts {
+	struct cli_conn conn;
+	uint32_t clients;
+	const char *topic_tmpl;
+	uint64_t size;
+	double rate; /* per client, messages/s; 0: max */
+	int poisson;
+	uint64_t seed;
+	uint64_t count;   /* per client, 0: not given */
+	uint64_t total;   /* all clients, 0: not given */
+	uint64_t duration_ns;
+	uint64_t ramp_ns;
+	int idle;
+	uint32_t id_base;
+	int id_base_set;
+	uint16_t inflight;
+	uint64_t drain_ns;
+	uint32_t max_pending;
+	const char *ready_file;
+	int per_conn; /* list every connection in the JSON */
+};
+
+struct lg {
+	struct lg_opts o;
+	struct evloop *loop;
+	struct tr_ctx *tr;
+	struct client_config ccfg;
+	struct pub *pubs;
+	uint8_t *payload;
+	json_t *doc;
+	int per_conn_hist;
+
+	int64_t t0;       /* run start (monotonic) */
+	uint64_t wall0;   /* run start (wall clock) */
+	int64_t deadline; /* end of publishing, 0: none */
+	uint32_t next_start, pending, open, settled;
+	uint32_t n_ok, n_failed, n_lost, n_abandoned, n_not_started;
+	uint32_t sending; /* connected clients still publishing */
+	int stopping, signals;
+	const char *stop_reason;
+	char *first_err; /* first connection error, for the stderr line */
+
+	long rss_start_kib, rss_connected_kib;
+	int64_t t_all_settled;
+	char tls_version[16], tls_cipher[48];
+
+	struct stats_hist ack_lat, conn_total, conn_transport, conn_mqtt,
+		conn_tcp;
+	uint64_t acks, acks_failed, sent, bytes, publish_errors;
+	int64_t t_first_pub, t_last_pub;
+
+	struct ev_timer start_timer, deadline_timer, drain_timer,
+		final_timer;
+	struct ev_io sig_io;
+	int sigfd;
+};
+
+static const char usage[] =
+	"usage: loadgen [options]\n"
+	"MQTT load generator of the transport benchmark: N publisher\n"
+	"connections; every payload starts with a benchmark header (magic,\n"
+	"publisher id, sequence number, CLOCK_MONOTONIC send time) that the\n"
+	"sink uses for one-way latency, loss, duplicates and reordering.\n"
+	"\n"
+	"Load:\n"
+	"  --clients N            publisher connections (default 1)\n"
+	"  --topic TEMPLATE       topic; {client} is replaced by the client id,\n"
+	"                         {n} by the client's index (default\n"
+	"                         bench/{client})\n"
+	"  --size BYTES           payload size, >= 28 (the header; default 64)\n"
+	"  --rate R               messages/s per client (default 10);\n"
+	"                         0 = as fast as window and socket allow\n"
+	"  --arrival constant|poisson  gaps between messages (default constant)\n"
+	"  --seed N               seed of the Poisson gaps (default 1)\n"
+	"  --count N              messages per client\n"
+	"  --total N              messages over all clients (split evenly)\n"
+	"  --duration DUR         publish for DUR after the ramp-up\n"
+	"                         (without --count/--total/--duration: until\n"
+	"                         SIGINT/SIGTERM)\n"
+	"  --ramp-up DUR          spread connection starts over DUR (default 0)\n"
+	"  --max-pending N        connections being set up at once (default 256)\n"
+	"  --idle                 connect, then only keep alive (memory runs)\n"
+	"  --inflight N           QoS 1/2 messages in flight per connection\n"
+	"                         (default 20, capped by the broker's Receive\n"
+	"                         Maximum)\n"
+	"  --drain DUR            after the last publish, wait up to DUR for\n"
+	"                         acks (default 10s)\n"
+	"  --id-base N            publisher id of client 0; client i gets\n"
+	"                         N + i (default: derived from the pid)\n"
+	"  --ready-file FILE      create FILE once every connection is up\n"
+	"  --no-per-connection    leave the per-connection list out of the JSON\n"
+	"\n";
+
+enum {
+	OPT_CLIENTS = CLI_OPT_FIRST_OWN,
+	OPT_TOPIC,
+	OPT_SIZE,
+	OPT_RATE,
+	OPT_ARRIVAL,
+	OPT_SEED,
+	OPT_COUNT,
+	OPT_TOTAL,
+	OPT_DURATION,
+	OPT_RAMP,
+	OPT_MAX_PENDING,
+	OPT_IDLE,
+	OPT_INFLIGHT,
+	OPT_DRAIN,
+	OPT_ID_BASE,
+	OPT_READY,
+	OPT_NO_PER_CONN,
+};
+
+static const struct option longopts[] = {
+	CLI_CONN_LONGOPTS,
+	{ "clients", required_argument, 0, OPT_CLIENTS },
+	{ "topic", required_argument, 0, OPT_TOPIC },
+	{ "size", required_argument, 0, OPT_SIZE },
+	{ "rate", required_argument, 0, OPT_RATE },
+	{ "arrival", required_argument, 0, OPT_ARRIVAL },
+	{ "seed", required_argument, 0, OPT_SEED },
+	{ "count", required_argument, 0, OPT_COUNT },
+	{ "total", required_argument, 0, OPT_TOTAL },
+	{ "duration", required_argument, 0, OPT_DURATION },
+	{ "ramp-up", required_argument, 0, OPT_RAMP },
+	{ "max-pending", required_argument, 0, OPT_MAX_PENDING },
+	{ "idle", no_argument, 0, OPT_IDLE },
+	{ "inflight", required_argument, 0, OPT_INFLIGHT },
+	{ "drain", required_argument, 0, OPT_DRAIN },
+	{ "id-base", required_argument, 0, OPT_ID_BASE },
+	{ "ready-file", required_argument, 0, OPT_READY },
+	{ "no-per-connection", no_argument, 0, OPT_NO_PER_CONN },
+	{ 0, 0, 0, 0 },
+};
+
+/* ---- options ----------------------------------------------------------- */
+
+static int handle_opt(void *ctx, int code, const char *arg)
+{
+	struct lg_opts *o = ctx;
+	uint64_t v;
+
+	switch (code) {
+	case OPT_CLIENTS:
+		if (cli_parse_u64("--clients", arg, 1, MAX_CLIENTS, &v) < 0)
+			return CLI_EBADARG;
+		o->clients = (uint32_t)v;
+		return 0;
+	case OPT_TOPIC:
+		o->topic_tmpl = arg;
+		return 0;
+	case OPT_SIZE:
+		if (cli_parse_size("--size", arg, 0, MAX_PAYLOAD, &o->size) < 0)
+			return CLI_EBADARG;
+		if (o->size < PAYLOAD_HEADER_LEN) {
+			cli_error("--size: %s bytes is smaller than the benchmark "
+			          "header (%d bytes); use --size %d or more",
+			          arg, PAYLOAD_HEADER_LEN, PAYLOAD_HEADER_LEN);
+			return CLI_EBADARG;
+		}
+		return 0;
+	case OPT_RATE:
+		return cli_parse_double("--rate", arg, 0.0, 1e7, &o->rate);
+	case OPT_ARRIVAL:
+		if (strcmp(arg, "constant") == 0) {
+			o->poisson = 0;
+		} else if (strcmp(arg, "poisson") == 0) {
+			o->poisson = 1;
+		} else {
+			cli_error("--arrival: '%s' is not an arrival process "
+			          "(use constant or poisson)", arg);
+			return CLI_EBADARG;
+		}
+		return 0;
+	case OPT_SEED:
+		return cli_parse_u64("--seed", arg, 0, UINT64_MAX, &o->seed);
+	case OPT_COUNT:
+		return cli_parse_u64("--count", arg, 1, UINT64_MAX / 2,
+		                     &o->count);
+	case OPT_TOTAL:
+		return cli_parse_u64("--total", arg, 1, UINT64_MAX / 2,
+		                     &o->total);
+	case OPT_DURATION:
+		return cli_parse_duration("--duration", arg, 1000000,
+		                          UINT64_C(365) * 86400 * 1000000000,
+		                          &o->duration_ns);
+	case OPT_RAMP:
+		return cli_parse_duration("--ramp-up", arg, 0,
+		                          UINT64_C(86400) * 1000000000,
+		                          &o->ramp_ns);
+	case OPT_MAX_PENDING:
+		if (cli_parse_u64("--max-pending", arg, 1, MAX_CLIENTS, &v) < 0)
+			return CLI_EBADARG;
+		o->max_pending = (uint32_t)v;
+		return 0;
+	case OPT_IDLE:
+		o->idle = 1;
+		return 0;
+	case OPT_INFLIGHT:
+		if (cli_parse_u64("--inflight", arg, 1, 65535, &v) < 0)
+			return CLI_EBADARG;
+		o->inflight = (uint16_t)v;
+		return 0;
+	case OPT_DRAIN:
+		return cli_parse_duration("--drain", arg, 0,
+		                          UINT64_C(3600) * 1000000000,
+		                          &o->drain_ns);
+	case OPT_ID_BASE:
+		if (cli_parse_u64("--id-base", arg, 0, UINT32_MAX, &v) < 0)
+			return CLI_EBADARG;
+		o->id_base = (uint32_t)v;
+		o->id_base_set = 1;
+		return 0;
+	case OPT_READY:
+		o->ready_file = arg;
+		return 0;
+	case OPT_NO_PER_CONN:
+		o->per_conn = 0;
+		return 0;
+	default:
+		cli_error("internal: unhandled option %d", code);
+		return CLI_EBADARG;
+	}
+}
+
+/* Client id of client i: the prefix alone for one client. */
+static void client_id_of(const struct lg_opts *o, uint32_t i, char *buf,
+                         size_t len)
+{
+	if (o->clients == 1)
+		snprintf(buf, len, "%s", o->conn.client_id);
+	else
+		snprintf(buf, len, "%s-%" PRIu32, o->conn.client_id, i);
+}
+
+/*
+ * Expand the topic template for client i into a new string. Returns NULL
+ * with one error line for an unknown placeholder or when out of memory.
+ */
+static char *expand_topic(const char *tmpl, const char *cid, uint32_t n)
+{
+	size_t cap = strlen(tmpl) + 1, len = 0, add;
+	const char *p = tmpl, *ins;
+	char num[16], *out, *tmp;
+
+	snprintf(num, sizeof(num), "%" PRIu32, n);
+	out = malloc(cap);
+	if (out == NULL)
+		return NULL;
+	while (*p) {
+		if (*p == '{') {
+			if (strncmp(p, "{client}", 8) == 0) {
+				ins = cid;
+				p += 8;
+			} else if (strncmp(p, "{n}", 3) == 0) {
+				ins = num;
+				p += 3;
+			} else {
+				cli_error("--topic: unknown placeholder in '%s' "
+				          "(use {client} or {n})", tmpl);
+				free(out);
+				return NULL;
+			}
+		} else {
+			ins = NULL;
+		}
+		add = ins ? strlen(ins) : 1;
+		if (len + add + 1 > cap) {
+			cap = (len + add + 1) * 2;
+			tmp = realloc(out, cap);
+			if (tmp == NULL) {
+				free(out);
+				return NULL;
+			}
+			out = tmp;
+		}
+		if (ins) {
+			memcpy(out + len, ins, add);
+		} else {
+			out[len] = *p++;
+		}
+		len += add;
+	}
+	out[len] = '\0';
+	return out;
+}
+
+static int check_options(struct lg_opts *o)
+{
+	char cid[256], *t;
+	int rv;
+
+	if (o->conn.client_id == NULL) {
+		static char def[64];
+
+		snprintf(def, sizeof(def), "loadgen-%ld", (long)getpid());
+		o->conn.client_id = def;
+	}
+	if (!o->id_base_set)
+		/* distinct across processes feeding one sink, and leaves
+		 * room for 65536 clients per process */
+		o->id_base = ((uint32_t)getpid() & 0xffffu) << 16;
+	if ((uint64_t)o->id_base + o->clients - 1 > UINT32_MAX) {
+		cli_error("--id-base %" PRIu32 " + --clients %" PRIu32
+		          " exceeds the 32-bit publisher id", o->id_base,
+		          o->clients);
+		return CLI_EBADARG;
+	}
+	if (o->count && o->total) {
+		cli_error("--count and --total exclude each other (messages per "
+		          "client, or over all clients)");
+		return CLI_EBADARG;
+	}
+	if (o->idle && (o->count || o->total)) {
+		cli_error("--idle publishes nothing: drop --count/--total, use "
+		          "--duration to bound the run");
+		return CLI_EBADARG;
+	}
+	if (o->total && o->total < o->clients) {
+		cli_error("--total %" PRIu64 " is smaller than --clients %" PRIu32
+		          ": every client must send at least one message",
+		          o->total, o->clients);
+		return CLI_EBADARG;
+	}
+	if (o->poisson && o->rate == 0) {
+		cli_error("--arrival poisson needs a --rate above 0");
+		return CLI_EBADARG;
+	}
+	client_id_of(o, o->clients - 1, cid, sizeof(cid));
+	if (mqtt_valid_utf8((const uint8_t *)cid, strlen(cid)) != 0 ||
+	    strlen(cid) > 23 * 10) {
+		cli_error("--client-id: '%s' makes client ids that are too long "
+		          "or not UTF-8", o->conn.client_id);
+		return CLI_EBADARG;
+	}
+	t = expand_topic(o->topic_tmpl, cid, o->clients - 1);
+	if (t == NULL)
+		return CLI_EBADARG;
+	rv = mqtt_valid_topic_name((const uint8_t *)t, strlen(t));
+	if (rv != 0 || t[0] == '\0') {
+		cli_error("--topic: '%s' is not a valid topic name to publish to "
+		          "(non-empty UTF-8, no + or # wildcards)", t);
+		free(t);
+		return CLI_EBADARG;
+	}
+	free(t);
+	return 0;
+}
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static uint64_t splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+
+	z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
+	return z ^ (z >> 31);
+}
+
+/* Gap to the next message of p, in ns. */
+static int64_t next_gap(struct pub *p)
+{
+	const struct lg_opts *o = &p->lg->o;
+	double u;
+
+	if (!o->poisson)
+		return (int64_t)(1e9 / o->rate);
+	/* exponential gap: -ln(1 - U) / rate, U uniform in [0, 1) */
+	u = (double)(splitmix64(&p->rng) >> 11) / 9007199254740992.0;
+	return (int64_t)(-log1p(-u) / o->rate * 1e9);
+}
+
+static void note_error(struct lg *lg, struct pub *p, const char *msg)
+{
+	if (p != NULL && p->err == NULL)
+		p->err = strdup(msg);
+	if (lg->first_err == NULL)
+		lg->first_err = strdup(msg);
+	if (p != NULL)
+		report_error(lg->doc, "client %" PRIu32 ": %s", p->index, msg);
+	else
+		report_error(lg->doc, "%s", msg);
+}
+
+static void lg_kick_starter(struct lg *lg);
+static void lg_stop(struct lg *lg, const char *reason);
+static void pub_pump(struct pub *p);
+
+static void lg_check_end(struct lg *lg)
+{
+	if (lg->open == 0 && lg->next_start >= lg->o.clients)
+		evloop_stop(lg->loop);
+}
+
+/* Every connection has either come up or failed: the "connected" moment. */
+static void lg_settle_one(struct lg *lg)
+{
+	int rv;
+
+	lg->settled++;
+	if (lg->settled + lg->n_not_started != lg->o.clients)
+		return;
+	lg->t_all_settled = evloop_clock_ns();
+	lg->rss_connected_kib = report_rss_kib();
+	if (lg->o.ready_file && lg->n_ok > 0) {
+		rv = cli_write_ready(lg->o.ready_file);
+		if (rv < 0)
+			note_error(lg, NULL, "cannot write the ready file");
+	}
+}
+
+static void pub_close(struct pub *p)
+{
+	struct tr_conn *tc;
+	struct tr_info ti;
+
+	if (p->state != PUB_CONNECTED)
+		return;
+	ev_timer_stop(p->lg->loop, &p->timer);
+	tc = client_transport(p->cl);
+	if (tc != NULL) {
+		tr_get_info(tc, &ti);
+		p->wire_in = ti.wire_in;
+		p->wire_out = ti.wire_out;
+	}
+	p->mqtt_out = client_stats(p->cl)->bytes_out;
+	p->state = PUB_CLOSING;
+	if (client_disconnect(p->cl, 0) < 0) {
+		/* not connected after all: on_closed has been or will be
+		 * called; nothing more to do here */
+	}
+}
+
+/*
+ * Once nobody publishes any more and no connection is still being set up,
+ * the ones waiting for acks get the drain time, not more.
+ */
+static void lg_maybe_drain(struct lg *lg)
+{
+	if (lg->sending == 0 && lg->next_start >= lg->o.clients &&
+	    lg->pending == 0 && !lg->o.idle &&
+	    !ev_timer_active(&lg->drain_timer))
+		ev_timer_start(lg->loop, &lg->drain_timer,
+		               evloop_clock_ns() + (int64_t)lg->o.drain_ns);
+}
+
+/* p sends no more: from now on it only waits for its acks. */
+static void pub_finish_sending(struct pub *p)
+{
+	struct lg *lg = p->lg;
+
+	if (p->send_done)
+		return;
+	p->send_done = 1;
+	ev_timer_stop(lg->loop, &p->timer);
+	if (p->state == PUB_CONNECTED && lg->sending > 0)
+		lg->sending--;
+	if (p->state == PUB_CONNECTED &&
+	    (lg->o.conn.qos == 0 || p->acks >= p->sent) && !lg->o.idle)
+		pub_close(p);
+	lg_maybe_drain(lg);
+}
+
+/* ---- publishing --------------------------------------------------------- */
+
+/* Publish one message now. Returns client_publish()'s result. */
+static int pub_publish_one(struct pub *p)
+{
+	struct lg *lg = p->lg;
+	struct payload_header h;
+	int64_t now;
+	int rv;
+
+	h.publisher = p->publisher_id;
+	h.seq = p->sent;
+	now = evloop_clock_ns();
+	h.send_ns = (uint64_t)now;
+	payload_encode(lg->payload, (size_t)lg->o.size, &h);
+	rv = client_publish(p->cl, (const uint8_t *)p->topic, p->topic_len,
+	                    lg->payload, (size_t)lg->o.size, lg->o.conn.qos,
+	                    0, NULL);
+	if (rv < 0)
+		return rv;
+	if (p->sent == 0)
+		p->t_first_pub = now;
+	p->t_last_pub = now;
+	p->sent++;
+	p->bytes += lg->o.size;
+	lg->sent++;
+	lg->bytes += lg->o.size;
+	if (lg->t_first_pub == 0 || now < lg->t_first_pub)
+		lg->t_first_pub = now;
+	if (now > lg->t_last_pub)
+		lg->t_last_pub = now;
+	return rv;
+}
+
+/*
+ * Send what is due. Stops at a full window or socket (on_writable resumes),
+ * at the next due time (timer), or after a burst at max rate (a timer at
+ * "now" lets the other clients and the reads run).
+ */
+static void pub_pump(struct pub *p)
+{
+	struct lg *lg = p->lg;
+	int64_t now;
+	unsigned budget = MAX_RATE_BURST;
+	int rv;
+
+	if (p->state != PUB_CONNECTED || p->send_done || p->blocked)
+		return;
+	for (;;) {
+		now = evloop_clock_ns();
+		if (p->sent >= p->target ||
+		    (lg->deadline && now >= lg->deadline)) {
+			pub_finish_sending(p);
+			return;
+		}
+		if (lg->o.rate > 0 && p->next_at > now) {
+			ev_timer_start(lg->loop, &p->timer, p->next_at);
+			return;
+		}
+		if (budget-- == 0) {
+			ev_timer_start(lg->loop, &p->timer, now);
+			return;
+		}
+		rv = pub_publish_one(p);
+		if (rv == CLIENT_EWINDOW || rv == CLIENT_EBUSY) {
+			p->blocked = 1;
+			return;
+		}
+		if (rv < 0) {
+			char msg[160];
+
+			snprintf(msg, sizeof(msg), "publish failed: %s",
+			         client_strerror(rv));
+			lg->publish_errors++;
+			note_error(lg, p, msg);
+			pub_finish_sending(p);
+			pub_close(p);
+			return;
+		}
+		if (lg->o.rate > 0)
+			p->next_at += next_gap(p);
+	}
+}
+
+static void pub_timer_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct pub *p = t->arg;
+
+	(void)loop;
+	pub_pump(p);
+}
+
+/* ---- client callbacks --------------------------------------------------- */
+
+static void on_connected(struct client *c,
+                         const struct client_connected_info *info)
+{
+	struct pub *p = client_user(c);
+	struct lg *lg = p->lg;
+	struct tr_info ti;
+	struct tr_conn *tc;
+
+	p->state = PUB_CONNECTED;
+	p->t_start = info->t_start;
+	p->t_tcp = info->t_transport_connected;
+	p->t_ready = info->t_transport_ready;
+	p->t_connack = info->t_connack;
+	p->tls_resumed = (uint8_t)info->tls_resumed;
+	lg->n_ok++;
+	lg->pending--;
+	stats_hist_add(&lg->conn_total,
+	               (uint64_t)(info->t_connack - info->t_start));
+	stats_hist_add(&lg->conn_transport,
+	               (uint64_t)(info->t_transport_ready - info->t_start));
+	stats_hist_add(&lg->conn_tcp,
+	               (uint64_t)(info->t_transport_connected - info->t_start));
+	stats_hist_add(&lg->conn_mqtt,
+	               (uint64_t)(info->t_connack - info->t_transport_ready));
+	if (lg->tls_version[0] == '\0' && (tc = client_transport(c)) != NULL) {
+		tr_get_info(tc, &ti);
+		snprintf(lg->tls_version, sizeof(lg->tls_version), "%s",
+		         ti.version);
+		snprintf(lg->tls_cipher, sizeof(lg->tls_cipher), "%s",
+		         ti.cipher);
+	}
+	lg_settle_one(lg);
+	lg_kick_starter(lg);
+	if (lg->stopping || lg->o.idle) {
+		p->send_done = 1;
+		if (lg->stopping)
+			pub_close(p);
+		return;
+	}
+	lg->sending++;
+	p->next_at = evloop_clock_ns();
+	pub_pump(p);
+}
+
+static void on_publish_done(struct client *c, uint16_t packet_id, uint8_t qos,
+                            uint8_t reason, int64_t t_sent_ns, int64_t now_ns)
+{
+	struct pub *p = client_user(c);
+	struct lg *lg = p->lg;
+	int64_t now = evloop_clock_ns();
+	uint64_t lat;
+
+	(void)packet_id;
+	(void)qos;
+	(void)now_ns; /* the loop's cached time: a fresh read is closer */
+	lat = now > t_sent_ns ? (uint64_t)(now - t_sent_ns) : 0;
+	p->acks++;
+	lg->acks++;
+	if (reason >= 0x80) {
+		p->acks_failed++;
+		lg->acks_failed++;
+	}
+	stats_hist_add(&lg->ack_lat, lat);
+	if (p->ack_hist)
+		stats_hist_add(p->ack_hist, lat);
+	if (p->acks == 1 || lat < p->ack_min)
+		p->ack_min = lat;
+	if (lat > p->ack_max)
+		p->ack_max = lat;
+	p->ack_sum += (double)lat;
+	if (p->send_done && p->state == PUB_CONNECTED && p->acks >= p->sent)
+		pub_close(p);
+}
+
+static void on_writable(struct client *c)
+{
+	struct pub *p = client_user(c);
+
+	p->blocked = 0;
+	pub_pump(p);
+}
+
+static void on_closed(struct client *c, int err, const char *msg)
+{
+	struct pub *p = client_user(c);
+	struct lg *lg = p->lg;
+	enum pub_state was = p->state;
+
+	ev_timer_stop(lg->loop, &p->timer);
+	switch (was) {
+	case PUB_CONNECTING:
+		lg->pending--;
+		if (err != 0) {
+			p->state = PUB_FAILED;
+			lg->n_failed++;
+			note_error(lg, p, msg);
+		} else {
+			p->state = PUB_ABANDONED;
+			lg->n_abandoned++;
+		}
+		lg_settle_one(lg);
+		/* fail fast: nothing has connected, do not try the rest */
+		if (lg->n_ok == 0 && err != 0)
+			lg_stop(lg, "error");
+		else
+			lg_kick_starter(lg);
+		break;
+	case PUB_CONNECTED:
+		if (!p->send_done && lg->sending > 0)
+			lg->sending--;
+		p->send_done = 1;
+		p->state = PUB_LOST;
+		lg->n_lost++;
+		note_error(lg, p, err ? msg : "connection closed by the broker");
+		break;
+	case PUB_CLOSING:
+		p->state = PUB_CLOSED;
+		if (err != 0)
+			note_error(lg, p, msg);
+		break;
+	default:
+		break;
+	}
+	lg->open--;
+	lg_maybe_drain(lg);
+	lg_check_end(lg);
+}
+
+static const struct client_callbacks callbacks = {
+	.on_connected = on_connected,
+	.on_publish_done = on_publish_done,
+	.on_writable = on_writable,
+	.on_closed = on_closed,
+};
+
+/* ---- run control -------------------------------------------------------- */
+
+static int64_t start_time_of(const struct lg *lg, uint32_t i)
+{
+	if (lg->o.ramp_ns == 0 || lg->o.clients <= 1)
+		return lg->t0;
+	return lg->t0 + (int64_t)((double)lg->o.ramp_ns * i / lg->o.clients);
+}
+
+static int pub_start(struct lg *lg, struct pub *p)
+{
+	char cid[256];
+	struct client_config cfg = lg->ccfg;
+
+	client_id_of(&lg->o, p->index, cid, sizeof(cid));
+	cfg.client_id = cid;
+	p->cl = client_new(lg->loop, lg->tr, &cfg, &callbacks, p);
+	if (p->cl == NULL)
+		return CLIENT_ENOMEM;
+	p->state = PUB_CONNECTING;
+	lg->pending++;
+	lg->open++;
+	if (client_connect(p->cl) < 0) {
+		lg->pending--;
+		lg->open--;
+		return CLIENT_ENOMEM;
+	}
+	return 0;
+}
+
+static void lg_kick_starter(struct lg *lg)
+{
+	int64_t now, at;
+	struct pub *p;
+
+	if (lg->stopping)
+		return;
+	now = evloop_clock_ns();
+	while (lg->next_start < lg->o.clients &&
+	       lg->pending < lg->o.max_pending) {
+		at = start_time_of(lg, lg->next_start);
+		if (at > now) {
+			ev_timer_start(lg->loop, &lg->start_timer, at);
+			return;
+		}
+		p = &lg->pubs[lg->next_start++];
+		if (pub_start(lg, p) < 0) {
+			p->state = PUB_FAILED;
+			lg->n_failed++;
+			note_error(lg, p, "out of memory creating the client");
+			lg_settle_one(lg);
+		}
+	}
+}
+
+static void start_timer_cb(struct evloop *loop, struct ev_timer *t)
+{
+	(void)loop;
+	lg_kick_starter(t->arg);
+}
+
+/*
+ * Stop the run: no more connections, no more publishing; acks get the drain
+ * time, then everything is closed.
+ */
+static void lg_stop(struct lg *lg, const char *reason)
+{
+	uint32_t i;
+	struct pub *p;
+
+	if (lg->stopping)
+		return;
+	lg->stopping = 1;
+	lg->stop_reason = reason;
+	ev_timer_stop(lg->loop, &lg->start_timer);
+	ev_timer_stop(lg->loop, &lg->deadline_timer);
+	while (lg->next_start < lg->o.clients) {
+		lg->pubs[lg->next_start++].state = PUB_NOT_STARTED;
+		lg->n_not_started++;
+	}
+	if (lg->settled + lg->n_not_started == lg->o.clients &&
+	    lg->t_all_settled == 0) {
+		lg->t_all_settled = evloop_clock_ns();
+		lg->rss_connected_kib = report_rss_kib();
+	}
+	for (i = 0; i < lg->o.clients; i++) {
+		p = &lg->pubs[i];
+		if (p->state == PUB_CONNECTING) {
+			client_disconnect(p->cl, 0); /* abandons the attempt */
+		} else if (p->state == PUB_CONNECTED) {
+			if (lg->o.idle)
+				pub_close(p);
+			else
+				pub_finish_sending(p);
+		}
+	}
+	if (!ev_timer_active(&lg->drain_timer))
+		ev_timer_start(lg->loop, &lg->drain_timer,
+		               evloop_clock_ns() + (int64_t)lg->o.drain_ns);
+	lg_check_end(lg);
+}
+
+static void deadline_cb(struct evloop *loop, struct ev_timer *t)
+{
+	(void)loop;
+	lg_stop(t->arg, "duration");
+}
+
+/* The drain time is over: close whoever still waits for acks. */
+static void drain_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct lg *lg = t->arg;
+	uint32_t i;
+
+	for (i = 0; i < lg->o.clients; i++)
+		if (lg->pubs[i].state == PUB_CONNECTED)
+			pub_close(&lg->pubs[i]);
+	/* the engine lingers 2 s for the broker's close; allow for it */
+	ev_timer_start(loop, &lg->final_timer,
+	               evloop_clock_ns() + 5 * EV_NS_PER_SEC);
+	lg_check_end(lg);
+}
+
+static void final_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct lg *lg = t->arg;
+
+	report_error(lg->doc, "%" PRIu32 " connections did not close in time",
+	             lg->open);
+	evloop_stop(loop);
+}
+
+static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
+{
+	struct lg *lg = w->arg;
+	struct signalfd_siginfo si;
+
+	(void)revents;
+	while (read(lg->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (++lg->signals > 1) {
+			/* second signal: do not wait for anything */
+			evloop_stop(loop);
+			return;
+		}
+		lg_stop(lg, "signal");
+	}
+}
+
+/* ---- result document ---------------------------------------------------- */
+
+static json_t *config_json(const struct lg *lg)
+{
+	const struct lg_opts *o = &lg->o;
+	json_t *c = json_object();
+
+	report_set(c, "connection", cli_conn_json(&o->conn));
+	report_set(c, "clients", json_integer(o->clients));
+	report_set(c, "client_id_prefix", json_string(o->conn.client_id));
+	report_set(c, "topic", json_string(o->topic_tmpl));
+	report_set(c, "payload_size", json_integer((json_int_t)o->size));
+	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
+	report_set(c, "rate_per_client", json_real(o->rate));
+	report_set(c, "max_rate", json_boolean(o->rate == 0 && !o->idle));
+	report_set(c, "arrival", json_string(o->poisson ? "poisson"
+	                                                : "constant"));
+	report_set(c, "seed", json_integer((json_int_t)o->seed));
+	report_set(c, "count_per_client",
+	           o->count ? json_integer((json_int_t)o->count) : json_null());
+	report_set(c, "total", o->total ? json_integer((json_int_t)o->total)
+	                                : json_null());
+	report_set(c, "duration_s",
+	           o->duration_ns ? json_real((double)o->duration_ns / 1e9)
+	                          : json_null());
+	report_set(c, "ramp_up_s", json_real((double)o->ramp_ns / 1e9));
+	report_set(c, "max_pending", json_integer(o->max_pending));
+	report_set(c, "idle", json_boolean(o->idle));
+	report_set(c, "inflight_window", json_integer(lg->ccfg.inflight_window));
+	report_set(c, "drain_s", json_real((double)o->drain_ns / 1e9));
+	report_set(c, "publisher_id_base", json_integer(o->id_base));
+	return c;
+}
+
+static json_t *span(int64_t from, int64_t to)
+{
+	if (from <= 0 || to < from)
+		return json_null();
+	return report_us((uint64_t)(to - from));
+}
+
+static json_t *pub_json(const struct lg *lg, const struct pub *p)
+{
+	json_t *o = json_object(), *ack;
+	char cid[256];
+
+	client_id_of(&lg->o, p->index, cid, sizeof(cid));
+	report_set(o, "index", json_integer(p->index));
+	report_set(o, "client_id", json_string(cid));
+	report_set(o, "publisher_id", json_integer(p->publisher_id));
+	report_set(o, "topic", p->topic ? json_string(p->topic) : json_null());
+	report_set(o, "state", json_string(pub_state_names[p->state]));
+	if (p->t_connack) {
+		report_set(o, "connect",
+		           json_pack("{s:o, s:o, s:o, s:o, s:b}", "tcp_us",
+		                     span(p->t_start, p->t_tcp), "transport_us",
+		                     span(p->t_start, p->t_ready), "mqtt_us",
+		                     span(p->t_ready, p->t_connack), "total_us",
+		                     span(p->t_start, p->t_connack),
+		                     "tls_resumed", p->tls_resumed));
+		report_set(o, "connected_at_us", span(lg->t0, p->t_connack));
+	} else {
+		report_set(o, "connect", json_null());
+	}
+	report_set(o, "sent", json_integer((json_int_t)p->sent));
+	report_set(o, "payload_bytes", json_integer((json_int_t)p->bytes));
+	report_set(o, "mqtt_bytes_out", json_integer((json_int_t)p->mqtt_out));
+	report_set(o, "wire_bytes_out", json_integer((json_int_t)p->wire_out));
+	report_set(o, "wire_bytes_in", json_integer((json_int_t)p->wire_in));
+	if (lg->o.conn.qos > 0) {
+		report_set(o, "acks", json_integer((json_int_t)p->acks));
+		report_set(o, "acks_failed",
+		           json_integer((json_int_t)p->acks_failed));
+		report_set(o, "unacked",
+		           json_integer((json_int_t)(p->sent - p->acks)));
+		if (p->ack_hist) {
+			ack = report_hist(p->ack_hist, 0);
+		} else {
+			ack = json_object();
+			report_set(ack, "count",
+			           json_integer((json_int_t)p->acks));
+			report_set(ack, "min_us",
+			           p->acks ? report_us(p->ack_min)
+			                   : json_null());
+			report_set(ack, "mean_us",
+			           p->acks ? json_real(p->ack_sum /
+			                               (double)p->acks / 1e3)
+			                   : json_null());
+			report_set(ack, "max_us",
+			           p->acks ? report_us(p->ack_max)
+			                   : json_null());
+		}
+		report_set(o, "ack_latency", ack);
+	}
+	report_set(o, "publish_span_us", span(p->t_first_pub, p->t_last_pub));
+	report_set(o, "error", p->err ? json_string(p->err) : json_null());
+	return o;
+}
+
+static void build_result(struct lg *lg, uint64_t wall_end)
+{
+	json_t *doc = lg->doc, *tot, *conns, *mem, *tp;
+	uint64_t wire_in = 0, wire_out = 0, mqtt_out = 0, unacked = 0;
+	double secs;
+	uint32_t i;
+
+	report_set(doc, "config", config_json(lg));
+	report_set(doc, "start", report_time(lg->wall0));
+	report_set(doc, "end", report_time(wall_end));
+	report_set(doc, "stop_reason", json_string(lg->stop_reason));
+	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		wire_in += lg->pubs[i].wire_in;
+		wire_out += lg->pubs[i].wire_out;
+		mqtt_out += lg->pubs[i].mqtt_out;
+		if (lg->o.conn.qos > 0 && lg->pubs[i].sent > lg->pubs[i].acks)
+			unacked += lg->pubs[i].sent - lg->pubs[i].acks;
+	}
+	tot = json_object();
+	report_set(tot, "connections", json_integer(lg->o.clients));
+	report_set(tot, "connected", json_integer(lg->n_ok));
+	report_set(tot, "failed", json_integer(lg->n_failed));
+	report_set(tot, "lost", json_integer(lg->n_lost));
+	report_set(tot, "abandoned", json_integer(lg->n_abandoned));
+	report_set(tot, "not_started", json_integer(lg->n_not_started));
+	report_set(tot, "messages_sent", json_integer((json_int_t)lg->sent));
+	report_set(tot, "payload_bytes_sent",
+	           json_integer((json_int_t)lg->bytes));
+	report_set(tot, "mqtt_bytes_out", json_integer((json_int_t)mqtt_out));
+	report_set(tot, "wire_bytes_out", json_integer((json_int_t)wire_out));
+	report_set(tot, "wire_bytes_in", json_integer((json_int_t)wire_in));
+	report_set(tot, "publish_errors",
+	           json_integer((json_int_t)lg->publish_errors));
+	if (lg->o.conn.qos > 0) {
+		report_set(tot, "acks", json_integer((json_int_t)lg->acks));
+		report_set(tot, "acks_failed",
+		           json_integer((json_int_t)lg->acks_failed));
+		report_set(tot, "unacked", json_integer((json_int_t)unacked));
+	}
+	report_set(doc, "totals", tot);
+
+	tp = json_object();
+	secs = lg->t_last_pub > lg->t_first_pub
+	               ? (double)(lg->t_last_pub - lg->t_first_pub) / 1e9
+	               : 0.0;
+	report_set(tp, "publish_span_s", json_real(secs));
+	/* n messages span n - 1 gaps */
+	report_set(tp, "messages_per_s",
+	           secs > 0 ? json_real((double)(lg->sent - 1) / secs)
+	                    : json_null());
+	report_set(tp, "payload_bytes_per_s",
+	           secs > 0 ? json_real((double)(lg->sent - 1) *
+	                                (double)lg->o.size / secs)
+	                    : json_null());
+	report_set(doc, "throughput", tp);
+	if (lg->o.conn.qos > 0)
+		report_set(doc, "ack_latency", report_hist(&lg->ack_lat, 1));
+	report_set(doc, "connect",
+	           json_pack("{s:o, s:o, s:o, s:o, s:o, s:o?, s:o?}", "tcp",
+	                     report_hist(&lg->conn_tcp, 0), "transport",
+	                     report_hist(&lg->conn_transport, 0), "mqtt",
+	                     report_hist(&lg->conn_mqtt, 0), "total",
+	                     report_hist(&lg->conn_total, 1),
+	                     "all_connected_after_us",
+	                     span(lg->t0, lg->t_all_settled), "tls_version",
+	                     lg->tls_version[0] ? json_string(lg->tls_version)
+	                                        : NULL,
+	                     "tls_cipher",
+	                     lg->tls_cipher[0] ? json_string(lg->tls_cipher)
+	                                       : NULL));
+	mem = json_object();
+	report_set(mem, "rss_start_kib", json_integer(lg->rss_start_kib));
+	report_set(mem, "rss_connected_kib",
+	           lg->rss_connected_kib > 0
+	                   ? json_integer(lg->rss_connected_kib)
+	                   : json_null());
+	report_set(mem, "per_connection_kib",
+	           lg->rss_connected_kib > 0 && lg->n_ok > 0
+	                   ? json_real((double)(lg->rss_connected_kib -
+	                                        lg->rss_start_kib) /
+	                               lg->n_ok)
+	                   : json_null());
+	report_set(doc, "memory", mem);
+	if (lg->o.per_conn && lg->pubs != NULL) {
+		conns = json_array();
+		for (i = 0; i < lg->o.clients; i++)
+			json_array_append_new(conns, pub_json(lg, &lg->pubs[i]));
+		report_set(doc, "connections", conns);
+	}
+	report_set(doc, "resources", report_resources());
+}
+
+/* ---- main --------------------------------------------------------------- */
+
+static int lg_setup(struct lg *lg)
+{
+	struct tr_config tcfg;
+	uint32_t i;
+	char err[512], cid[256];
+	uint64_t total_left;
+	int rv;
+
+	cli_tr_config(&lg->o.conn, &tcfg);
+	rv = tr_ctx_new(&lg->tr,
+	                lg->o.conn.transport == CLI_TLS ? &tr_tls_ops
+	                                                : &tr_tcp_ops,
+	                &tcfg, err, sizeof(err));
+	if (rv < 0) {
+		note_error(lg, NULL, err);
+		return -1;
+	}
+	lg->loop = evloop_new();
+	lg->payload = calloc(1, (size_t)lg->o.size);
+	lg->pubs = calloc(lg->o.clients, sizeof(*lg->pubs));
+	if (lg->loop == NULL || lg->payload == NULL || lg->pubs == NULL) {
+		note_error(lg, NULL, "out of memory");
+		return -1;
+	}
+	client_config_init(&lg->ccfg);
+	lg->ccfg.version = lg->o.conn.mqtt_version;
+	lg->ccfg.keepalive = lg->o.conn.keepalive;
+	lg->ccfg.clean_start = (uint8_t)lg->o.conn.clean;
+	lg->ccfg.session_expiry = lg->o.conn.clean ? 0
+	                                          : lg->o.conn.session_expiry;
+	lg->ccfg.connect_timeout_ns = (int64_t)lg->o.conn.connect_timeout_ns;
+	if (lg->o.inflight)
+		lg->ccfg.inflight_window = lg->o.inflight;
+	lg->per_conn_hist = lg->o.conn.qos > 0 &&
+	                    lg->o.clients <= PER_CONN_HIST_MAX;
+	total_left = lg->o.total;
+	for (i = 0; i < lg->o.clients; i++) {
+		struct pub *p = &lg->pubs[i];
+
+		p->lg = lg;
+		p->index = i;
+		p->publisher_id = lg->o.id_base + i;
+		p->rng = lg->o.seed ^ (UINT64_C(0x9E3779B97F4A7C15) * (i + 1));
+		if (lg->o.count)
+			p->target = lg->o.count;
+		else if (lg->o.total)
+			p->target = lg->o.total / lg->o.clients +
+			            (i < lg->o.total % lg->o.clients);
+		else
+			p->target = UINT64_MAX;
+		if (lg->o.total)
+			total_left -= p->target;
+		client_id_of(&lg->o, i, cid, sizeof(cid));
+		p->topic = expand_topic(lg->o.topic_tmpl, cid, i);
+		if (p->topic == NULL) {
+			note_error(lg, NULL, "out of memory");
+			return -1;
+		}
+		p->topic_len = (uint16_t)strlen(p->topic);
+		if (lg->per_conn_hist) {
+			p->ack_hist = malloc(sizeof(*p->ack_hist));
+			if (p->ack_hist == NULL) {
+				note_error(lg, NULL, "out of memory");
+				return -1;
+			}
+			stats_hist_init(p->ack_hist);
+		}
+		ev_timer_init(&p->timer, pub_timer_cb, p);
+	}
+	(void)total_left; /* 0 by construction */
+	ev_timer_init(&lg->start_timer, start_timer_cb, lg);
+	ev_timer_init(&lg->deadline_timer, deadline_cb, lg);
+	ev_timer_init(&lg->drain_timer, drain_cb, lg);
+	ev_timer_init(&lg->final_timer, final_cb, lg);
+	ev_io_init(&lg->sig_io, lg->sigfd, signal_cb, lg);
+	if (ev_io_start(lg->loop, &lg->sig_io, EV_READ) < 0) {
+		note_error(lg, NULL, "cannot watch signals");
+		return -1;
+	}
+	return 0;
+}
+
+static void lg_cleanup(struct lg *lg)
+{
+	uint32_t i;
+
+	if (lg->pubs) {
+		for (i = 0; i < lg->o.clients; i++) {
+			if (lg->loop)
+				ev_timer_stop(lg->loop, &lg->pubs[i].timer);
+			client_free(lg->pubs[i].cl);
+			free(lg->pubs[i].topic);
+			free(lg->pubs[i].ack_hist);
+			free(lg->pubs[i].err);
+		}
+	}
+	free(lg->pubs);
+	free(lg->payload);
+	free(lg->first_err);
+	if (lg->loop)
+		evloop_del(lg->loop);
+	if (lg->tr)
+		tr_ctx_del(lg->tr);
+	if (lg->sigfd >= 0)
+		close(lg->sigfd);
+	json_decref(lg->doc);
+}
+
+int main(int argc, char **argv)
+{
+	static struct lg lgs; /* histograms: too big for the stack */
+	struct lg *lg = &lgs;
+	int rv, status = 0, failed;
+
+	cli_prog = "loadgen";
+	lg->sigfd = -1;
+	cli_conn_init(&lg->o.conn);
+	lg->o.clients = 1;
+	lg->o.topic_tmpl = "bench/{client}";
+	lg->o.size = 64;
+	lg->o.rate = 10;
+	lg->o.seed = 1;
+	lg->o.max_pending = 256;
+	lg->o.drain_ns = 10 * UINT64_C(1000000000);
+	lg->o.per_conn = 1;
+	rv = cli_parse(argc, argv, longopts, &lg->o.conn, handle_opt, &lg->o,
+	               usage);
+	if (rv == 1)
+		return 0;
+	if (rv < 0 || check_options(&lg->o) < 0)
+		return 2;
+	/* every connection is a socket; TLS and the loop need a few more */
+	if (cli_raise_nofile((uint64_t)lg->o.clients + 32) < 0)
+		return 2;
+
+	stats_hist_init(&lg->ack_lat);
+	stats_hist_init(&lg->conn_total);
+	stats_hist_init(&lg->conn_transport);
+	stats_hist_init(&lg->conn_mqtt);
+	stats_hist_init(&lg->conn_tcp);
+	lg->stop_reason = "done";
+	lg->doc = report_new("loadgen");
+	if (lg->doc == NULL) {
+		cli_error("out of memory");
+		return 1;
+	}
+	lg->sigfd = cli_signalfd();
+	if (lg->sigfd < 0) {
+		cli_error("cannot set up signal handling: %s", strerror(errno));
+		lg_cleanup(lg);
+		return 1;
+	}
+	lg->wall0 = report_wall_ns();
+	lg->rss_start_kib = report_rss_kib();
+	if (lg_setup(lg) < 0) {
+		lg->stop_reason = "error";
+		status = 1;
+		goto out;
+	}
+	lg->t0 = evloop_clock_ns();
+	if (lg->o.duration_ns) {
+		lg->deadline = lg->t0 + (int64_t)lg->o.ramp_ns +
+		               (int64_t)lg->o.duration_ns;
+		ev_timer_start(lg->loop, &lg->deadline_timer, lg->deadline);
+	}
+	lg_kick_starter(lg);
+	rv = evloop_run(lg->loop);
+	if (rv < 0) {
+		note_error(lg, NULL, "event loop failed");
+		status = 1;
+	}
+out:
+	failed = lg->n_failed + lg->n_lost > 0 || lg->first_err != NULL;
+	if (lg->n_failed + lg->n_lost > 0)
+		lg->stop_reason = lg->n_ok == 0 ? "error" : lg->stop_reason;
+	build_result(lg, report_wall_ns());
+	report_set(lg->doc, "status",
+	           json_string(failed || status ? "failed" : "ok"));
+	if (lg->first_err != NULL) {
+		uint32_t skipped = lg->n_abandoned + lg->n_not_started;
+
+		if (lg->o.clients > 1)
+			cli_error("%s (%" PRIu32 " of %" PRIu32
+			          " connections failed%s)", lg->first_err,
+			          lg->n_failed + lg->n_lost, lg->o.clients,
+			          skipped ? "; stopped at the first failure" : "");
+		else
+			cli_error("%s", lg->first_err);
+		status = 1;
+	}
+	rv = report_write(lg->doc, lg->o.conn.json_path);
+	if (rv < 0) {
+		cli_error("cannot write '%s': %s", lg->o.conn.json_path,
+		          strerror(-rv));
+		status = 1;
+	}
+	lg_cleanup(lg);
+	return status;
+}

@@ -1,0 +1,782 @@
+/*
+ * sink: the benchmark's subscriber. One MQTT connection subscribed to one or
+ * more filters; for every message it reads the benchmark header (payload.h)
+ * and accounts one-way latency (receive time minus the send time stamped by
+ * the load generator: both are CLOCK_MONOTONIC of the same kernel), loss,
+ * duplicates and reordering per publisher (stats.h), and throughput.
+ * Payloads without the header (mosquitto_pub's, say) are counted as foreign.
+ * Writes one JSON document when it ends: at --count messages, after
+ * --duration, after --idle-timeout without a message, or on SIGINT/SIGTERM.
+ *
+ * The receive time is a fresh clock read per message, not the loop's cached
+ * wake-up time: a message read in the same batch may have been sent after
+ * the wake-up, and the cached time would then make its latency negative.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "client.h"
+#include "evloop.h"
+#include "mqtt_codec.h"
+#include "payload.h"
+#include "report.h"
+#include "stats.h"
+#include "transport.h"
+
+#define MAX_FILTERS 64
+/* The per-publisher list in the JSON stops here (totals stay complete). */
+#define MAX_LISTED_PUBLISHERS 100000
+/* Binary raw file: magic, then fixed records (see usage). */
+#define RAW_MAGIC "MQTBRAW1"
+
+enum sink_state {
+	SINK_CONNECTING = 0,
+	SINK_SUBSCRIBING,
+	SINK_RECEIVING,
+	SINK_CLOSING,
+	SINK_CLOSED,
+};
+
+struct sink_opts {
+	struct cli_conn conn;
+	const char *filters[MAX_FILTERS];
+	size_t n_filters;
+	uint64_t count;       /* stop after this many messages, 0: no */
+	uint64_t duration_ns; /* stop this long after subscribing, 0: no */
+	uint64_t idle_ns;     /* stop this long after the last message */
+	const char *raw_path;
+	int raw_binary;
+	const char *ready_file;
+};
+
+struct sink {
+	struct sink_opts o;
+	struct evloop *loop;
+	struct tr_ctx *tr;
+	struct client *cl;
+	json_t *doc;
+	enum sink_state state;
+	const char *stop_reason;
+	char *err; /* first error, for the stderr line */
+	int signals;
+
+	uint64_t wall0;
+	int64_t t0, t_subscribed;
+	struct client_connected_info ci; /* .connack not kept */
+	struct tr_info ti;
+	int have_ci;
+	uint8_t granted[MAX_FILTERS];
+	uint64_t mqtt_in, wire_in, wire_out, qos2_dups;
+
+	struct rx_stats rx;
+	FILE *raw;
+	char *raw_tmp;
+	uint64_t raw_records;
+	int raw_failed;
+
+	struct ev_timer deadline_timer, idle_timer, final_timer;
+	struct ev_io sig_io;
+	int sigfd;
+};
+
+static const char usage[] =
+	"usage: sink [options]\n"
+	"MQTT subscriber of the transport benchmark: one-way latency,\n"
+	"throughput, loss, duplicates and reordering per publisher, from the\n"
+	"benchmark header the load generator puts into every payload.\n"
+	"Payloads without it (e.g. from mosquitto_pub) count as foreign.\n"
+	"\n"
+	"Subscription and stop:\n"
+	"  --topic FILTER         topic filter, wildcards allowed; repeat for\n"
+	"                         several (default bench/#)\n"
+	"  --count N              stop after N messages (all, foreign included)\n"
+	"  --duration DUR         stop DUR after the subscription is in place\n"
+	"  --idle-timeout DUR     stop when no message came for DUR (counted\n"
+	"                         from the first message)\n"
+	"                         (none of these: run until SIGINT/SIGTERM)\n"
+	"  --ready-file FILE      create FILE once subscribed\n"
+	"Raw per-message records (for CDF plots):\n"
+	"  --raw FILE             one record per message, written atomically\n"
+	"  --raw-format text|binary\n"
+	"                         text (default): a '#' header line, then\n"
+	"                         'recv_ns publisher seq latency_ns size kind'\n"
+	"                         per message; '-' where a foreign message has\n"
+	"                         no value; kind is first, in_order, gap,\n"
+	"                         reordered, duplicate, too_old, foreign or\n"
+	"                         clock_error\n"
+	"                         binary: '" RAW_MAGIC "', then 40-byte\n"
+	"                         little-endian records: u64 recv_ns, u64 seq,\n"
+	"                         u64 latency_ns, u32 publisher, u32 size,\n"
+	"                         u8 kind (0 first .. 5 too_old, 6 foreign,\n"
+	"                         7 clock_error), 7 bytes zero\n"
+	"\n";
+
+enum {
+	OPT_TOPIC = CLI_OPT_FIRST_OWN,
+	OPT_COUNT,
+	OPT_DURATION,
+	OPT_IDLE,
+	OPT_RAW,
+	OPT_RAW_FORMAT,
+	OPT_READY,
+};
+
+static const struct option longopts[] = {
+	CLI_CONN_LONGOPTS,
+	{ "topic", required_argument, 0, OPT_TOPIC },
+	{ "count", required_argument, 0, OPT_COUNT },
+	{ "duration", required_argument, 0, OPT_DURATION },
+	{ "idle-timeout", required_argument, 0, OPT_IDLE },
+	{ "raw", required_argument, 0, OPT_RAW },
+	{ "raw-format", required_argument, 0, OPT_RAW_FORMAT },
+	{ "ready-file", required_argument, 0, OPT_READY },
+	{ 0, 0, 0, 0 },
+};
+
+static const char *const kind_names[] = {
+	"first", "in_order", "gap", "reordered", "duplicate", "too_old",
+	"foreign", "clock_error",
+};
+#define KIND_FOREIGN 6
+#define KIND_CLOCK_ERROR 7
+
+static int handle_opt(void *ctx, int code, const char *arg)
+{
+	struct sink_opts *o = ctx;
+
+	switch (code) {
+	case OPT_TOPIC:
+		if (o->n_filters == MAX_FILTERS) {
+			cli_error("--topic: at most %d filters", MAX_FILTERS);
+			return CLI_EBADARG;
+		}
+		if (arg[0] == '\0' ||
+		    mqtt_valid_topic_filter((const uint8_t *)arg,
+		                            strlen(arg)) != 0) {
+			cli_error("--topic: '%s' is not a valid topic filter "
+			          "(non-empty UTF-8; # only as the last level, "
+			          "+ alone in its level)", arg);
+			return CLI_EBADARG;
+		}
+		o->filters[o->n_filters++] = arg;
+		return 0;
+	case OPT_COUNT:
+		return cli_parse_u64("--count", arg, 1, UINT64_MAX, &o->count);
+	case OPT_DURATION:
+		return cli_parse_duration("--duration", arg, 1000000,
+		                          UINT64_C(365) * 86400 * 1000000000,
+		                          &o->duration_ns);
+	case OPT_IDLE:
+		return cli_parse_duration("--idle-timeout", arg, 1000000,
+		                          UINT64_C(86400) * 1000000000,
+		                          &o->idle_ns);
+	case OPT_RAW:
+		if (arg[0] == '\0') {
+			cli_error("--raw: empty file name");
+			return CLI_EBADARG;
+		}
+		o->raw_path = arg;
+		return 0;
+	case OPT_RAW_FORMAT:
+		if (strcmp(arg, "text") == 0) {
+			o->raw_binary = 0;
+		} else if (strcmp(arg, "binary") == 0) {
+			o->raw_binary = 1;
+		} else {
+			cli_error("--raw-format: '%s' is not a format (use text "
+			          "or binary)", arg);
+			return CLI_EBADARG;
+		}
+		return 0;
+	case OPT_READY:
+		o->ready_file = arg;
+		return 0;
+	default:
+		cli_error("internal: unhandled option %d", code);
+		return CLI_EBADARG;
+	}
+}
+
+static void sink_note_error(struct sink *s, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+static void sink_note_error(struct sink *s, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (s->err == NULL)
+		s->err = strdup(buf);
+	report_error(s->doc, "%s", buf);
+}
+
+/* ---- raw records ------------------------------------------------------- */
+
+static int raw_open(struct sink *s)
+{
+	if (asprintf(&s->raw_tmp, "%s.tmp.%ld", s->o.raw_path,
+	             (long)getpid()) < 0) {
+		s->raw_tmp = NULL;
+		return -ENOMEM;
+	}
+	s->raw = fopen(s->raw_tmp, "w");
+	if (s->raw == NULL)
+		return -errno;
+	/* a large buffer: one write per MiB, not per message */
+	setvbuf(s->raw, NULL, _IOFBF, 1 << 20);
+	if (s->o.raw_binary)
+		fwrite(RAW_MAGIC, 1, 8, s->raw);
+	else
+		fputs("# recv_ns publisher seq latency_ns size kind\n", s->raw);
+	return 0;
+}
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static void raw_write(struct sink *s, uint64_t now, size_t size,
+                      const struct rx_result *r)
+{
+	unsigned kind;
+	uint8_t rec[40];
+
+	if (s->raw == NULL)
+		return;
+	if (!r->bench)
+		kind = KIND_FOREIGN;
+	else if (r->clock_error)
+		kind = KIND_CLOCK_ERROR;
+	else
+		kind = (unsigned)r->seq;
+	if (s->o.raw_binary) {
+		memset(rec, 0, sizeof(rec));
+		put_le(rec, now, 8);
+		put_le(rec + 8, r->bench ? r->seq_no : 0, 8);
+		put_le(rec + 16, r->bench ? r->latency_ns : 0, 8);
+		put_le(rec + 24, r->bench ? r->publisher : 0, 4);
+		put_le(rec + 28, size > UINT32_MAX ? UINT32_MAX : size, 4);
+		rec[32] = (uint8_t)kind;
+		fwrite(rec, 1, sizeof(rec), s->raw);
+	} else if (r->bench) {
+		fprintf(s->raw, "%" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRIu64
+		        " %zu %s\n", now, r->publisher, r->seq_no,
+		        r->latency_ns, size, kind_names[kind]);
+	} else {
+		fprintf(s->raw, "%" PRIu64 " - - - %zu foreign\n", now, size);
+	}
+	s->raw_records++;
+}
+
+/* Flush, sync and rename the raw file into place. 0 or -errno. */
+static int raw_close(struct sink *s)
+{
+	int rv = 0;
+
+	if (s->raw == NULL)
+		return 0;
+	if (fflush(s->raw) != 0 || ferror(s->raw))
+		rv = -(errno ? errno : EIO);
+	if (rv == 0 && fsync(fileno(s->raw)) != 0)
+		rv = -errno;
+	if (fclose(s->raw) != 0 && rv == 0)
+		rv = -errno;
+	s->raw = NULL;
+	if (rv == 0 && rename(s->raw_tmp, s->o.raw_path) != 0)
+		rv = -errno;
+	if (rv != 0)
+		unlink(s->raw_tmp);
+	return rv;
+}
+
+/* ---- run control ------------------------------------------------------- */
+
+static void sink_stop(struct sink *s, const char *reason)
+{
+	struct tr_conn *tc;
+
+	if (s->state == SINK_CLOSING || s->state == SINK_CLOSED)
+		return;
+	s->stop_reason = reason;
+	ev_timer_stop(s->loop, &s->deadline_timer);
+	ev_timer_stop(s->loop, &s->idle_timer);
+	if (s->cl != NULL) {
+		tc = client_transport(s->cl);
+		if (tc != NULL) {
+			tr_get_info(tc, &s->ti);
+			s->wire_in = s->ti.wire_in;
+			s->wire_out = s->ti.wire_out;
+		}
+	}
+	s->state = SINK_CLOSING;
+	if (s->cl == NULL || client_disconnect(s->cl, 0) < 0) {
+		s->state = SINK_CLOSED;
+		evloop_stop(s->loop);
+		return;
+	}
+	/* the engine lingers up to 2 s for the broker's close */
+	ev_timer_start(s->loop, &s->final_timer,
+	               evloop_clock_ns() + 5 * EV_NS_PER_SEC);
+}
+
+static void deadline_cb(struct evloop *loop, struct ev_timer *t)
+{
+	(void)loop;
+	sink_stop(t->arg, "duration");
+}
+
+/*
+ * Checked lazily: re-armed from the last message's time instead of being
+ * restarted on every message.
+ */
+static void idle_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct sink *s = t->arg;
+	int64_t due = (int64_t)s->rx.last_ns + (int64_t)s->o.idle_ns;
+
+	if (evloop_clock_ns() >= due)
+		sink_stop(s, "idle");
+	else
+		ev_timer_start(loop, t, due);
+}
+
+static void final_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct sink *s = t->arg;
+
+	report_error(s->doc, "the connection did not close in time");
+	evloop_stop(loop);
+}
+
+static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
+{
+	struct sink *s = w->arg;
+	struct signalfd_siginfo si;
+
+	(void)revents;
+	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (++s->signals > 1) {
+			evloop_stop(loop);
+			return;
+		}
+		sink_stop(s, "signal");
+	}
+}
+
+/* ---- client callbacks -------------------------------------------------- */
+
+static void on_connected(struct client *c,
+                         const struct client_connected_info *info)
+{
+	struct sink *s = client_user(c);
+	struct mqtt_topic_filter f[MAX_FILTERS];
+	struct tr_conn *tc;
+	size_t i;
+	int rv;
+
+	s->ci = *info;
+	s->ci.connack = NULL;
+	s->have_ci = 1;
+	tc = client_transport(c);
+	if (tc != NULL)
+		tr_get_info(tc, &s->ti);
+	memset(f, 0, sizeof(f));
+	for (i = 0; i < s->o.n_filters; i++) {
+		f[i].filter.data = (const uint8_t *)s->o.filters[i];
+		f[i].filter.len = strlen(s->o.filters[i]);
+		f[i].opts.qos = s->o.conn.qos;
+	}
+	s->state = SINK_SUBSCRIBING;
+	rv = client_subscribe(c, f, s->o.n_filters, NULL);
+	if (rv < 0) {
+		sink_note_error(s, "cannot subscribe: %s", client_strerror(rv));
+		sink_stop(s, "error");
+	}
+}
+
+static void on_subscribed(struct client *c, uint16_t packet_id,
+                          const uint8_t *codes, size_t n)
+{
+	struct sink *s = client_user(c);
+	size_t i;
+	int rv;
+
+	(void)packet_id;
+	/* a persistent session may deliver (and complete the count) before
+	 * the SUBACK: then we are already closing */
+	if (s->state != SINK_SUBSCRIBING)
+		return;
+	for (i = 0; i < n && i < s->o.n_filters; i++) {
+		s->granted[i] = codes[i];
+		if (codes[i] >= 0x80) {
+			sink_note_error(s, "the broker refused the subscription "
+			                "to '%s': %s (0x%02x)", s->o.filters[i],
+			                client_reason_str(s->o.conn.mqtt_version,
+			                                  codes[i]),
+			                codes[i]);
+			sink_stop(s, "error");
+			return;
+		}
+	}
+	if (n != s->o.n_filters) {
+		sink_note_error(s, "SUBACK has %zu codes for %zu filters", n,
+		                s->o.n_filters);
+		sink_stop(s, "error");
+		return;
+	}
+	s->state = SINK_RECEIVING;
+	s->t_subscribed = evloop_clock_ns();
+	if (s->o.duration_ns)
+		ev_timer_start(s->loop, &s->deadline_timer,
+		               s->t_subscribed + (int64_t)s->o.duration_ns);
+	if (s->o.ready_file) {
+		rv = cli_write_ready(s->o.ready_file);
+		if (rv < 0) {
+			sink_note_error(s, "cannot write the ready file '%s': %s",
+			                s->o.ready_file, strerror(-rv));
+			sink_stop(s, "error");
+		}
+	}
+}
+
+static void on_message(struct client *c, const struct mqtt_publish *msg,
+                       int64_t now_ns)
+{
+	struct sink *s = client_user(c);
+	struct rx_result r;
+	uint64_t now = (uint64_t)evloop_clock_ns();
+
+	(void)now_ns; /* the loop's wake-up time; see the top of the file */
+	if (s->state != SINK_RECEIVING && s->state != SINK_SUBSCRIBING)
+		return; /* stopping: the count is complete */
+	if (rx_stats_add(&s->rx, msg->payload.data, msg->payload.len, now,
+	                 &r) < 0 && s->err == NULL)
+		sink_note_error(s, "out of memory tracking publishers");
+	raw_write(s, now, msg->payload.len, &r);
+	if (s->rx.messages == 1 && s->o.idle_ns)
+		ev_timer_start(s->loop, &s->idle_timer,
+		               (int64_t)now + (int64_t)s->o.idle_ns);
+	if (s->o.count && s->rx.messages >= s->o.count)
+		sink_stop(s, "count");
+}
+
+static void on_closed(struct client *c, int err, const char *msg)
+{
+	struct sink *s = client_user(c);
+	const struct client_stats *st = client_stats(c);
+
+	s->mqtt_in = st->bytes_in;
+	s->qos2_dups = st->dup_qos2_in;
+	if (s->state != SINK_CLOSING || err != 0) {
+		if (s->state == SINK_CONNECTING)
+			sink_note_error(s, "%s", msg);
+		else if (err != 0)
+			sink_note_error(s, "connection lost: %s", msg);
+		else
+			sink_note_error(s, "connection closed by the broker");
+		if (s->state != SINK_CLOSING)
+			s->stop_reason = "error";
+	}
+	s->state = SINK_CLOSED;
+	evloop_stop(s->loop);
+}
+
+static const struct client_callbacks callbacks = {
+	.on_connected = on_connected,
+	.on_message = on_message,
+	.on_subscribed = on_subscribed,
+	.on_closed = on_closed,
+};
+
+/* ---- result document --------------------------------------------------- */
+
+static json_t *config_json(const struct sink *s)
+{
+	const struct sink_opts *o = &s->o;
+	json_t *c = json_object(), *f = json_array();
+	size_t i;
+
+	for (i = 0; i < o->n_filters; i++)
+		json_array_append_new(f, json_string(o->filters[i]));
+	report_set(c, "connection", cli_conn_json(&o->conn));
+	report_set(c, "client_id", json_string(o->conn.client_id));
+	report_set(c, "filters", f);
+	report_set(c, "count", o->count ? json_integer((json_int_t)o->count)
+	                                : json_null());
+	report_set(c, "duration_s",
+	           o->duration_ns ? json_real((double)o->duration_ns / 1e9)
+	                          : json_null());
+	report_set(c, "idle_timeout_s",
+	           o->idle_ns ? json_real((double)o->idle_ns / 1e9)
+	                      : json_null());
+	report_set(c, "raw", o->raw_path ? json_string(o->raw_path)
+	                                 : json_null());
+	report_set(c, "raw_format",
+	           json_string(o->raw_binary ? "binary" : "text"));
+	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
+	return c;
+}
+
+static json_t *sequence_json(const struct sink *s)
+{
+	struct rx_totals tot;
+	json_t *o = json_object(), *list = json_array();
+	const struct seq_entry *e;
+	size_t i;
+
+	rx_stats_totals(&s->rx, &tot);
+	report_set(o, "publishers", json_integer((json_int_t)tot.publishers));
+	report_set(o, "unique", json_integer((json_int_t)tot.unique));
+	report_set(o, "lost", json_integer((json_int_t)tot.lost));
+	report_set(o, "duplicates", json_integer((json_int_t)tot.duplicates));
+	report_set(o, "reordered", json_integer((json_int_t)tot.reordered));
+	report_set(o, "too_old", json_integer((json_int_t)tot.too_old));
+	report_set(o, "gaps", json_integer((json_int_t)tot.gaps));
+	report_set(o, "window", json_integer(SEQ_WINDOW));
+	for (i = 0; i < s->rx.pubs.n && i < MAX_LISTED_PUBLISHERS; i++) {
+		e = &s->rx.pubs.entries[i];
+		json_array_append_new(
+			list,
+			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+			          "s:I, s:I}",
+			          "publisher", (json_int_t)e->publisher, "first",
+			          (json_int_t)e->t.first, "highest",
+			          (json_int_t)e->t.highest, "received",
+			          (json_int_t)e->t.received, "unique",
+			          (json_int_t)seq_tracker_unique(&e->t), "lost",
+			          (json_int_t)seq_tracker_lost(&e->t),
+			          "duplicates", (json_int_t)e->t.duplicates,
+			          "reordered", (json_int_t)e->t.reordered,
+			          "too_old", (json_int_t)e->t.too_old, "gaps",
+			          (json_int_t)e->t.gaps));
+	}
+	report_set(o, "per_publisher", list);
+	report_set(o, "per_publisher_truncated",
+	           json_boolean(s->rx.pubs.n > MAX_LISTED_PUBLISHERS));
+	return o;
+}
+
+static void build_result(struct sink *s, uint64_t wall_end)
+{
+	json_t *doc = s->doc, *m, *tp, *sub, *fl;
+	const struct rx_stats *rx = &s->rx;
+	double secs;
+	size_t i;
+
+	report_set(doc, "config", config_json(s));
+	report_set(doc, "start", report_time(s->wall0));
+	report_set(doc, "end", report_time(wall_end));
+	report_set(doc, "stop_reason", json_string(s->stop_reason));
+	report_set(doc, "connect",
+	           s->have_ci ? report_connect(&s->ci, &s->ti) : json_null());
+	sub = json_object();
+	fl = json_array();
+	for (i = 0; i < s->o.n_filters; i++)
+		json_array_append_new(
+			fl, json_pack("{s:s, s:o}", "filter", s->o.filters[i],
+			              "granted_qos",
+			              s->t_subscribed
+			                      ? json_integer(s->granted[i])
+			                      : json_null()));
+	report_set(sub, "filters", fl);
+	report_set(sub, "subscribed_after_us",
+	           s->t_subscribed ? report_us((uint64_t)(s->t_subscribed -
+	                                                  s->t0))
+	                           : json_null());
+	report_set(doc, "subscription", sub);
+
+	m = json_object();
+	report_set(m, "received", json_integer((json_int_t)rx->messages));
+	report_set(m, "bytes", json_integer((json_int_t)rx->bytes));
+	report_set(m, "bench", json_integer((json_int_t)rx->bench_messages));
+	report_set(m, "bench_bytes", json_integer((json_int_t)rx->bench_bytes));
+	report_set(m, "foreign",
+	           json_integer((json_int_t)rx->foreign_messages));
+	report_set(m, "foreign_bytes",
+	           json_integer((json_int_t)rx->foreign_bytes));
+	report_set(m, "bad_version", json_integer((json_int_t)rx->bad_version));
+	report_set(m, "clock_errors",
+	           json_integer((json_int_t)rx->clock_errors));
+	report_set(m, "qos2_duplicates_dropped",
+	           json_integer((json_int_t)s->qos2_dups));
+	report_set(doc, "messages", m);
+
+	tp = json_object();
+	secs = rx->last_ns > rx->first_ns
+	               ? (double)(rx->last_ns - rx->first_ns) / 1e9
+	               : 0.0;
+	report_set(tp, "first_to_last_s", json_real(secs));
+	/* n messages span n - 1 gaps */
+	report_set(tp, "messages_per_s",
+	           secs > 0 ? json_real((double)(rx->messages - 1) / secs)
+	                    : json_null());
+	report_set(tp, "bytes_per_s",
+	           secs > 0 ? json_real((double)rx->bytes *
+	                                (double)(rx->messages - 1) /
+	                                (double)rx->messages / secs)
+	                    : json_null());
+	report_set(doc, "throughput", tp);
+	report_set(doc, "latency", report_hist(&rx->latency, 1));
+	report_set(doc, "sequence", sequence_json(s));
+	report_set(doc, "transfer",
+	           json_pack("{s:I, s:I, s:I}", "mqtt_bytes_in",
+	                     (json_int_t)s->mqtt_in, "wire_bytes_in",
+	                     (json_int_t)s->wire_in, "wire_bytes_out",
+	                     (json_int_t)s->wire_out));
+	report_set(doc, "raw_records",
+	           s->o.raw_path ? json_integer((json_int_t)s->raw_records)
+	                         : json_null());
+	report_set(doc, "resources", report_resources());
+}
+
+/* ---- main -------------------------------------------------------------- */
+
+static int sink_setup(struct sink *s)
+{
+	struct tr_config tcfg;
+	struct client_config ccfg;
+	char err[512];
+	int rv;
+
+	cli_tr_config(&s->o.conn, &tcfg);
+	rv = tr_ctx_new(&s->tr,
+	                s->o.conn.transport == CLI_TLS ? &tr_tls_ops
+	                                               : &tr_tcp_ops,
+	                &tcfg, err, sizeof(err));
+	if (rv < 0) {
+		sink_note_error(s, "%s", err);
+		return -1;
+	}
+	s->loop = evloop_new();
+	if (s->loop == NULL) {
+		sink_note_error(s, "out of memory");
+		return -1;
+	}
+	client_config_init(&ccfg);
+	ccfg.version = s->o.conn.mqtt_version;
+	ccfg.client_id = s->o.conn.client_id;
+	ccfg.keepalive = s->o.conn.keepalive;
+	ccfg.clean_start = (uint8_t)s->o.conn.clean;
+	ccfg.session_expiry = s->o.conn.clean ? 0 : s->o.conn.session_expiry;
+	ccfg.connect_timeout_ns = (int64_t)s->o.conn.connect_timeout_ns;
+	s->cl = client_new(s->loop, s->tr, &ccfg, &callbacks, s);
+	if (s->cl == NULL) {
+		sink_note_error(s, "out of memory");
+		return -1;
+	}
+	ev_timer_init(&s->deadline_timer, deadline_cb, s);
+	ev_timer_init(&s->idle_timer, idle_cb, s);
+	ev_timer_init(&s->final_timer, final_cb, s);
+	ev_io_init(&s->sig_io, s->sigfd, signal_cb, s);
+	if (ev_io_start(s->loop, &s->sig_io, EV_READ) < 0) {
+		sink_note_error(s, "cannot watch signals");
+		return -1;
+	}
+	if (client_connect(s->cl) < 0) {
+		sink_note_error(s, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct sink sinks; /* the histogram is big for a stack */
+	struct sink *s = &sinks;
+	static char def_id[64];
+	int rv, status = 0;
+
+	cli_prog = "sink";
+	s->sigfd = -1;
+	cli_conn_init(&s->o.conn);
+	rv = cli_parse(argc, argv, longopts, &s->o.conn, handle_opt, &s->o,
+	               usage);
+	if (rv == 1)
+		return 0;
+	if (rv < 0)
+		return 2;
+	if (s->o.n_filters == 0)
+		s->o.filters[s->o.n_filters++] = "bench/#";
+	if (s->o.conn.client_id == NULL) {
+		snprintf(def_id, sizeof(def_id), "sink-%ld", (long)getpid());
+		s->o.conn.client_id = def_id;
+	}
+	rx_stats_init(&s->rx);
+	s->stop_reason = "error";
+	s->doc = report_new("sink");
+	if (s->doc == NULL) {
+		cli_error("out of memory");
+		return 1;
+	}
+	if (s->o.raw_path && (rv = raw_open(s)) < 0) {
+		cli_error("--raw: cannot create '%s': %s", s->o.raw_path,
+		          strerror(-rv));
+		json_decref(s->doc);
+		free(s->raw_tmp);
+		return 2;
+	}
+	s->sigfd = cli_signalfd();
+	if (s->sigfd < 0) {
+		cli_error("cannot set up signal handling: %s", strerror(errno));
+		status = 1;
+		goto out;
+	}
+	s->wall0 = report_wall_ns();
+	s->t0 = evloop_clock_ns();
+	if (sink_setup(s) < 0) {
+		status = 1;
+		goto result;
+	}
+	s->stop_reason = "signal"; /* until something else stops it */
+	rv = evloop_run(s->loop);
+	if (rv < 0)
+		sink_note_error(s, "event loop failed: %s", strerror(-rv));
+result:
+	if (s->o.raw_path && (rv = raw_close(s)) < 0)
+		sink_note_error(s, "cannot write the raw file '%s': %s",
+		                s->o.raw_path, strerror(-rv));
+	build_result(s, report_wall_ns());
+	report_set(s->doc, "status", json_string(s->err ? "failed" : "ok"));
+	if (s->err) {
+		cli_error("%s", s->err);
+		status = 1;
+	}
+	rv = report_write(s->doc, s->o.conn.json_path);
+	if (rv < 0) {
+		cli_error("cannot write '%s': %s", s->o.conn.json_path,
+		          strerror(-rv));
+		status = 1;
+	}
+out:
+	if (s->raw) {
+		fclose(s->raw);
+		unlink(s->raw_tmp);
+	}
+	free(s->raw_tmp);
+	free(s->err);
+	client_free(s->cl);
+	if (s->loop)
+		evloop_del(s->loop);
+	if (s->tr)
+		tr_ctx_del(s->tr);
+	if (s->sigfd >= 0)
+		close(s->sigfd);
+	rx_stats_free(&s->rx);
+	json_decref(s->doc);
+	return status;
+}

@@ -1,0 +1,506 @@
+/*
+ * cli.c: strict option parsing for the benchmark binaries. See cli.h.
+ *
+ * Strict because a benchmark that silently reads "10x" as 10 or "-1" as
+ * 18446744073709551615 measures something other than what was asked.
+ */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <jansson.h>
+
+#include "mqtt_codec.h"
+#include "report.h"
+#include "transport.h"
+
+const char *cli_prog = "bench";
+
+void cli_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: error: ", cli_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+int cli_parse_u64(const char *opt, const char *arg, uint64_t min,
+                  uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (arg == NULL || !isdigit((unsigned char)arg[0])) {
+		cli_error("%s: '%s' is not a non-negative integer", opt,
+		          arg ? arg : "");
+		return CLI_EBADARG;
+	}
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (*end != '\0') {
+		cli_error("%s: '%s' is not a non-negative integer", opt, arg);
+		return CLI_EBADARG;
+	}
+	if (errno == ERANGE || v < min || v > max) {
+		cli_error("%s: %s is out of range (%llu to %llu)", opt, arg,
+		          (unsigned long long)min, (unsigned long long)max);
+		return CLI_EBADARG;
+	}
+	*out = v;
+	return 0;
+}
+
+/* strtod, but only plain decimal notation: no hex, inf, nan or sign. */
+static int parse_real(const char *arg, double *v, char **end)
+{
+	const char *p = arg;
+
+	if (!isdigit((unsigned char)*p) && *p != '.')
+		return -1;
+	for (; *p; p++) {
+		if (!isdigit((unsigned char)*p) && *p != '.' && *p != 'e' &&
+		    *p != 'E' && *p != '-' && *p != '+')
+			break;
+	}
+	errno = 0;
+	*v = strtod(arg, end);
+	if (*end == arg || *end > p || errno == ERANGE || !isfinite(*v))
+		return -1;
+	return 0;
+}
+
+int cli_parse_double(const char *opt, const char *arg, double min, double max,
+                     double *out)
+{
+	double v;
+	char *end;
+
+	if (arg == NULL || parse_real(arg, &v, &end) < 0 || *end != '\0') {
+		cli_error("%s: '%s' is not a non-negative number", opt,
+		          arg ? arg : "");
+		return CLI_EBADARG;
+	}
+	if (v < min || v > max) {
+		cli_error("%s: %s is out of range (%g to %g)", opt, arg, min,
+		          max);
+		return CLI_EBADARG;
+	}
+	*out = v;
+	return 0;
+}
+
+int cli_parse_duration(const char *opt, const char *arg, uint64_t min_ns,
+                       uint64_t max_ns, uint64_t *out_ns)
+{
+	static const struct {
+		const char *unit;
+		double ns;
+	} units[] = {
+		{ "", 1e9 },   { "s", 1e9 },    { "ms", 1e6 },
+		{ "us", 1e3 }, { "ns", 1.0 },   { "m", 60e9 },
+		{ "h", 3600e9 },
+	};
+	double v, ns;
+	char *end;
+	size_t i;
+
+	if (arg == NULL || parse_real(arg, &v, &end) < 0)
+		goto bad;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (strcmp(end, units[i].unit) == 0)
+			break;
+	if (i == sizeof(units) / sizeof(units[0]))
+		goto bad;
+	ns = v * units[i].ns;
+	if (ns < (double)min_ns || ns > (double)max_ns) {
+		cli_error("%s: %s is out of range (%.9g s to %.9g s)", opt, arg,
+		          (double)min_ns / 1e9, (double)max_ns / 1e9);
+		return CLI_EBADARG;
+	}
+	*out_ns = (uint64_t)llround(ns);
+	return 0;
+bad:
+	cli_error("%s: '%s' is not a duration (a number with an optional unit "
+	          "ns, us, ms, s, m or h; e.g. 10s, 500ms)", opt,
+	          arg ? arg : "");
+	return CLI_EBADARG;
+}
+
+int cli_parse_size(const char *opt, const char *arg, uint64_t min,
+                   uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	uint64_t mul = 1;
+	char *end;
+
+	if (arg == NULL || !isdigit((unsigned char)arg[0]))
+		goto bad;
+	errno = 0;
+	v = strtoull(arg, &end, 10);
+	if (errno == ERANGE)
+		goto range;
+	if (*end == 'k' || *end == 'K')
+		mul = 1024, end++;
+	else if (*end == 'm' || *end == 'M')
+		mul = 1024 * 1024, end++;
+	if (*end != '\0')
+		goto bad;
+	if (v > max / mul || v * mul < min)
+		goto range;
+	*out = v * mul;
+	return 0;
+bad:
+	cli_error("%s: '%s' is not a size in bytes (e.g. 64, 4k, 1M)", opt,
+	          arg ? arg : "");
+	return CLI_EBADARG;
+range:
+	cli_error("%s: %s is out of range (%llu to %llu bytes)", opt, arg,
+	          (unsigned long long)min, (unsigned long long)max);
+	return CLI_EBADARG;
+}
+
+const char cli_conn_help[] =
+	"Broker and transport:\n"
+	"  --host HOST            broker address (default 127.0.0.1)\n"
+	"  --port PORT            broker port (default 1883 tcp, 8883 tls)\n"
+	"  --transport tcp|tls    transport (default tcp)\n"
+	"  --cafile FILE          TLS: CA certificates to verify the broker\n"
+	"                         (default: the system trust store)\n"
+	"  --tls-name NAME        TLS: name to verify and send as SNI\n"
+	"                         (default: --host)\n"
+	"  --tls-version 1.2|1.3  TLS: use exactly this version (default 1.3)\n"
+	"MQTT:\n"
+	"  --mqtt 3.1.1|5         protocol version (default 3.1.1)\n"
+	"  --qos 0|1|2            QoS (default 0)\n"
+	"  --keepalive SECONDS    keepalive (default 60; 0 disables)\n"
+	"  --client-id PREFIX     client id, or prefix of the ids\n"
+	"                         (default <program>-<pid>)\n"
+	"  --clean                clean session / clean start (default)\n"
+	"  --persistent           keep the session (clean session off)\n"
+	"  --session-expiry SEC   MQTT 5 session expiry with --persistent\n"
+	"                         (default 0xFFFFFFFF: never)\n"
+	"  --connect-timeout DUR  give up connecting after DUR (default 10s)\n"
+	"Output:\n"
+	"  --json FILE            write the result document to FILE, "
+	"atomically\n"
+	"                         (default: stdout)\n"
+	"  --help, --version\n";
+
+void cli_conn_init(struct cli_conn *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->host = "127.0.0.1";
+	c->transport = CLI_TCP;
+	c->mqtt_version = MQTT_V311;
+	c->keepalive = 60;
+	c->clean = 1;
+	c->session_expiry = UINT32_MAX;
+	c->connect_timeout_ns = 10 * UINT64_C(1000000000);
+}
+
+int cli_conn_option(struct cli_conn *c, int code, const char *arg)
+{
+	uint64_t v;
+
+	switch (code) {
+	case CLI_OPT_HOST:
+		if (arg[0] == '\0') {
+			cli_error("--host: empty host name");
+			return CLI_EBADARG;
+		}
+		c->host = arg;
+		return 1;
+	case CLI_OPT_PORT:
+		if (cli_parse_u64("--port", arg, 1, 65535, &v) < 0)
+			return CLI_EBADARG;
+		c->port = (uint16_t)v;
+		return 1;
+	case CLI_OPT_TRANSPORT:
+		if (strcmp(arg, "tcp") == 0) {
+			c->transport = CLI_TCP;
+		} else if (strcmp(arg, "tls") == 0) {
+			c->transport = CLI_TLS;
+		} else {
+			cli_error("--transport: '%s' is not a transport (use tcp "
+			          "or tls)", arg);
+			return CLI_EBADARG;
+		}
+		return 1;
+	case CLI_OPT_CAFILE:
+		if (access(arg, R_OK) != 0) {
+			cli_error("--cafile: cannot read '%s': %s", arg,
+			          strerror(errno));
+			return CLI_EBADARG;
+		}
+		c->cafile = arg;
+		return 1;
+	case CLI_OPT_TLS_NAME:
+		c->tls_name = arg;
+		return 1;
+	case CLI_OPT_TLS_VERSION:
+		if (strcmp(arg, "1.2") == 0) {
+			c->tls_version = 12;
+		} else if (strcmp(arg, "1.3") == 0) {
+			c->tls_version = 13;
+		} else {
+			cli_error("--tls-version: '%s' is not supported (use 1.2 "
+			          "or 1.3)", arg);
+			return CLI_EBADARG;
+		}
+		return 1;
+	case CLI_OPT_MQTT:
+		if (strcmp(arg, "3.1.1") == 0 || strcmp(arg, "311") == 0 ||
+		    strcmp(arg, "4") == 0) {
+			c->mqtt_version = MQTT_V311;
+		} else if (strcmp(arg, "5") == 0 || strcmp(arg, "5.0") == 0) {
+			c->mqtt_version = MQTT_V5;
+		} else {
+			cli_error("--mqtt: '%s' is not a supported MQTT version "
+			          "(use 3.1.1 or 5)", arg);
+			return CLI_EBADARG;
+		}
+		return 1;
+	case CLI_OPT_QOS:
+		if (strcmp(arg, "0") != 0 && strcmp(arg, "1") != 0 &&
+		    strcmp(arg, "2") != 0) {
+			cli_error("--qos: '%s' is not a valid QoS (use 0, 1 or "
+			          "2)", arg);
+			return CLI_EBADARG;
+		}
+		c->qos = (uint8_t)(arg[0] - '0');
+		return 1;
+	case CLI_OPT_KEEPALIVE:
+		if (cli_parse_u64("--keepalive", arg, 0, 65535, &v) < 0)
+			return CLI_EBADARG;
+		c->keepalive = (uint16_t)v;
+		return 1;
+	case CLI_OPT_CLIENT_ID:
+		if (mqtt_valid_utf8((const uint8_t *)arg, strlen(arg)) != 0 ||
+		    strlen(arg) > 200) {
+			cli_error("--client-id: '%s' is not a valid client id "
+			          "(UTF-8, at most 200 bytes)", arg);
+			return CLI_EBADARG;
+		}
+		c->client_id = arg;
+		return 1;
+	case CLI_OPT_CLEAN:
+		c->clean = 1;
+		return 1;
+	case CLI_OPT_PERSISTENT:
+		c->clean = 0;
+		return 1;
+	case CLI_OPT_SESSION_EXPIRY:
+		if (cli_parse_u64("--session-expiry", arg, 0, UINT32_MAX, &v) <
+		    0)
+			return CLI_EBADARG;
+		c->session_expiry = (uint32_t)v;
+		return 1;
+	case CLI_OPT_CONNECT_TIMEOUT:
+		if (cli_parse_duration("--connect-timeout", arg, 1000000,
+		                       3600 * UINT64_C(1000000000),
+		                       &c->connect_timeout_ns) < 0)
+			return CLI_EBADARG;
+		return 1;
+	case CLI_OPT_JSON:
+		if (arg[0] == '\0') {
+			cli_error("--json: empty file name");
+			return CLI_EBADARG;
+		}
+		c->json_path = arg;
+		return 1;
+	default:
+		return 0;
+	}
+}
+
+int cli_conn_finish(struct cli_conn *c)
+{
+	if (c->port == 0)
+		c->port = c->transport == CLI_TLS ? 8883 : 1883;
+	if (c->transport != CLI_TLS &&
+	    (c->cafile || c->tls_name || c->tls_version)) {
+		cli_error("--cafile, --tls-name and --tls-version need "
+		          "--transport tls");
+		return CLI_EBADARG;
+	}
+	if (c->transport == CLI_TLS && c->tls_name == NULL)
+		c->tls_name = c->host;
+	return 0;
+}
+
+int cli_parse(int argc, char **argv, const struct option *longopts,
+              struct cli_conn *conn, cli_handler handle, void *ctx,
+              const char *usage)
+{
+	int code, rv;
+
+	opterr = 0; /* our own one-line messages instead of getopt's */
+	optind = 1;
+	for (;;) {
+		code = getopt_long(argc, argv, ":", longopts, NULL);
+		if (code == -1)
+			break;
+		if (code == '?') {
+			cli_error("unknown option '%s' (see --help)",
+			          argv[optind - 1]);
+			return CLI_EBADARG;
+		}
+		if (code == ':') {
+			cli_error("option '%s' needs a value (see --help)",
+			          argv[optind - 1]);
+			return CLI_EBADARG;
+		}
+		if (code == CLI_OPT_HELP) {
+			fputs(usage, stdout);
+			fputs(cli_conn_help, stdout);
+			return 1;
+		}
+		if (code == CLI_OPT_VERSION) {
+			cli_print_version();
+			return 1;
+		}
+		rv = cli_conn_option(conn, code, optarg);
+		if (rv < 0)
+			return CLI_EBADARG;
+		if (rv == 1)
+			continue;
+		if (handle(ctx, code, optarg) < 0)
+			return CLI_EBADARG;
+	}
+	if (optind < argc) {
+		cli_error("unexpected argument '%s' (options only; see --help)",
+		          argv[optind]);
+		return CLI_EBADARG;
+	}
+	return cli_conn_finish(conn);
+}
+
+void cli_print_version(void)
+{
+	printf("%s %s (GnuTLS %s, jansson %s)\n", cli_prog, BENCH_VERSION,
+	       gnutls_check_version(NULL), JANSSON_VERSION);
+}
+
+void cli_tr_config(const struct cli_conn *c, struct tr_config *cfg)
+{
+	tr_config_init(cfg);
+	cfg->host = c->host;
+	cfg->port = c->port;
+	cfg->connect_timeout_ns = (int64_t)c->connect_timeout_ns;
+	cfg->cafile = c->cafile;
+	cfg->server_name = c->tls_name;
+	if (c->tls_version == 12)
+		cfg->tls_version = TR_TLS_1_2;
+	else if (c->tls_version == 13)
+		cfg->tls_version = TR_TLS_1_3;
+}
+
+json_t *cli_conn_json(const struct cli_conn *c)
+{
+	json_t *o = json_object();
+
+	if (o == NULL)
+		return NULL;
+	report_set(o, "host", json_string(c->host));
+	report_set(o, "port", json_integer(c->port));
+	report_set(o, "transport",
+	           json_string(c->transport == CLI_TLS ? "tls" : "tcp"));
+	if (c->transport == CLI_TLS) {
+		report_set(o, "cafile",
+		           c->cafile ? json_string(c->cafile) : json_null());
+		report_set(o, "tls_name", json_string(c->tls_name));
+		report_set(o, "tls_version",
+		           json_string(c->tls_version == 12 ? "1.2" : "1.3"));
+	}
+	report_set(o, "mqtt_version",
+	           json_string(c->mqtt_version == MQTT_V5 ? "5.0" : "3.1.1"));
+	report_set(o, "qos", json_integer(c->qos));
+	report_set(o, "keepalive_s", json_integer(c->keepalive));
+	report_set(o, "clean", json_boolean(c->clean));
+	if (!c->clean && c->mqtt_version == MQTT_V5)
+		report_set(o, "session_expiry_s",
+		           json_integer((json_int_t)c->session_expiry));
+	report_set(o, "connect_timeout_us", report_us(c->connect_timeout_ns));
+	return o;
+}
+
+int cli_raise_nofile(uint64_t need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+		cli_error("cannot read the open-file limit: %s",
+		          strerror(errno));
+		return CLI_EBADARG;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		/* failure is harmless: the check below tells what matters */
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+		(void)getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		cli_error("this run needs about %llu open files but the limit "
+		          "is %llu (hard limit %llu); raise it, e.g. "
+		          "'ulimit -n %llu' as root",
+		          (unsigned long long)need,
+		          (unsigned long long)rl.rlim_cur,
+		          (unsigned long long)rl.rlim_max,
+		          (unsigned long long)need);
+		return CLI_EBADARG;
+	}
+	return 0;
+}
+
+int cli_signalfd(void)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
+		return -1;
+	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+}
+
+int cli_write_ready(const char *path)
+{
+	char *tmp = NULL;
+	int fd, rv = 0;
+
+	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+		return -ENOMEM;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rv = -errno;
+		goto out;
+	}
+	if (write(fd, "ready\n", 6) != 6)
+		rv = -EIO;
+	if (close(fd) != 0 && rv == 0)
+		rv = -errno;
+	if (rv == 0 && rename(tmp, path) != 0)
+		rv = -errno;
+	if (rv != 0)
+		unlink(tmp);
+out:
+	free(tmp);
+	return rv;
+}

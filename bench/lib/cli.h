@@ -1,0 +1,167 @@
+/*
+ * cli.h: command-line parsing shared by the benchmark binaries: strict
+ * number, duration and size parsers, and the connection options every client
+ * binary takes (broker, transport, TLS, MQTT version, QoS, session).
+ *
+ * Every parser prints one line on stderr naming the option, the value and
+ * what is accepted, and returns CLI_EBADARG; the caller exits non-zero.
+ */
+#ifndef CLI_H
+#define CLI_H
+
+#include <getopt.h>
+#include <stdint.h>
+
+#define CLI_EBADARG -1
+
+/* Name the messages start with ("loadgen", "sink"); set once in main. */
+extern const char *cli_prog;
+
+/* "<prog>: error: <message>" on stderr, one line. */
+void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Unsigned integer in [min, max], decimal only; no sign, no suffix. */
+int cli_parse_u64(const char *opt, const char *arg, uint64_t min,
+                  uint64_t max, uint64_t *out);
+/* Finite real number in [min, max]. */
+int cli_parse_double(const char *opt, const char *arg, double min, double max,
+                     double *out);
+/*
+ * Duration: a number with an optional unit ns, us, ms, s (default), m, h;
+ * e.g. "10", "2.5s", "500ms". Must lie in [min_ns, max_ns].
+ */
+int cli_parse_duration(const char *opt, const char *arg, uint64_t min_ns,
+                       uint64_t max_ns, uint64_t *out_ns);
+/* Size in bytes: integer with optional k/K (1024) or m/M (1048576). */
+int cli_parse_size(const char *opt, const char *arg, uint64_t min,
+                   uint64_t max, uint64_t *out);
+
+enum cli_transport {
+	CLI_TCP = 0,
+	CLI_TLS = 1,
+};
+
+/* Connection options common to the load generator and the sink. */
+struct cli_conn {
+	const char *host;       /* default "127.0.0.1" */
+	uint16_t port;          /* 0 until set: default by transport */
+	enum cli_transport transport;
+	const char *cafile;     /* TLS: trust anchors; NULL = system store */
+	const char *tls_name;   /* TLS: name to verify and send (SNI) */
+	int tls_version;        /* 0 = library default, 12 or 13 (exactly) */
+	uint8_t mqtt_version;   /* MQTT_V311 or MQTT_V5; default MQTT_V311 */
+	uint8_t qos;            /* default 0 */
+	uint16_t keepalive;     /* seconds, default 60 */
+	const char *client_id;  /* prefix; default "<prog>-<pid>" */
+	int clean;              /* clean session / clean start, default 1 */
+	uint32_t session_expiry; /* v5, seconds, for persistent sessions */
+	uint64_t connect_timeout_ns; /* default 10 s */
+	const char *json_path;  /* NULL = stdout */
+};
+
+/* Option codes of the common options (above any short option letter). */
+enum {
+	CLI_OPT_HOST = 1000,
+	CLI_OPT_PORT,
+	CLI_OPT_TRANSPORT,
+	CLI_OPT_CAFILE,
+	CLI_OPT_TLS_NAME,
+	CLI_OPT_TLS_VERSION,
+	CLI_OPT_MQTT,
+	CLI_OPT_QOS,
+	CLI_OPT_KEEPALIVE,
+	CLI_OPT_CLIENT_ID,
+	CLI_OPT_CLEAN,
+	CLI_OPT_PERSISTENT,
+	CLI_OPT_SESSION_EXPIRY,
+	CLI_OPT_CONNECT_TIMEOUT,
+	CLI_OPT_JSON,
+	CLI_OPT_HELP,
+	CLI_OPT_VERSION,
+	CLI_OPT_FIRST_OWN /* binaries number their own options from here */
+};
+
+/* Entries for a getopt_long table; end the table with {0, 0, 0, 0}. */
+#define CLI_CONN_LONGOPTS                                                     \
+	{ "host", required_argument, 0, CLI_OPT_HOST },                       \
+	{ "port", required_argument, 0, CLI_OPT_PORT },                       \
+	{ "transport", required_argument, 0, CLI_OPT_TRANSPORT },             \
+	{ "cafile", required_argument, 0, CLI_OPT_CAFILE },                   \
+	{ "tls-name", required_argument, 0, CLI_OPT_TLS_NAME },               \
+	{ "tls-version", required_argument, 0, CLI_OPT_TLS_VERSION },         \
+	{ "mqtt", required_argument, 0, CLI_OPT_MQTT },                       \
+	{ "mqtt-version", required_argument, 0, CLI_OPT_MQTT },               \
+	{ "qos", required_argument, 0, CLI_OPT_QOS },                         \
+	{ "keepalive", required_argument, 0, CLI_OPT_KEEPALIVE },             \
+	{ "client-id", required_argument, 0, CLI_OPT_CLIENT_ID },             \
+	{ "clean", no_argument, 0, CLI_OPT_CLEAN },                           \
+	{ "persistent", no_argument, 0, CLI_OPT_PERSISTENT },                 \
+	{ "session-expiry", required_argument, 0, CLI_OPT_SESSION_EXPIRY },   \
+	{ "connect-timeout", required_argument, 0, CLI_OPT_CONNECT_TIMEOUT }, \
+	{ "json", required_argument, 0, CLI_OPT_JSON },                       \
+	{ "help", no_argument, 0, CLI_OPT_HELP },                             \
+	{ "version", no_argument, 0, CLI_OPT_VERSION }
+
+/* Help text of the common options, for the binaries' --help. */
+extern const char cli_conn_help[];
+
+void cli_conn_init(struct cli_conn *c);
+/*
+ * Handle one common option. Returns 1 when handled, 0 when `code` is not a
+ * common option (or is --help/--version, which the binary handles), or
+ * CLI_EBADARG after printing the error line.
+ */
+int cli_conn_option(struct cli_conn *c, int code, const char *arg);
+/*
+ * Check the combination once all options are read and fill in defaults
+ * (port by transport, TLS name from host). Returns 0 or CLI_EBADARG.
+ */
+int cli_conn_finish(struct cli_conn *c);
+
+/*
+ * Run getopt_long over argv with the binary's table, calling handle() for
+ * every option that is not common. Reports unknown options and missing
+ * arguments as one line. Returns 0, CLI_EBADARG, or 1 when --help (usage,
+ * then the common options' help, printed on stdout) or --version (printed)
+ * was given: the caller then exits with status 0.
+ */
+typedef int (*cli_handler)(void *ctx, int code, const char *arg);
+int cli_parse(int argc, char **argv, const struct option *longopts,
+              struct cli_conn *conn, cli_handler handle, void *ctx,
+              const char *usage);
+
+/* "<prog> <BENCH_VERSION> (GnuTLS x, jansson y)" on stdout. */
+void cli_print_version(void);
+
+/* ---- process setup shared by the client binaries ---- */
+
+struct tr_config;
+
+/* Fill a transport configuration from the common options. */
+void cli_tr_config(const struct cli_conn *c, struct tr_config *cfg);
+
+/* The common options as a JSON object (for the result's "config"). */
+struct json_t;
+struct json_t *cli_conn_json(const struct cli_conn *c);
+
+/*
+ * Raise RLIMIT_NOFILE's soft limit to the hard limit and check that `need`
+ * descriptors fit. Returns 0, or CLI_EBADARG after printing one line that
+ * says how many are needed, what the limits are, and what to do.
+ */
+int cli_raise_nofile(uint64_t need);
+
+/*
+ * Block SIGINT and SIGTERM and return a signalfd that reports them (for the
+ * event loop), or -1 with errno set. SIGPIPE is ignored as well: a broken
+ * connection is an error result, not a reason to die.
+ */
+int cli_signalfd(void);
+
+/*
+ * Write "ready\n" to path atomically (temp file, rename): tells a test or
+ * the runner that the process is connected (and subscribed). 0 or -errno.
+ */
+int cli_write_ready(const char *path);
+
+#endif /* CLI_H */

@@ -1,0 +1,313 @@
+/*
+ * report.c: JSON documents of the benchmark processes. See report.h.
+ */
+#include "report.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <gnutls/gnutls.h>
+#include <ngtcp2/ngtcp2.h>
+
+#include "client.h"
+#include "transport.h"
+
+uint64_t report_mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t report_wall_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void report_set(json_t *obj, const char *key, json_t *value)
+{
+	if (value != NULL)
+		json_object_set_new(obj, key, value);
+}
+
+json_t *report_time(uint64_t wall_ns)
+{
+	time_t sec = (time_t)(wall_ns / 1000000000u);
+	unsigned int ms = (unsigned int)(wall_ns % 1000000000u / 1000000u);
+	struct tm tm;
+	char buf[64];
+
+	gmtime_r(&sec, &tm);
+	snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	         tm.tm_min, tm.tm_sec, ms);
+	return json_pack("{s:s, s:f}", "iso", buf, "unix",
+	                 (double)wall_ns / 1e9);
+}
+
+json_t *report_us(uint64_t ns)
+{
+	return json_real((double)ns / 1000.0);
+}
+
+/* Versions of what produced the figures, and where they were produced. */
+static json_t *report_meta(void)
+{
+	json_t *meta = json_object();
+	struct utsname u;
+	char host[256];
+	const ngtcp2_info *ng = ngtcp2_version(0);
+
+	if (meta == NULL)
+		return NULL;
+	if (gethostname(host, sizeof(host)) == 0) {
+		host[sizeof(host) - 1] = '\0';
+		report_set(meta, "hostname", json_string(host));
+	}
+	if (uname(&u) == 0) {
+		report_set(meta, "kernel",
+		           json_pack("{s:s, s:s, s:s}", "sysname", u.sysname,
+		                     "release", u.release, "machine",
+		                     u.machine));
+	}
+	report_set(meta, "pid", json_integer((json_int_t)getpid()));
+	report_set(meta, "versions",
+	           json_pack("{s:s, s:s, s:s, s:s, s:s}", "tool", BENCH_VERSION,
+	                     "gnutls", gnutls_check_version(NULL), "jansson",
+	                     JANSSON_VERSION, "ngtcp2",
+	                     ng ? ng->version_str : "unknown", "compiler",
+#ifdef __VERSION__
+	                     __VERSION__
+#else
+	                     "unknown"
+#endif
+	                     ));
+#if defined(__SANITIZE_ADDRESS__)
+	report_set(meta, "build", json_string("asan"));
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+	report_set(meta, "build", json_string("asan"));
+#else
+	report_set(meta, "build", json_string("release"));
+#endif
+#else
+	report_set(meta, "build", json_string("release"));
+#endif
+	return meta;
+}
+
+json_t *report_new(const char *tool)
+{
+	json_t *doc = json_object();
+
+	if (doc == NULL)
+		return NULL;
+	report_set(doc, "tool", json_string(tool));
+	report_set(doc, "tool_version", json_string(BENCH_VERSION));
+	report_set(doc, "schema", json_integer(REPORT_SCHEMA));
+	report_set(doc, "meta", report_meta());
+	report_set(doc, "errors", json_array());
+	return doc;
+}
+
+json_t *report_hist(const struct stats_hist *h, int with_buckets)
+{
+	json_t *o = json_object(), *b;
+	size_t pos = 0;
+	uint64_t v, n;
+
+	if (o == NULL)
+		return NULL;
+	report_set(o, "count", json_integer((json_int_t)h->count));
+	if (h->count) {
+		report_set(o, "min_us", report_us(h->min));
+		report_set(o, "mean_us", json_real(stats_hist_mean(h) / 1e3));
+		report_set(o, "p50_us",
+		           report_us(stats_hist_percentile(h, 50.0)));
+		report_set(o, "p90_us",
+		           report_us(stats_hist_percentile(h, 90.0)));
+		report_set(o, "p99_us",
+		           report_us(stats_hist_percentile(h, 99.0)));
+		report_set(o, "p99_9_us",
+		           report_us(stats_hist_percentile(h, 99.9)));
+		report_set(o, "max_us", report_us(h->max));
+	} else {
+		/* no values: say so with nulls rather than invent zeros */
+		const char *keys[] = { "min_us", "mean_us", "p50_us", "p90_us",
+		                       "p99_us", "p99_9_us", "max_us" };
+		size_t i;
+
+		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+			report_set(o, keys[i], json_null());
+	}
+	report_set(o, "clamped", json_integer((json_int_t)h->clamped));
+	if (with_buckets) {
+		b = json_array();
+		if (b == NULL)
+			return o;
+		while (stats_hist_next(h, &pos, &v, &n))
+			json_array_append_new(
+				b, json_pack("[I, I]", (json_int_t)v,
+				             (json_int_t)n));
+		report_set(o, "buckets", b);
+	}
+	return o;
+}
+
+static json_t *span_us(int64_t from, int64_t to)
+{
+	if (from <= 0 || to < from)
+		return json_null();
+	return report_us((uint64_t)(to - from));
+}
+
+json_t *report_connect(const struct client_connected_info *ci,
+                       const struct tr_info *ti)
+{
+	json_t *o = json_object();
+
+	if (o == NULL)
+		return NULL;
+	report_set(o, "tcp_us", span_us(ci->t_start, ci->t_transport_connected));
+	report_set(o, "transport_us",
+	           span_us(ci->t_start, ci->t_transport_ready));
+	report_set(o, "mqtt_us", span_us(ci->t_transport_ready, ci->t_connack));
+	report_set(o, "total_us", span_us(ci->t_start, ci->t_connack));
+	report_set(o, "session_present", json_boolean(ci->session_present));
+	report_set(o, "keepalive_s", json_integer(ci->keepalive));
+	report_set(o, "window", json_integer(ci->window));
+	report_set(o, "broker_receive_max", json_integer(ci->receive_max));
+	report_set(o, "broker_max_qos", json_integer(ci->max_qos));
+	if (ti != NULL && ti->version[0] != '\0') {
+		report_set(o, "tls",
+		           json_pack("{s:s, s:s, s:b}", "version", ti->version,
+		                     "cipher", ti->cipher, "resumed",
+		                     ti->resumed));
+	}
+	return o;
+}
+
+static double tv_sec(const struct timeval *tv)
+{
+	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
+}
+
+json_t *report_resources(void)
+{
+	struct rusage ru;
+	double user, sys;
+
+	if (getrusage(RUSAGE_SELF, &ru) != 0)
+		return json_null();
+	user = tv_sec(&ru.ru_utime);
+	sys = tv_sec(&ru.ru_stime);
+	return json_pack("{s:f, s:f, s:f, s:I, s:I, s:I}", "cpu_user_s", user,
+	                 "cpu_sys_s", sys, "cpu_total_s", user + sys,
+	                 "max_rss_kib", (json_int_t)ru.ru_maxrss,
+	                 "voluntary_ctx_switches", (json_int_t)ru.ru_nvcsw,
+	                 "involuntary_ctx_switches", (json_int_t)ru.ru_nivcsw);
+}
+
+long report_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/statm", "r");
+	long size, resident = -1;
+
+	if (f == NULL)
+		return -1;
+	if (fscanf(f, "%ld %ld", &size, &resident) != 2)
+		resident = -1;
+	fclose(f);
+	if (resident < 0)
+		return -1;
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+void report_error(json_t *doc, const char *fmt, ...)
+{
+	json_t *errs = json_object_get(doc, "errors");
+	char buf[512];
+	va_list ap;
+
+	if (errs == NULL) {
+		errs = json_array();
+		report_set(doc, "errors", errs);
+	}
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	json_array_append_new(errs,
+	                      json_pack("{s:o, s:s}", "time",
+	                                report_time(report_wall_ns()),
+	                                "message", buf));
+}
+
+static const size_t JSON_FLAGS = JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                 JSON_REAL_PRECISION(15);
+
+int report_write(const json_t *doc, const char *path)
+{
+	char *tmp = NULL;
+	FILE *f = NULL;
+	int fd = -1, rv;
+
+	if (path == NULL || strcmp(path, "-") == 0) {
+		if (json_dumpf(doc, stdout, JSON_FLAGS) != 0)
+			return -EIO;
+		fputc('\n', stdout);
+		return fflush(stdout) == 0 ? 0 : -errno;
+	}
+	/* same directory as the target, so rename() cannot cross devices */
+	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
+		return -ENOMEM;
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rv = -errno;
+		goto fail_free;
+	}
+	f = fdopen(fd, "w");
+	if (f == NULL) {
+		rv = -errno;
+		close(fd);
+		goto fail_unlink;
+	}
+	if (json_dumpf(doc, f, JSON_FLAGS) != 0 || fputc('\n', f) == EOF ||
+	    fflush(f) != 0) {
+		rv = errno ? -errno : -EIO;
+		fclose(f);
+		goto fail_unlink;
+	}
+	if (fsync(fileno(f)) != 0) {
+		rv = -errno;
+		fclose(f);
+		goto fail_unlink;
+	}
+	if (fclose(f) != 0) {
+		rv = -errno;
+		goto fail_unlink;
+	}
+	if (rename(tmp, path) != 0) {
+		rv = -errno;
+		goto fail_unlink;
+	}
+	free(tmp);
+	return 0;
+
+fail_unlink:
+	unlink(tmp);
+fail_free:
+	free(tmp);
+	return rv;
+}

@@ -1,0 +1,84 @@
+/*
+ * report.h: the JSON document every benchmark process writes when it ends
+ * (jansson), and what goes into it besides the figures: run metadata
+ * (versions, host, kernel, build), wall-clock timestamps, CPU time and peak
+ * resident memory.
+ *
+ * Documents describe themselves: "tool", "tool_version" and "schema" first,
+ * then "meta", "config", the figures, "resources" and "errors". Durations are
+ * given in microseconds as numbers with ns resolution ("_us"), counters as
+ * integers, timestamps as ISO 8601 UTC strings plus Unix seconds.
+ */
+#ifndef REPORT_H
+#define REPORT_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "stats.h"
+
+/* Version of the benchmark tools and of the JSON layout they write. */
+#define BENCH_VERSION "0.1.0"
+#define REPORT_SCHEMA 1
+
+/* Clocks, in ns. Monotonic for intervals and payload stamps. */
+uint64_t report_mono_ns(void);
+uint64_t report_wall_ns(void);
+
+/*
+ * A new document for `tool` (e.g. "loadgen") with "tool", "tool_version",
+ * "schema" and "meta" filled in. NULL when memory runs out.
+ */
+json_t *report_new(const char *tool);
+
+/* {"iso": "2024-01-02T03:04:05.678Z", "unix": 1704164645.678} */
+json_t *report_time(uint64_t wall_ns);
+
+/* Microseconds with ns resolution, as a JSON real. */
+json_t *report_us(uint64_t ns);
+
+/*
+ * Summary of a histogram: count, min/mean/p50/p90/p99/p99_9/max in us,
+ * clamped; with_buckets adds "buckets": [[value_ns, count], ...] for every
+ * non-empty bucket (midpoint values) so that distributions of several
+ * processes can be merged and CDFs drawn from the JSON alone.
+ */
+json_t *report_hist(const struct stats_hist *h, int with_buckets);
+
+/*
+ * CPU time (user, system, total, in seconds) and peak RSS (KiB) of this
+ * process so far, from getrusage(RUSAGE_SELF).
+ */
+json_t *report_resources(void);
+
+/* Current resident set size in KiB (from /proc/self/statm), -1 if unknown. */
+long report_rss_kib(void);
+
+/*
+ * How one connection came up: "tcp_us" (TCP connect), "transport_us" (TCP
+ * plus TLS handshake), "mqtt_us" (CONNECT to CONNACK), "total_us", what was
+ * negotiated (TLS version and cipher, MQTT window, keepalive). ti may be
+ * NULL.
+ */
+struct client_connected_info;
+struct tr_info;
+json_t *report_connect(const struct client_connected_info *ci,
+                       const struct tr_info *ti);
+
+/* Append {"time": <iso>, "message": ...} to the document's "errors" array. */
+void report_error(json_t *doc, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+/* Set key to value, taking the reference; ignores a NULL value. */
+void report_set(json_t *obj, const char *key, json_t *value);
+
+/*
+ * Write the document (pretty-printed, keys in insertion order) to `path`:
+ * NULL or "-" means stdout; otherwise into a temporary file in the same
+ * directory which is then fsync'ed and renamed over `path`, so a reader
+ * never sees a half-written file. Returns 0 or a negative errno value.
+ */
+int report_write(const json_t *doc, const char *path);
+
+#endif /* REPORT_H */

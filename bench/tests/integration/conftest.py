@@ -1,0 +1,364 @@
+"""Fixtures for the integration tests of the benchmark binaries.
+
+A real Mosquitto (`mosquitto -c CONF`) runs with its own configuration in a
+temporary directory, on free loopback ports:
+
+  tcp      anonymous clients allowed
+  tls      the same, over TLS, with a certificate for 127.0.0.1 and
+           "localhost" signed by a CA generated at test time (certtool)
+  noanon   TCP with allow_anonymous false: every CONNECT is refused
+
+The broker's queues are unlimited (max_inflight_messages 0,
+max_queued_messages 0), so it never drops a message on purpose and any loss
+a test sees is the tools' fault; set_tcp_nodelay is on. One broker serves the
+whole session; tests use distinct topics so they cannot see each other's
+messages. The binaries come from $BENCH_BIN (default build/release/bin).
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))))
+BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "release",
+                                               "bin"))
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def certtool(*args, cwd):
+    subprocess.run(["certtool", *args], cwd=cwd, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def make_ca(d, name):
+    with open(os.path.join(d, name + ".tmpl"), "w") as f:
+        f.write(f'cn = "bench test {name}"\nca\ncert_signing_key\n'
+                'expiration_days = 2\n')
+    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
+             name + ".key", cwd=d)
+    certtool("--generate-self-signed", "--load-privkey", name + ".key",
+             "--template", name + ".tmpl", "--outfile", name + ".pem", cwd=d)
+
+
+@pytest.fixture(scope="session")
+def certs():
+    """CA, broker certificate (127.0.0.1 and localhost), and a second CA
+    that did not sign anything (for the failure cases)."""
+    d = tempfile.mkdtemp(prefix="bench-certs-")
+    make_ca(d, "ca")
+    make_ca(d, "wrongca")
+    with open(os.path.join(d, "broker.tmpl"), "w") as f:
+        f.write('cn = "localhost"\ndns_name = "localhost"\n'
+                'ip_address = "127.0.0.1"\ntls_www_server\nsigning_key\n'
+                'encryption_key\nexpiration_days = 2\n')
+    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
+             "broker.key", cwd=d)
+    certtool("--generate-certificate", "--load-privkey", "broker.key",
+             "--load-ca-certificate", "ca.pem", "--load-ca-privkey",
+             "ca.key", "--template", "broker.tmpl", "--outfile",
+             "broker.pem", cwd=d)
+    yield {k: os.path.join(d, k + ".pem") for k in ("ca", "wrongca",
+                                                    "broker")} | {
+        "broker_key": os.path.join(d, "broker.key"), "dir": d}
+    shutil.rmtree(d, ignore_errors=True)
+
+
+class Broker:
+    def __init__(self, certs):
+        self.dir = tempfile.mkdtemp(prefix="bench-mosquitto-")
+        self.tcp, self.tls, self.noanon = free_port(), free_port(), \
+            free_port()
+        self.conf = os.path.join(self.dir, "mosquitto.conf")
+        self.log = os.path.join(self.dir, "mosquitto.log")
+        with open(self.conf, "w") as f:
+            f.write(f"""# written by bench/tests/integration/conftest.py
+per_listener_settings true
+user root
+persistence false
+log_dest file {self.log}
+log_type error
+log_type warning
+log_type notice
+set_tcp_nodelay true
+max_inflight_messages 0
+max_queued_messages 0
+
+listener {self.tcp} 127.0.0.1
+allow_anonymous true
+max_connections -1
+
+listener {self.tls} 127.0.0.1
+allow_anonymous true
+max_connections -1
+certfile {certs['broker']}
+keyfile {certs['broker_key']}
+
+listener {self.noanon} 127.0.0.1
+allow_anonymous false
+""")
+        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        for port in (self.tcp, self.tls, self.noanon):
+            if not wait_listening(port, self.proc):
+                log = self.read_log()
+                self.stop()
+                raise RuntimeError(f"mosquitto did not start:\n{log}")
+
+    def read_log(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def broker(certs):
+    if shutil.which("mosquitto") is None:
+        pytest.fail("mosquitto is not installed (run 'make deps')")
+    b = Broker(certs)
+    yield b
+    b.stop()
+
+
+class Result:
+    def __init__(self, rc, stdout, stderr, doc):
+        self.rc, self.stdout, self.stderr, self.doc = rc, stdout, stderr, doc
+
+    @property
+    def err_lines(self):
+        return [l for l in self.stderr.splitlines() if l.strip()]
+
+    def __repr__(self):
+        return f"Result(rc={self.rc}, stderr={self.stderr!r})"
+
+
+class Proc:
+    """A binary running in the background (sink, idle loadgen)."""
+
+    def __init__(self, argv, json_path, ready):
+        self.json_path, self.ready = json_path, ready
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def wait_ready(self, timeout=15.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(self.ready):
+                return True
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        out, err = self.finish(timeout=5)
+        raise AssertionError(f"not ready: rc={self.proc.returncode} "
+                             f"stderr={err!r}")
+
+    def finish(self, timeout=60.0):
+        try:
+            return self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, err = self.proc.communicate()
+            raise AssertionError(f"did not finish in {timeout} s; "
+                                 f"stderr={err!r}")
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def result(self, timeout=60.0):
+        out, err = self.finish(timeout)
+        doc = None
+        if os.path.exists(self.json_path):
+            with open(self.json_path) as f:
+                doc = json.load(f)
+        return Result(self.proc.returncode, out, err, doc)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+class Bench:
+    """Runs loadgen and sink against the session's broker."""
+
+    def __init__(self, broker, certs, tmp):
+        self.broker, self.certs, self.tmp = broker, certs, tmp
+        self.procs = []
+        self.n = 0
+
+    def exe(self, tool):
+        path = os.path.join(BIN, tool)
+        if not os.access(path, os.X_OK):
+            pytest.fail(f"{path} is missing: build it first (make), or "
+                        "set BENCH_BIN")
+        return path
+
+    def topic(self):
+        """A topic prefix no other test uses."""
+        return "t/" + uuid.uuid4().hex[:12]
+
+    def _path(self, stem):
+        self.n += 1
+        return os.path.join(self.tmp, f"{stem}{self.n}")
+
+    def conn_args(self, transport="tcp", port=None):
+        if transport == "tls":
+            return ["--port", str(port or self.broker.tls), "--transport",
+                    "tls", "--cafile", self.certs["ca"]]
+        return ["--port", str(port or self.broker.tcp)]
+
+    def run(self, tool, *args, json_out=True, timeout=60.0):
+        argv = [self.exe(tool), *map(str, args)]
+        jp = None
+        if json_out:
+            jp = self._path(tool) + ".json"
+            argv += ["--json", jp]
+        try:
+            p = subprocess.run(argv, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True,
+                               timeout=timeout)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"{tool} did not finish in {timeout} s: "
+                                 f"{e.stderr!r}")
+        doc = None
+        if jp and os.path.exists(jp):
+            with open(jp) as f:
+                doc = json.load(f)
+        return Result(p.returncode, p.stdout, p.stderr, doc)
+
+    def start(self, tool, *args):
+        """Start tool in the background with --json and --ready-file;
+        returns once it is ready (sink: subscribed; loadgen: connected)."""
+        jp = self._path(tool) + ".json"
+        ready = self._path(tool) + ".ready"
+        argv = [self.exe(tool), *map(str, args), "--json", jp,
+                "--ready-file", ready]
+        p = Proc(argv, jp, ready)
+        self.procs.append(p)
+        p.wait_ready()
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            p.kill()
+
+
+@pytest.fixture
+def bench(broker, certs, tmp_path):
+    b = Bench(broker, certs, str(tmp_path))
+    yield b
+    b.cleanup()
+
+
+# ---- structure of the result documents -------------------------------------
+
+HIST_KEYS = ("count", "min_us", "mean_us", "p50_us", "p90_us", "p99_us",
+             "p99_9_us", "max_us", "clamped")
+
+COMMON_KEYS = {
+    "tool": str, "tool_version": str, "schema": int, "meta": dict,
+    "errors": list, "config": dict, "start": dict, "end": dict,
+    "stop_reason": str, "status": str, "resources": dict,
+}
+
+TOOL_KEYS = {
+    "loadgen": {"totals": dict, "throughput": dict, "connect": dict,
+                "memory": dict, "connections": list},
+    "sink": {"subscription": dict, "messages": dict, "throughput": dict,
+             "latency": dict, "sequence": dict, "transfer": dict},
+}
+
+
+def check_hist(h, where):
+    for k in HIST_KEYS:
+        assert k in h, f"{where}: no {k}"
+    if h["count"]:
+        vals = [h[k] for k in ("min_us", "p50_us", "p90_us", "p99_us",
+                               "p99_9_us", "max_us")]
+        assert all(isinstance(v, (int, float)) for v in vals), where
+        assert vals == sorted(vals), f"{where}: not ordered: {vals}"
+    if "buckets" in h:
+        assert sum(c for _, c in h["buckets"]) == h["count"], where
+
+
+def check_doc(doc, tool):
+    """Keys and types every consumer of the JSON relies on."""
+    assert doc is not None, "no JSON document written"
+    for k, t in list(COMMON_KEYS.items()) + list(TOOL_KEYS[tool].items()):
+        assert k in doc, f"{tool}: key {k} missing"
+        assert isinstance(doc[k], t), f"{tool}: {k} is not {t.__name__}"
+    assert doc["tool"] == tool
+    for k in ("hostname", "kernel", "pid", "versions", "build"):
+        assert k in doc["meta"], f"meta.{k} missing"
+    for k in ("gnutls", "jansson", "tool"):
+        assert k in doc["meta"]["versions"]
+    for k in ("iso", "unix"):
+        assert k in doc["start"] and k in doc["end"]
+    assert doc["end"]["unix"] >= doc["start"]["unix"]
+    for k in ("cpu_user_s", "cpu_sys_s", "cpu_total_s", "max_rss_kib"):
+        assert doc["resources"][k] >= 0
+    assert doc["resources"]["max_rss_kib"] > 0
+    conn = doc["config"]["connection"]
+    for k in ("host", "port", "transport", "mqtt_version", "qos"):
+        assert k in conn, f"config.connection.{k} missing"
+    if tool == "loadgen":
+        for k in ("connections", "connected", "failed", "messages_sent",
+                  "payload_bytes_sent"):
+            assert k in doc["totals"], f"totals.{k} missing"
+        for k in ("tcp", "transport", "mqtt", "total"):
+            check_hist(doc["connect"][k], f"connect.{k}")
+        for c in doc["connections"]:
+            for k in ("index", "client_id", "publisher_id", "topic",
+                      "state", "connect", "sent", "error"):
+                assert k in c, f"connections[].{k} missing"
+        if conn["qos"] > 0:
+            check_hist(doc["ack_latency"], "ack_latency")
+    else:
+        for k in ("received", "bytes", "bench", "foreign", "foreign_bytes"):
+            assert k in doc["messages"], f"messages.{k} missing"
+        check_hist(doc["latency"], "latency")
+        assert "buckets" in doc["latency"]
+        for k in ("publishers", "lost", "duplicates", "reordered",
+                  "per_publisher"):
+            assert k in doc["sequence"], f"sequence.{k} missing"
+        for k in ("first_to_last_s", "messages_per_s"):
+            assert k in doc["throughput"]

@@ -1,0 +1,172 @@
+"""loadgen -> Mosquitto -> sink on loopback: every message arrives exactly
+once and in order, latency figures are plausible, and the documents carry
+what the runner reads."""
+import pytest
+
+from conftest import check_doc, check_hist
+
+CLIENTS = 3
+COUNT = 400  # per client
+
+
+def deliver(bench, *, qos, mqtt, transport="tcp", extra_lg=(),
+            extra_sink=()):
+    """Run a sink (idle timeout: it must see everything, duplicates
+    included, not stop at a count) and a loadgen; return both results."""
+    topic = bench.topic()
+    conn = bench.conn_args(transport)
+    sink = bench.start("sink", *conn, "--qos", qos, "--mqtt", mqtt,
+                       "--topic", topic + "/#", "--idle-timeout", "1",
+                       *extra_sink)
+    lg = bench.run("loadgen", *conn, "--qos", qos, "--mqtt", mqtt,
+                   "--clients", CLIENTS, "--count", COUNT, "--rate", 0,
+                   "--topic", topic + "/{n}", *extra_lg)
+    s = sink.result()
+    return lg, s
+
+
+@pytest.mark.parametrize("mqtt", ["3.1.1", "5"])
+@pytest.mark.parametrize("qos", [0, 1, 2])
+def test_exactly_once_in_order(bench, qos, mqtt):
+    lg, s = deliver(bench, qos=qos, mqtt=mqtt)
+    assert lg.rc == 0, lg
+    assert s.rc == 0, s
+    check_doc(lg.doc, "loadgen")
+    check_doc(s.doc, "sink")
+    sent = lg.doc["totals"]["messages_sent"]
+    assert sent == CLIENTS * COUNT
+    assert lg.doc["totals"]["connected"] == CLIENTS
+    assert lg.doc["config"]["connection"]["mqtt_version"] == \
+        ("5.0" if mqtt == "5" else "3.1.1")
+    if qos > 0:
+        assert lg.doc["totals"]["acks"] == sent
+        assert lg.doc["totals"]["unacked"] == 0
+        assert lg.doc["ack_latency"]["count"] == sent
+        assert 0 < lg.doc["ack_latency"]["p50_us"] < 100000
+    m, seq = s.doc["messages"], s.doc["sequence"]
+    assert s.doc["stop_reason"] == "idle"
+    assert m["received"] == sent
+    assert m["bench"] == sent and m["foreign"] == 0
+    assert m["bytes"] == lg.doc["totals"]["payload_bytes_sent"]
+    assert m["clock_errors"] == 0
+    assert seq["publishers"] == CLIENTS
+    assert seq["lost"] == 0
+    assert seq["duplicates"] == 0
+    assert seq["reordered"] == 0
+    ids = sorted(c["publisher_id"] for c in lg.doc["connections"])
+    assert sorted(p["publisher"] for p in seq["per_publisher"]) == ids
+    for p in seq["per_publisher"]:
+        assert p["received"] == COUNT and p["highest"] == COUNT - 1
+        assert p["first"] == 0
+
+
+def test_latency_plausible(bench):
+    lg, s = deliver(bench, qos=1, mqtt="5")
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    lat = s.doc["latency"]
+    check_hist(lat, "latency")
+    assert lat["count"] == CLIENTS * COUNT
+    assert lat["min_us"] > 0
+    assert lat["p50_us"] < 100000  # loopback: far below 100 ms
+    assert lat["p50_us"] <= lat["p90_us"] <= lat["p99_us"] <= \
+        lat["p99_9_us"] <= lat["max_us"]
+    assert lat["mean_us"] <= lat["max_us"]
+    # one-way latency cannot exceed the time from first publish to the
+    # sink's end
+    assert lat["max_us"] / 1e6 < s.doc["end"]["unix"] - \
+        lg.doc["start"]["unix"] + 1
+    tp = s.doc["throughput"]
+    assert tp["messages_per_s"] > 0
+    assert tp["first_to_last_s"] > 0
+    # connection set-up figures of the sink and the load generator
+    c = s.doc["connect"]
+    # (on loopback the TCP connect may complete inside connect(): 0 us)
+    assert 0 <= c["tcp_us"] <= c["transport_us"] <= c["total_us"]
+    assert 0 < c["mqtt_us"] <= c["total_us"] < 10e6
+    for conn in lg.doc["connections"]:
+        assert conn["state"] == "closed"
+        assert 0 < conn["connect"]["total_us"] < 10e6
+
+
+def test_raw_file_text(bench, tmp_path):
+    raw = tmp_path / "raw.txt"
+    lg, s = deliver(bench, qos=0, mqtt="3.1.1",
+                    extra_sink=("--raw", raw))
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    lines = raw.read_text().splitlines()
+    assert lines[0].startswith("#")
+    recs = [l.split() for l in lines[1:]]
+    assert len(recs) == s.doc["messages"]["received"] == CLIENTS * COUNT
+    assert s.doc["raw_records"] == len(recs)
+    seen = set()
+    for recv_ns, pub, seq, lat, size, kind in recs:
+        assert int(lat) > 0 and int(recv_ns) > int(lat)
+        assert int(size) == 64
+        assert kind in ("first", "in_order")
+        seen.add((int(pub), int(seq)))
+    assert len(seen) == CLIENTS * COUNT
+    # the raw latencies are the ones the histogram summarises
+    lats = sorted(int(r[3]) for r in recs)
+    assert abs(lats[-1] / 1e3 - s.doc["latency"]["max_us"]) < 0.01
+    assert abs(lats[0] / 1e3 - s.doc["latency"]["min_us"]) < 0.01
+    # no temporary file left next to it
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_raw_file_binary(bench, tmp_path):
+    raw = tmp_path / "raw.bin"
+    lg, s = deliver(bench, qos=0, mqtt="5",
+                    extra_sink=("--raw", raw, "--raw-format", "binary"))
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    data = raw.read_bytes()
+    assert data[:8] == b"MQTBRAW1"
+    n = s.doc["messages"]["received"]
+    assert len(data) == 8 + 40 * n
+    seqs = set()
+    for i in range(n):
+        rec = data[8 + 40 * i: 8 + 40 * (i + 1)]
+        seq = int.from_bytes(rec[8:16], "little")
+        pub = int.from_bytes(rec[24:28], "little")
+        assert int.from_bytes(rec[28:32], "little") == 64
+        assert rec[32] in (0, 1)  # first, in order
+        seqs.add((pub, seq))
+    assert len(seqs) == CLIENTS * COUNT
+
+
+def test_total_split_and_sizes(bench):
+    """--total spreads messages over clients; a larger payload keeps its
+    size; the header-sized minimum works."""
+    topic = bench.topic()
+    sink = bench.start("sink", *bench.conn_args(), "--topic", topic + "/#",
+                       "--count", 10 + 7)
+    a = bench.run("loadgen", *bench.conn_args(), "--clients", 3,
+                  "--total", 10, "--rate", 0, "--size", "4k", "--topic",
+                  topic + "/a/{client}")
+    b = bench.run("loadgen", *bench.conn_args(), "--total", 7, "--rate",
+                  0, "--size", 28, "--topic", topic + "/b")
+    s = sink.result()
+    assert a.rc == 0 and b.rc == 0 and s.rc == 0, (a, b, s)
+    assert sorted(c["sent"] for c in a.doc["connections"]) == [3, 3, 4]
+    assert s.doc["stop_reason"] == "count"
+    assert s.doc["messages"]["bytes"] == 10 * 4096 + 7 * 28
+    assert s.doc["sequence"]["publishers"] == 4
+    assert s.doc["sequence"]["lost"] == 0
+
+
+@pytest.mark.parametrize("arrival", ["constant", "poisson"])
+def test_rate_and_duration(bench, arrival):
+    """2 clients at 50/s for 1 s: about 100 messages, all delivered."""
+    topic = bench.topic()
+    sink = bench.start("sink", *bench.conn_args(), "--topic", topic + "/#",
+                       "--idle-timeout", "1")
+    lg = bench.run("loadgen", *bench.conn_args(), "--clients", 2, "--rate",
+                   50, "--duration", "1s", "--arrival", arrival, "--seed",
+                   7, "--qos", 1, "--topic", topic + "/{n}")
+    s = sink.result()
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    sent = lg.doc["totals"]["messages_sent"]
+    lo, hi = (80, 122) if arrival == "constant" else (50, 160)
+    assert lo <= sent <= hi
+    assert lg.doc["stop_reason"] == "duration"
+    assert s.doc["messages"]["received"] == sent
+    assert s.doc["sequence"]["lost"] == 0

@@ -1,0 +1,1031 @@
+/*
+ * test_client.c: the MQTT client engine against a scripted broker.
+ *
+ * The fake transport below is a transport table whose connection is one end
+ * of a socketpair; the test plays the broker on the other end, byte-exact.
+ * In "partial" mode the fake cuts every send and receive short and makes
+ * some would-block (seeded), and the test feeds the broker's bytes one at a
+ * time, so the engine's partial paths are taken on every packet.
+ */
+#include "client.h"
+#include "tt.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* ---- the fake transport ---- */
+
+static int g_peer = -1;      /* the broker's end */
+static int g_partial;        /* cut I/O short at random */
+static int g_fail_open;      /* first handshake fails */
+static int g_hs_again;       /* handshake says TR_AGAIN this many times */
+static uint64_t g_rng = 12345;
+
+static unsigned rnd(unsigned n)
+{
+	g_rng ^= g_rng << 13;
+	g_rng ^= g_rng >> 7;
+	g_rng ^= g_rng << 17;
+	return (unsigned)(g_rng % n);
+}
+
+struct fake_conn {
+	struct tr_conn base;
+	int hs_left;
+	int failed;
+};
+
+static int fake_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
+                     struct tr_conn **out)
+{
+	struct fake_conn *f = calloc(1, sizeof(*f));
+	int sv[2];
+
+	if (!f)
+		return TR_ENOMEM;
+	tr_base_init(&f->base, ctx->ops, ctx, sess);
+	f->base.t_start = now;
+	*out = &f->base;
+	if (g_fail_open) {
+		f->failed = tr_fail(&f->base, TR_ECONNECT,
+		                    "connect to %s: Connection refused",
+		                    ctx->peer);
+		return 0;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) < 0)
+		abort();
+	f->base.fd = sv[0];
+	if (g_peer >= 0)
+		close(g_peer);
+	g_peer = sv[1];
+	f->hs_left = g_hs_again;
+	return 0;
+}
+
+static int fake_handshake(struct tr_conn *c, int64_t now)
+{
+	struct fake_conn *f = (struct fake_conn *)c;
+
+	if (f->failed)
+		return f->failed;
+	if (f->hs_left > 0) {
+		f->hs_left--;
+		return TR_AGAIN;
+	}
+	c->t_connected = c->t_ready = now;
+	return 0;
+}
+
+static ssize_t fake_send(struct tr_conn *c, const uint8_t *buf, size_t len,
+                         int64_t now)
+{
+	ssize_t n;
+
+	(void)now;
+	if (g_partial) {
+		if (rnd(3) == 0)
+			return TR_AGAIN;
+		len = 1 + rnd((unsigned)len);
+	}
+	n = send(c->fd, buf, len, MSG_NOSIGNAL);
+	if (n > 0)
+		return n;
+	if (n < 0 && errno == EAGAIN)
+		return TR_AGAIN;
+	return tr_fail(c, TR_EIO, "send: %s", strerror(errno));
+}
+
+static ssize_t fake_recv(struct tr_conn *c, uint8_t *buf, size_t len,
+                         int64_t now)
+{
+	ssize_t n;
+
+	(void)now;
+	if (g_partial) {
+		if (rnd(3) == 0)
+			return TR_AGAIN;
+		len = 1 + rnd((unsigned)len < 9 ? (unsigned)len : 9);
+	}
+	n = recv(c->fd, buf, len, 0);
+	if (n > 0)
+		return n;
+	if (n == 0)
+		return TR_EOF;
+	if (errno == EAGAIN)
+		return TR_AGAIN;
+	return tr_fail(c, TR_EIO, "recv: %s", strerror(errno));
+}
+
+static uint32_t fake_events(const struct tr_conn *c)
+{
+	const struct fake_conn *f = (const struct fake_conn *)c;
+
+	return f->hs_left > 0 ? EV_WRITE : EV_READ;
+}
+
+static int fake_shutdown(struct tr_conn *c, int64_t now)
+{
+	(void)now;
+	shutdown(c->fd, SHUT_WR);
+	return 0;
+}
+
+static void fake_free(struct tr_conn *c)
+{
+	tr_base_free(c);
+	free(c);
+}
+
+static const struct transport_ops fake_ops = {
+	.name = "fake",
+	.open = fake_open,
+	.handshake = fake_handshake,
+	.send = fake_send,
+	.recv = fake_recv,
+	.events = fake_events,
+	.shutdown = fake_shutdown,
+	.free = fake_free,
+};
+
+/* ---- recording callbacks ---- */
+
+struct rec {
+	int connected, closed, messages, done, subacks, unsubacks, writable;
+	int close_err;
+	char close_msg[400];
+	uint8_t session_present;
+	uint16_t window;
+	uint32_t resent, dropped;
+	char last_topic[64];
+	char last_payload[64];
+	uint8_t last_qos;
+	uint16_t done_ids[16];
+	uint8_t done_qos[16], done_reason[16];
+	uint8_t codes[8];
+	size_t n_codes;
+	int free_on_message;     /* client_free() from on_message */
+	int reconnect_on_close;  /* client_connect() from on_closed */
+	int64_t t_start, t_ready, t_connack;
+};
+
+static void on_connected(struct client *c,
+                         const struct client_connected_info *i)
+{
+	struct rec *r = client_user(c);
+
+	r->connected++;
+	r->session_present = i->session_present;
+	r->window = i->window;
+	r->resent = i->resent;
+	r->dropped = i->dropped;
+	r->t_start = i->t_start;
+	r->t_ready = i->t_transport_ready;
+	r->t_connack = i->t_connack;
+}
+
+static void on_message(struct client *c, const struct mqtt_publish *m,
+                       int64_t now)
+{
+	struct rec *r = client_user(c);
+
+	(void)now;
+	r->messages++;
+	r->last_qos = m->qos;
+	snprintf(r->last_topic, sizeof(r->last_topic), "%.*s",
+	         (int)m->topic.len, (const char *)m->topic.data);
+	snprintf(r->last_payload, sizeof(r->last_payload), "%.*s",
+	         (int)m->payload.len, (const char *)m->payload.data);
+	if (r->free_on_message)
+		client_free(c);
+}
+
+static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
+                            uint8_t reason, int64_t t_sent, int64_t now)
+{
+	struct rec *r = client_user(c);
+
+	TT_CHECK(t_sent > 0 && now >= t_sent);
+	if (r->done < 16) {
+		r->done_ids[r->done] = id;
+		r->done_qos[r->done] = qos;
+		r->done_reason[r->done] = reason;
+	}
+	r->done++;
+}
+
+static void on_subscribed(struct client *c, uint16_t id, const uint8_t *codes,
+                          size_t n)
+{
+	struct rec *r = client_user(c);
+
+	(void)id;
+	r->subacks++;
+	r->n_codes = n < 8 ? n : 8;
+	memcpy(r->codes, codes, r->n_codes);
+}
+
+static void on_unsubscribed(struct client *c, uint16_t id,
+                            const uint8_t *codes, size_t n)
+{
+	struct rec *r = client_user(c);
+
+	(void)id;
+	(void)codes;
+	(void)n;
+	r->unsubacks++;
+}
+
+static void on_writable(struct client *c)
+{
+	struct rec *r = client_user(c);
+
+	r->writable++;
+}
+
+static void on_closed(struct client *c, int err, const char *msg)
+{
+	struct rec *r = client_user(c);
+
+	r->closed++;
+	r->close_err = err;
+	snprintf(r->close_msg, sizeof(r->close_msg), "%s", msg);
+	if (r->reconnect_on_close) {
+		r->reconnect_on_close = 0;
+		TT_CHECK(client_connect(c) == 0);
+	}
+}
+
+static const struct client_callbacks cbs = {
+	.on_connected = on_connected,
+	.on_message = on_message,
+	.on_publish_done = on_publish_done,
+	.on_subscribed = on_subscribed,
+	.on_unsubscribed = on_unsubscribed,
+	.on_writable = on_writable,
+	.on_closed = on_closed,
+};
+
+/* ---- broker side helpers ---- */
+
+static struct evloop *loop;
+static struct tr_ctx *ctx;
+
+static void setup(void)
+{
+	struct tr_config tc;
+	char err[200];
+
+	loop = evloop_new();
+	tr_config_init(&tc);
+	tc.host = "127.0.0.1";
+	tc.port = 1884;
+	if (tr_ctx_new(&ctx, &fake_ops, &tc, err, sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);
+		abort();
+	}
+	g_partial = g_fail_open = g_hs_again = 0;
+}
+
+static void teardown(void)
+{
+	if (g_peer >= 0)
+		close(g_peer);
+	g_peer = -1;
+	tr_ctx_del(ctx);
+	TT_CHECK(evloop_io_count(loop) == 0);
+	evloop_del(loop);
+}
+
+/* Run the loop for about ms milliseconds. */
+static void pump(int ms)
+{
+	int64_t end = evloop_clock_ns() + ms * EV_NS_PER_MS;
+
+	while (evloop_clock_ns() < end)
+		evloop_run_once(loop, EV_NS_PER_MS);
+}
+
+static size_t unhex(const char *hex, uint8_t *out)
+{
+	size_t n = 0;
+
+	while (*hex) {
+		unsigned v;
+
+		if (*hex == ' ') {
+			hex++;
+			continue;
+		}
+		sscanf(hex, "%2x", &v);
+		out[n++] = (uint8_t)v;
+		hex += 2;
+	}
+	return n;
+}
+
+/* The broker writes these bytes (one at a time in partial mode). */
+static void feed(const char *hex)
+{
+	uint8_t b[512];
+	size_t n = unhex(hex, b), i;
+
+	if (!g_partial) {
+		TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
+		pump(2);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		TT_CHECK(write(g_peer, b + i, 1) == 1);
+		evloop_run_once(loop, 0);
+	}
+	pump(5);
+}
+
+/* The broker expects exactly these bytes next (within a second). */
+static int expect(const char *hex)
+{
+	uint8_t want[512], got[512];
+	size_t n = unhex(hex, want), have = 0, i;
+	int64_t end = evloop_clock_ns() + EV_NS_PER_SEC;
+
+	while (have < n && evloop_clock_ns() < end) {
+		ssize_t r = read(g_peer, got + have, n - have);
+
+		if (r > 0)
+			have += (size_t)r;
+		else
+			evloop_run_once(loop, EV_NS_PER_MS);
+	}
+	if (have == n && memcmp(want, got, n) == 0)
+		return 1;
+	fprintf(stderr, "expected %s\n     got ", hex);
+	for (i = 0; i < have; i++)
+		fprintf(stderr, "%02x ", got[i]);
+	fprintf(stderr, "(%zu bytes)\n", have);
+	return 0;
+}
+
+/* Nothing more from the client right now. */
+static int expect_silence(void)
+{
+	uint8_t b[64];
+
+	pump(5);
+	return read(g_peer, b, sizeof(b)) < 0 && errno == EAGAIN;
+}
+
+static struct client *new_client(struct rec *r, uint8_t version,
+                                 int clean, uint32_t expiry)
+{
+	struct client_config cc;
+
+	client_config_init(&cc);
+	cc.version = version;
+	cc.client_id = "c1";
+	cc.clean_start = (uint8_t)clean;
+	cc.session_expiry = expiry;
+	memset(r, 0, sizeof(*r));
+	return client_new(loop, ctx, &cc, &cbs, r);
+}
+
+#define CONNECT_V3 "10 0e 00 04 4d 51 54 54 04 02 00 3c 00 02 63 31"
+#define CONNACK_OK "20 02 00 00"
+
+/* Connect a 3.1.1 clean client and accept it. */
+static struct client *connected_v3(struct rec *r)
+{
+	struct client *c = new_client(r, MQTT_V311, 1, 0);
+
+	TT_CHECK(client_connect(c) == 0);
+	TT_CHECK(expect(CONNECT_V3));
+	feed(CONNACK_OK);
+	TT_CHECK(r->connected == 1);
+	TT_CHECK(client_state(c) == CLIENT_CONNECTED);
+	return c;
+}
+
+/* ---- tests ---- */
+
+static void test_connect_v311(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	g_hs_again = 2; /* the transport takes a few rounds */
+	c = new_client(&r, MQTT_V311, 1, 0);
+	TT_CHECK(client_state(c) == CLIENT_IDLE);
+	TT_CHECK(client_connect(c) == 0);
+	TT_CHECK(client_connect(c) == CLIENT_ESTATE);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 0, 0,
+	                        NULL) == CLIENT_ESTATE);
+	TT_CHECK(expect(CONNECT_V3));
+	TT_CHECK(client_state(c) == CLIENT_CONNECT_SENT);
+	feed(CONNACK_OK);
+	TT_CHECK(r.connected == 1);
+	TT_CHECK(r.t_start > 0 && r.t_ready >= r.t_start &&
+	         r.t_connack >= r.t_ready);
+	TT_CHECK(client_stats(c)->pkts_out == 1);
+	TT_CHECK(client_stats(c)->bytes_out == 16);
+	TT_CHECK(client_stats(c)->bytes_in == 4);
+	/* idle and connected: no buffers held */
+	printf("     idle connected client heap: %zu bytes\n",
+	       client_heap_bytes(c));
+	TT_CHECK(client_heap_bytes(c) < 2048);
+	client_free(c);
+	teardown();
+}
+
+static void test_connect_v5_props(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = new_client(&r, MQTT_V5, 0, 120);
+	TT_CHECK(client_connect(c) == 0);
+	/* clean start 0, session expiry 120 */
+	TT_CHECK(expect("10 14 00 04 4d 51 54 54 05 00 00 3c 05 11 00 00 00 78"
+	                " 00 02 63 31"));
+	/* broker: session present, receive maximum 2, keepalive 30 */
+	feed("20 08 01 00 05 21 00 02 13 00 1e");
+	TT_CHECK(r.connected == 1);
+	TT_CHECK(r.session_present == 1);
+	TT_CHECK(r.window == 2);
+	TT_CHECK(client_window(c) == 2);
+	client_free(c);
+	teardown();
+}
+
+static void test_connack_refused(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = new_client(&r, MQTT_V311, 1, 0);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	feed("20 02 00 05");
+	TT_CHECK(r.connected == 0 && r.closed == 1);
+	TT_CHECK(r.close_err == CLIENT_EREFUSED);
+	TT_CHECK(strstr(r.close_msg, "refused: not authorized (0x05)") != NULL);
+	TT_CHECK(strstr(r.close_msg, "127.0.0.1:1884") != NULL);
+	TT_CHECK(client_state(c) == CLIENT_CLOSED);
+	TT_CHECK(strcmp(client_last_error(c), r.close_msg) == 0);
+	client_free(c);
+
+	/* 5.0 with a reason string */
+	c = new_client(&r, MQTT_V5, 1, 0);
+	client_connect(c);
+	TT_CHECK(expect("10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 31"));
+	feed("20 08 00 87 05 1f 00 02 6e 6f");
+	TT_CHECK(r.close_err == CLIENT_EREFUSED);
+	TT_CHECK(strstr(r.close_msg, "not authorized (0x87): no") != NULL);
+	client_free(c);
+	teardown();
+}
+
+static void test_connect_fails_async(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	g_fail_open = 1;
+	c = new_client(&r, MQTT_V311, 1, 0);
+	TT_CHECK(client_connect(c) == 0);
+	/* never from inside client_connect */
+	TT_CHECK(r.closed == 0);
+	pump(2);
+	TT_CHECK(r.closed == 1);
+	TT_CHECK(r.close_err == CLIENT_ECONNECT);
+	TT_CHECK(strcmp(r.close_msg,
+	                "connect to 127.0.0.1:1884: Connection refused") == 0);
+	client_free(c);
+	teardown();
+}
+
+static void test_connack_timeout(void)
+{
+	struct rec r;
+	struct client_config cc;
+	struct client *c;
+
+	setup();
+	client_config_init(&cc);
+	cc.client_id = "c1";
+	cc.connect_timeout_ns = 50 * EV_NS_PER_MS;
+	memset(&r, 0, sizeof(r));
+	c = client_new(loop, ctx, &cc, &cbs, &r);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	pump(30);
+	TT_CHECK(r.closed == 0);
+	pump(60);
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_ETIMEOUT);
+	TT_CHECK(strstr(r.close_msg, "no CONNACK within 0.1 s") != NULL);
+	client_free(c);
+	teardown();
+}
+
+static void run_qos_flows(void)
+{
+	struct rec r;
+	struct client *c;
+	int id;
+
+	c = connected_v3(&r);
+	/* QoS 0 out */
+	TT_CHECK(client_publish(c, (const uint8_t *)"a/b", 3,
+	                        (const uint8_t *)"hi", 2, 0, 0, NULL) == 0);
+	TT_CHECK(expect("30 07 00 03 61 2f 62 68 69"));
+	/* QoS 1 out: id 1, PUBACK */
+	id = client_publish(c, (const uint8_t *)"a/b", 3,
+	                    (const uint8_t *)"hi", 2, 1, 0, NULL);
+	TT_CHECK(id == 1);
+	TT_CHECK(client_inflight(c) == 1);
+	TT_CHECK(expect("32 09 00 03 61 2f 62 00 01 68 69"));
+	feed("40 02 00 01");
+	TT_CHECK(r.done == 1 && r.done_ids[0] == 1 && r.done_qos[0] == 1);
+	TT_CHECK(client_inflight(c) == 0);
+	/* QoS 2 out, retained: PUBREC -> PUBREL -> PUBCOMP */
+	id = client_publish(c, (const uint8_t *)"a/b", 3,
+	                    (const uint8_t *)"hi", 2, 2, 1, NULL);
+	TT_CHECK(id == 2);
+	TT_CHECK(expect("35 09 00 03 61 2f 62 00 02 68 69"));
+	feed("50 02 00 02");
+	TT_CHECK(expect("62 02 00 02"));
+	TT_CHECK(r.done == 1);
+	/* a repeated PUBREC gets the PUBREL again */
+	feed("50 02 00 02");
+	TT_CHECK(expect("62 02 00 02"));
+	feed("70 02 00 02");
+	TT_CHECK(r.done == 2 && r.done_ids[1] == 2 && r.done_qos[1] == 2);
+	TT_CHECK(client_inflight(c) == 0);
+	/* a PUBACK nobody waits for is ignored */
+	feed("40 02 00 09");
+	TT_CHECK(r.done == 2 && client_state(c) == CLIENT_CONNECTED);
+
+	/* QoS 0 in */
+	feed("30 07 00 03 78 2f 79 6f 6b");
+	TT_CHECK(r.messages == 1 && strcmp(r.last_topic, "x/y") == 0 &&
+	         strcmp(r.last_payload, "ok") == 0);
+	TT_CHECK(expect_silence());
+	/* QoS 1 in: PUBACK */
+	feed("32 09 00 03 78 2f 79 00 05 6f 6b");
+	TT_CHECK(r.messages == 2 && r.last_qos == 1);
+	TT_CHECK(expect("40 02 00 05"));
+	/* QoS 2 in: delivered once, PUBREC, duplicate not delivered again,
+	 * PUBREL -> PUBCOMP, then the id is free for a new message */
+	feed("34 09 00 03 78 2f 79 00 07 6f 6b");
+	TT_CHECK(r.messages == 3 && r.last_qos == 2);
+	TT_CHECK(expect("50 02 00 07"));
+	feed("3c 09 00 03 78 2f 79 00 07 6f 6b"); /* DUP */
+	TT_CHECK(r.messages == 3);
+	TT_CHECK(client_stats(c)->dup_qos2_in == 1);
+	TT_CHECK(expect("50 02 00 07"));
+	feed("62 02 00 07");
+	TT_CHECK(expect("70 02 00 07"));
+	feed("34 09 00 03 78 2f 79 00 07 6f 6b");
+	TT_CHECK(r.messages == 4);
+	TT_CHECK(expect("50 02 00 07"));
+	feed("62 02 00 07");
+	TT_CHECK(expect("70 02 00 07"));
+	/* two packets in one read, and a packet split across reads */
+	feed("30 05 00 01 71 41 42 30 05 00 01 71 43 44 30 05 00");
+	TT_CHECK(r.messages == 6);
+	feed("01 71 45 46");
+	TT_CHECK(r.messages == 7 && strcmp(r.last_payload, "EF") == 0);
+
+	/* subscribe to two filters, SUBACK with one failure; unsubscribe */
+	{
+		struct mqtt_topic_filter f[2];
+
+		memset(f, 0, sizeof(f));
+		f[0].filter.data = (const uint8_t *)"s/#";
+		f[0].filter.len = 3;
+		f[0].opts.qos = 1;
+		f[1].filter.data = (const uint8_t *)"t";
+		f[1].filter.len = 1;
+		f[1].opts.qos = 2;
+		id = client_subscribe(c, f, 2, NULL);
+		TT_CHECK(id == 3);
+		TT_CHECK(expect("82 0e 00 03 00 03 73 2f 23 01 00 01 74 02"));
+		feed("90 04 00 03 01 80");
+		TT_CHECK(r.subacks == 1 && r.n_codes == 2 &&
+		         r.codes[0] == 1 && r.codes[1] == 0x80);
+		id = client_unsubscribe(c, f, 1, NULL);
+		TT_CHECK(id == 4);
+		TT_CHECK(expect("a2 07 00 04 00 03 73 2f 23"));
+		feed("b0 02 00 04");
+		TT_CHECK(r.unsubacks == 1);
+	}
+	/* graceful disconnect: DISCONNECT, then our EOF, then closed(0) */
+	TT_CHECK(client_disconnect(c, 0) == 0);
+	TT_CHECK(client_state(c) == CLIENT_DISCONNECTING);
+	TT_CHECK(client_disconnect(c, 0) == CLIENT_ESTATE);
+	TT_CHECK(expect("e0 00"));
+	{
+		uint8_t b[4];
+		int64_t end = evloop_clock_ns() + EV_NS_PER_SEC;
+		ssize_t n;
+
+		while ((n = read(g_peer, b, sizeof(b))) < 0 &&
+		       evloop_clock_ns() < end)
+			evloop_run_once(loop, EV_NS_PER_MS);
+		TT_CHECK(n == 0); /* the client shut its side */
+	}
+	close(g_peer);
+	g_peer = -1;
+	pump(5);
+	TT_CHECK(r.closed == 1 && r.close_err == 0);
+	TT_CHECK(client_state(c) == CLIENT_CLOSED);
+	TT_CHECK(client_stats(c)->pub_out[0] == 1 &&
+	         client_stats(c)->pub_out[1] == 1 &&
+	         client_stats(c)->pub_out[2] == 1);
+	client_free(c);
+}
+
+static void test_qos_flows(void)
+{
+	setup();
+	run_qos_flows();
+	teardown();
+}
+
+static void test_qos_flows_partial_io(void)
+{
+	int seed;
+
+	for (seed = 1; seed <= 5; seed++) {
+		setup();
+		g_partial = 1;
+		g_rng = 0x9E3779B97F4A7C15ull * (uint64_t)seed;
+		run_qos_flows();
+		teardown();
+	}
+}
+
+static void test_window_full(void)
+{
+	struct rec r;
+	struct client_config cc;
+	struct client *c;
+	int i;
+
+	setup();
+	client_config_init(&cc);
+	cc.client_id = "c1";
+	cc.inflight_window = 3;
+	memset(&r, 0, sizeof(r));
+	c = client_new(loop, ctx, &cc, &cbs, &r);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	feed(CONNACK_OK);
+	TT_CHECK(client_window(c) == 3);
+	for (i = 1; i <= 3; i++)
+		TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1,
+		                        0, NULL) == i);
+	TT_CHECK(client_can_publish(c, 1) == 0);
+	TT_CHECK(client_can_publish(c, 0) == 1);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1, 0,
+	                        NULL) == CLIENT_EWINDOW);
+	/* QoS 0 is not held by the window */
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 0, 0,
+	                        NULL) == 0);
+	TT_CHECK(expect("32 05 00 01 74 00 01 32 05 00 01 74 00 02"
+	                " 32 05 00 01 74 00 03 30 03 00 01 74"));
+	TT_CHECK(r.writable == 0);
+	feed("40 02 00 02"); /* out of order */
+	TT_CHECK(r.writable == 1);
+	/* ids are never reused while in flight: 2 is free, 1 and 3 not */
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1, 0,
+	                        NULL) == 4);
+	TT_CHECK(expect("32 05 00 01 74 00 04"));
+	feed("40 02 00 01 40 02 00 03 40 02 00 04");
+	TT_CHECK(r.done == 4 && client_inflight(c) == 0);
+	/* invalid arguments */
+	TT_CHECK(client_publish(c, (const uint8_t *)"a/+", 3, NULL, 0, 0, 0,
+	                        NULL) == CLIENT_EINVAL);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 3, 0,
+	                        NULL) == CLIENT_EINVAL);
+	client_free(c);
+	teardown();
+}
+
+static void test_packet_ids_wrap(void)
+{
+	struct rec r;
+	struct client *c;
+	int i, id = 0, ok = 1;
+	char ack[32];
+
+	setup();
+	c = connected_v3(&r);
+	/* 70000 QoS 1 flows: ids run 1..65535, then 1 again, never 0 */
+	for (i = 0; i < 70000; i++) {
+		id = client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1, 0,
+		                    NULL);
+		if (id != (i % 65535) + 1)
+			ok = 0;
+		snprintf(ack, sizeof(ack), "40 02 %02x %02x", id >> 8,
+		         id & 0xff);
+		{
+			uint8_t b[8], sink[64];
+			size_t n = unhex(ack, b);
+
+			TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
+			while (client_inflight(c))
+				evloop_run_once(loop, EV_NS_PER_MS);
+			while (read(g_peer, sink, sizeof(sink)) > 0)
+				;
+		}
+	}
+	TT_CHECK(ok);
+	TT_CHECK(r.done == 70000);
+	client_free(c);
+	teardown();
+}
+
+static void test_keepalive(void)
+{
+	struct rec r;
+	struct client_config cc;
+	struct client *c;
+
+	setup();
+	client_config_init(&cc);
+	cc.client_id = "c1";
+	cc.keepalive = 1;
+	cc.ping_timeout_ns = 300 * EV_NS_PER_MS;
+	memset(&r, 0, sizeof(r));
+	c = client_new(loop, ctx, &cc, &cbs, &r);
+	client_connect(c);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 02 00 01 00 02 63 31"));
+	feed(CONNACK_OK);
+	pump(800);
+	TT_CHECK(expect_silence()); /* not yet */
+	pump(300);
+	TT_CHECK(expect("c0 00"));
+	feed("d0 00");
+	TT_CHECK(client_stats(c)->pings == 1);
+	/* next one after another second; this time no PINGRESP */
+	pump(1000);
+	TT_CHECK(expect("c0 00"));
+	TT_CHECK(r.closed == 0);
+	pump(400);
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_ETIMEOUT);
+	TT_CHECK(strstr(r.close_msg, "no PINGRESP from 127.0.0.1:1884") !=
+	         NULL);
+	client_free(c);
+	teardown();
+}
+
+static void test_persistent_resend(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = new_client(&r, MQTT_V311, 0, 0);
+	client_connect(c);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"));
+	feed(CONNACK_OK);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"A", 1, 1, 0, NULL) == 1);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"B", 1, 2, 0, NULL) == 2);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"C", 1, 2, 0, NULL) == 3);
+	TT_CHECK(expect("32 06 00 01 74 00 01 41 34 06 00 01 74 00 02 42"
+	                " 34 06 00 01 74 00 03 43"));
+	feed("50 02 00 03");
+	TT_CHECK(expect("62 02 00 03"));
+	/* the broker goes away; we reconnect from on_closed */
+	r.reconnect_on_close = 1;
+	close(g_peer);
+	g_peer = -1;
+	pump(5);
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_ECLOSED);
+	TT_CHECK(strstr(r.close_msg, "closed by the broker") != NULL);
+	TT_CHECK(client_inflight(c) == 3);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"));
+	feed("20 02 01 00"); /* session present */
+	TT_CHECK(r.connected == 2 && r.resent == 3);
+	/* in the original order: PUBLISH 1 and 2 with DUP, PUBREL 3 */
+	TT_CHECK(expect("3a 06 00 01 74 00 01 41 3c 06 00 01 74 00 02 42"
+	                " 62 02 00 03"));
+	feed("40 02 00 01 50 02 00 02");
+	TT_CHECK(expect("62 02 00 02"));
+	feed("70 02 00 02 70 02 00 03");
+	TT_CHECK(r.done == 3 && client_inflight(c) == 0);
+
+	/* again, but the broker lost the session: flows are dropped */
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"D", 1, 1, 0, NULL) == 4);
+	TT_CHECK(expect("32 06 00 01 74 00 04 44"));
+	r.reconnect_on_close = 1;
+	close(g_peer);
+	g_peer = -1;
+	pump(5);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"));
+	feed("20 02 00 00");
+	TT_CHECK(r.connected == 3 && r.resent == 0 && r.dropped == 1);
+	TT_CHECK(client_inflight(c) == 0);
+	TT_CHECK(expect_silence());
+	client_free(c);
+	teardown();
+}
+
+static void test_clean_session_drops_on_close(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = connected_v3(&r);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1, 0,
+	                        NULL) == 1);
+	TT_CHECK(expect("32 05 00 01 74 00 01"));
+	close(g_peer);
+	g_peer = -1;
+	pump(5);
+	TT_CHECK(r.closed == 1 && client_inflight(c) == 0);
+	TT_CHECK(client_stats(c)->dropped == 1);
+	client_free(c);
+	teardown();
+}
+
+static void test_broker_disconnect_v5(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = new_client(&r, MQTT_V5, 1, 0);
+	client_connect(c);
+	TT_CHECK(expect("10 0f 00 04 4d 51 54 54 05 02 00 3c 00 00 02 63 31"));
+	feed("20 03 00 00 00");
+	TT_CHECK(r.connected == 1);
+	feed("e0 01 8e");
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_EDISCONNECTED);
+	TT_CHECK(strstr(r.close_msg, "session taken over (0x8e)") != NULL);
+	client_free(c);
+	teardown();
+}
+
+static void test_protocol_errors(void)
+{
+	struct rec r;
+	struct client_config cc;
+	struct client *c;
+
+	setup();
+	/* a packet over our maximum size */
+	client_config_init(&cc);
+	cc.client_id = "c1";
+	cc.max_packet_size = 16;
+	memset(&r, 0, sizeof(r));
+	c = client_new(loop, ctx, &cc, &cbs, &r);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	feed(CONNACK_OK);
+	feed("30 14 00 01 74 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+	     " 00");
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_EPROTO);
+	TT_CHECK(strstr(r.close_msg, "maximum packet size of 16") != NULL);
+	client_free(c);
+
+	/* something other than CONNACK first */
+	c = new_client(&r, MQTT_V311, 1, 0);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	feed("d0 00");
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_EPROTO);
+	TT_CHECK(strstr(r.close_msg, "before CONNACK") != NULL);
+	client_free(c);
+
+	/* malformed: CONNACK with bad flags */
+	c = new_client(&r, MQTT_V311, 1, 0);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3));
+	feed("20 02 02 00");
+	TT_CHECK(r.closed == 1 && r.close_err == CLIENT_EPROTO);
+	TT_CHECK(strstr(r.close_msg, "malformed") != NULL);
+	client_free(c);
+	teardown();
+}
+
+static void test_free_inside_callback(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = connected_v3(&r);
+	r.free_on_message = 1;
+	/* two messages in one read: the second must not reach a freed client */
+	feed("30 05 00 01 71 41 42 30 05 00 01 71 43 44");
+	TT_CHECK(r.messages == 1);
+	TT_CHECK(evloop_io_count(loop) == 0);
+	TT_CHECK(evloop_timer_count(loop) == 0);
+	teardown();
+}
+
+static void test_disconnect_while_connecting(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	g_hs_again = 1000000;
+	c = new_client(&r, MQTT_V311, 1, 0);
+	client_connect(c);
+	pump(2);
+	TT_CHECK(client_disconnect(c, 0) == 0);
+	TT_CHECK(r.closed == 0);
+	pump(2);
+	TT_CHECK(r.closed == 1 && r.close_err == 0);
+	TT_CHECK(client_state(c) == CLIENT_CLOSED);
+	client_free(c);
+	teardown();
+}
+
+static void test_many_idle_clients_memory(void)
+{
+	enum { N = 200 };
+	static struct rec recs[N];
+	static struct client *cs[N];
+	static int peers[N];
+	size_t total = 0;
+	int i;
+
+	setup();
+	for (i = 0; i < N; i++) {
+		char id[16];
+		struct client_config cc;
+
+		client_config_init(&cc);
+		snprintf(id, sizeof(id), "c%d", i);
+		cc.client_id = id;
+		memset(&recs[i], 0, sizeof(recs[i]));
+		cs[i] = client_new(loop, ctx, &cc, &cbs, &recs[i]);
+		client_connect(cs[i]);
+		{
+			uint8_t b[64];
+			int64_t end = evloop_clock_ns() + EV_NS_PER_SEC;
+
+			while (read(g_peer, b, sizeof(b)) <= 0 &&
+			       evloop_clock_ns() < end)
+				evloop_run_once(loop, EV_NS_PER_MS);
+		}
+		feed(CONNACK_OK);
+		/* keep this broker end; the fake makes a new one per open */
+		peers[i] = g_peer;
+		g_peer = -1;
+	}
+	pump(5);
+	for (i = 0; i < N; i++)
+		total += client_heap_bytes(cs[i]);
+	printf("     %d idle connected clients: %zu bytes of engine heap "
+	       "each\n", N, total / N);
+	/* no buffers: the struct, the id, an empty session cache */
+	TT_CHECK(total / N < 1024);
+	for (i = 0; i < N; i++) {
+		TT_CHECK(recs[i].connected == 1);
+		TT_CHECK(client_state(cs[i]) == CLIENT_CONNECTED);
+		client_free(cs[i]);
+		close(peers[i]);
+	}
+	teardown();
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	TT_RUN(test_connect_v311);
+	TT_RUN(test_connect_v5_props);
+	TT_RUN(test_connack_refused);
+	TT_RUN(test_connect_fails_async);
+	TT_RUN(test_connack_timeout);
+	TT_RUN(test_qos_flows);
+	TT_RUN(test_qos_flows_partial_io);
+	TT_RUN(test_window_full);
+	TT_RUN(test_packet_ids_wrap);
+	TT_RUN(test_persistent_resend);
+	TT_RUN(test_clean_session_drops_on_close);
+	TT_RUN(test_broker_disconnect_v5);
+	TT_RUN(test_protocol_errors);
+	TT_RUN(test_free_inside_callback);
+	TT_RUN(test_disconnect_while_connecting);
+	TT_RUN(test_keepalive);
+	TT_RUN(test_many_idle_clients_memory);
+	return TT_DONE();
+}

@@ -1,0 +1,261 @@
+#!/usr/bin/env bash
+# bench-loopback.sh: loopback figures of the load generator and the sink
+# against their reference, with a private Mosquitto. A benchmark, not a
+# test: it measures and prints; targets are printed next to the figures.
+#
+# Usage: scripts/bench-loopback.sh [-n MESSAGES] [-r REPETITIONS]
+#                                  [-c IDLE_CONNECTIONS]
+#   BENCH_BIN   directory of loadgen and sink (default build/release/bin)
+#
+# Broker: `mosquitto -c` with a config of its own in a temporary directory,
+# free loopback ports, the same conventions as the integration tests:
+# allow_anonymous true, user root, persistence false, set_tcp_nodelay true,
+# max_inflight_messages 0 and max_queued_messages 0 (no broker-side drops),
+# max_connections -1, log_type subscribe (see "readiness" below). Its open-
+# file limit is raised to the hard limit (ulimit -n) before it starts.
+#
+# (a) Throughput, QoS 0, MQTT 3.1.1, N messages (default 200,000), one
+#     publisher and one subscriber on one topic, through the same broker,
+#     the two pairs run one after the other, R times each, alternating:
+#       ours:      sink --count N; loadgen --count N --rate 0 --size 64
+#                  (as fast as the socket allows)
+#       Mosquitto: mosquitto_sub -C N -F %U (one receive timestamp per
+#                  message, written to a file); mosquitto_pub -l reading a
+#                  prepared file of N lines of 63 characters + newline
+#                  (payload 63 bytes; ours carry 64)
+#     Timing, the same for both pairs: from the first message received to
+#     the last one received, at the subscriber: (N - 1) / (t_last - t_first).
+#     The sink takes both times from CLOCK_MONOTONIC (its JSON:
+#     throughput.messages_per_s); for mosquitto_sub they are the first and
+#     last %U timestamps (CLOCK_REALTIME). Connection set-up and process
+#     start are outside the window for both. Readiness: the publisher starts
+#     only once the subscription is in place: the sink signals it with
+#     --ready-file; for mosquitto_sub the script waits for its SUBSCRIBE in
+#     the broker's log (log_type subscribe), so that no message is sent
+#     before anyone listens. Also printed: wall time from publisher start to
+#     subscriber exit, which includes connection set-up.
+#     Target: our pair at least as fast as Mosquitto's own clients.
+#
+# (b) Memory, one loadgen process holding C (default 10,000) concurrent idle
+#     TCP connections (--idle, keepalive 60 s): RSS of the process before
+#     its connections (its own reading at start, in its JSON:
+#     memory.rss_start_kib) and after all are connected (VmRSS read by this
+#     script from /proc/PID/status once loadgen has written its ready file;
+#     loadgen's own reading in memory.rss_connected_kib is printed too).
+#     Per connection = (after - before) / connected.
+#     Target: under 20 KiB per idle connection.
+set -u
+
+N=200000
+REPS=3
+IDLE=10000
+while getopts "n:r:c:h" opt; do
+	case $opt in
+	n) N=$OPTARG ;;
+	r) REPS=$OPTARG ;;
+	c) IDLE=$OPTARG ;;
+	*) sed -n '2,10p' "$0"; exit 2 ;;
+	esac
+done
+
+cd "$(dirname "$0")/.."
+BIN=${BENCH_BIN:-build/release/bin}
+PY=/usr/bin/python3
+for t in "$BIN/loadgen" "$BIN/sink"; do
+	[ -x "$t" ] || { echo "error: $t is missing; run 'make' first" >&2; exit 1; }
+done
+for t in mosquitto mosquitto_pub mosquitto_sub; do
+	command -v $t >/dev/null || { echo "error: $t is not installed; run 'make deps'" >&2; exit 1; }
+done
+
+# Every process started from here inherits the raised limit.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+NOFILE=$(ulimit -n)
+
+WORK=$(mktemp -d /tmp/bench-loopback.XXXXXX)
+PIDS=()
+cleanup() {
+	local p
+	for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+	for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null; done
+	rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+	$PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+# json FILE EXPR: evaluate a Python expression on the document d
+json() {
+	$PY -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"
+}
+
+PORT=$(free_port)
+LOG=$WORK/mosquitto.log
+cat > "$WORK/mosquitto.conf" <<EOF
+user root
+persistence false
+log_dest file $LOG
+log_type error
+log_type warning
+log_type subscribe
+set_tcp_nodelay true
+max_inflight_messages 0
+max_queued_messages 0
+listener $PORT 127.0.0.1
+allow_anonymous true
+max_connections -1
+EOF
+mosquitto -c "$WORK/mosquitto.conf" >/dev/null 2>&1 &
+BROKER=$!
+PIDS+=("$BROKER")
+for _ in $(seq 100); do
+	(exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
+	sleep 0.05
+done
+if ! kill -0 "$BROKER" 2>/dev/null; then
+	echo "error: mosquitto did not start:" >&2; cat "$LOG" >&2; exit 1
+fi
+
+echo "== bench-loopback: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) cores"
+echo "   $("$BIN/loadgen" --version); $(mosquitto -h 2>&1 | head -1)"
+echo "   broker 127.0.0.1:$PORT, open-file limit $NOFILE"
+
+# wait_file FILE PID: until FILE exists (0) or PID is gone (1)
+wait_file() {
+	for _ in $(seq 600); do
+		[ -e "$1" ] && return 0
+		kill -0 "$2" 2>/dev/null || return 1
+		sleep 0.02
+	done
+	return 1
+}
+
+# ---- (a) throughput -------------------------------------------------------
+LINES=$WORK/lines.txt
+$PY -c '
+import sys
+n = int(sys.argv[1])
+line = ("x" * 63 + "\n").encode()
+sys.stdout.buffer.write(line * n)' "$N" > "$LINES"
+
+run_ours() { # rep -> prints msgs/s and wall s
+	local d=$WORK/ours$1 t0 t1
+	mkdir -p "$d"
+	"$BIN/sink" --port "$PORT" --topic bench/ours$1 --count "$N" \
+		--idle-timeout 20s --json "$d/sink.json" --ready-file "$d/ready" &
+	local sp=$!
+	PIDS+=("$sp")
+	wait_file "$d/ready" "$sp" || { echo "error: sink did not start" >&2; return 1; }
+	t0=$(date +%s.%N)
+	"$BIN/loadgen" --port "$PORT" --topic bench/ours$1 --count "$N" \
+		--rate 0 --size 64 --json "$d/lg.json" || return 1
+	wait "$sp" || { echo "error: sink failed" >&2; return 1; }
+	t1=$(date +%s.%N)
+	echo "$(json "$d/sink.json" 'd["throughput"]["messages_per_s"]')" \
+		"$(json "$d/sink.json" 'd["messages"]["received"]')" \
+		"$($PY -c "print($t1 - $t0)")"
+}
+
+run_mosq() { # rep -> prints msgs/s and wall s
+	local d=$WORK/mosq$1 t0 t1 cid=benchsub$1
+	mkdir -p "$d"
+	mosquitto_sub -h 127.0.0.1 -p "$PORT" -i "$cid" -t bench/mosq$1 \
+		-C "$N" -W 120 -F '%U' > "$d/times" 2> "$d/sub.err" &
+	local sp=$!
+	PIDS+=("$sp")
+	for _ in $(seq 500); do
+		grep -q "^[0-9]*: $cid 0 bench/mosq$1" "$LOG" && break
+		sleep 0.01
+	done
+	t0=$(date +%s.%N)
+	mosquitto_pub -h 127.0.0.1 -p "$PORT" -t bench/mosq$1 -l < "$LINES" || return 1
+	wait "$sp" || { echo "error: mosquitto_sub failed: $(cat "$d/sub.err")" >&2; }
+	t1=$(date +%s.%N)
+	$PY - "$d/times" "$t0" "$t1" <<'EOF'
+import sys
+ts = [float(l) for l in open(sys.argv[1]) if l.strip()]
+n = len(ts)
+rate = (n - 1) / (ts[-1] - ts[0]) if n > 1 and ts[-1] > ts[0] else 0.0
+print(rate, n, float(sys.argv[3]) - float(sys.argv[2]))
+EOF
+}
+
+echo
+echo "== (a) QoS 0, MQTT 3.1.1, $N messages, 1 publisher -> 1 subscriber"
+printf '   %-5s %-28s %-28s\n' rep "loadgen+sink msg/s (wall s)" \
+	"mosquitto_pub+sub msg/s (wall s)"
+OURS=() MOSQ=()
+for r in $(seq "$REPS"); do
+	read -r o_rate o_n o_wall < <(run_ours "$r")
+	read -r m_rate m_n m_wall < <(run_mosq "$r")
+	[ "${o_n:-0}" = "$N" ] || echo "   warning: sink received ${o_n:-?} of $N"
+	[ "${m_n:-0}" = "$N" ] || echo "   warning: mosquitto_sub received ${m_n:-?} of $N"
+	printf '   %-5s %-28s %-28s\n' "$r" \
+		"$(printf '%.0f (%.2f)' "${o_rate:-0}" "${o_wall:-0}")" \
+		"$(printf '%.0f (%.2f)' "${m_rate:-0}" "${m_wall:-0}")"
+	OURS+=("${o_rate:-0}") MOSQ+=("${m_rate:-0}")
+done
+$PY - "${OURS[*]}" "${MOSQ[*]}" <<'EOF'
+import statistics, sys
+o = [float(x) for x in sys.argv[1].split()]
+m = [float(x) for x in sys.argv[2].split()]
+mo, mm = statistics.median(o), statistics.median(m)
+ratio = mo / mm if mm else float("inf")
+print(f"   median: loadgen+sink {mo:.0f} msg/s, mosquitto_pub+sub {mm:.0f} "
+      f"msg/s, ratio {ratio:.2f}")
+print(f"   target: ratio >= 1.00 -> {'met' if ratio >= 1.0 else 'NOT met'}")
+EOF
+
+# ---- (b) idle connections -------------------------------------------------
+[ "$IDLE" -gt 0 ] || exit 0
+echo
+echo "== (b) $IDLE idle TCP connections in one loadgen process"
+if [ "$NOFILE" -lt $((IDLE + 64)) ]; then
+	echo "   skipped: the open-file limit is $NOFILE, $((IDLE + 64)) needed" \
+		"(raise the hard limit: ulimit -Hn as root)"
+	exit 0
+fi
+d=$WORK/idle
+mkdir -p "$d"
+t0=$(date +%s.%N)
+"$BIN/loadgen" --port "$PORT" --idle --clients "$IDLE" --keepalive 60 \
+	--connect-timeout 30s --no-per-connection --json "$d/lg.json" \
+	--ready-file "$d/ready" &
+LP=$!
+PIDS+=("$LP")
+if ! wait_file "$d/ready" "$LP"; then
+	for _ in $(seq 1500); do [ -e "$d/ready" ] && break; kill -0 $LP 2>/dev/null || break; sleep 0.1; done
+fi
+t1=$(date +%s.%N)
+if [ ! -e "$d/ready" ]; then
+	wait "$LP"
+	echo "   error: loadgen did not connect" >&2
+	exit 1
+fi
+rss_after=$(awk '/^VmRSS:/ {print $2}' /proc/$LP/status)
+hwm=$(awk '/^VmHWM:/ {print $2}' /proc/$LP/status)
+broker_rss=$(awk '/^VmRSS:/ {print $2}' /proc/$BROKER/status)
+kill -TERM "$LP"
+wait "$LP"
+$PY - "$d/lg.json" "$rss_after" "$hwm" "$broker_rss" "$t0" "$t1" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+after, hwm, broker = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+wall = float(sys.argv[6]) - float(sys.argv[5])
+m, t = d["memory"], d["totals"]
+before, n = m["rss_start_kib"], t["connected"]
+per = (after - before) / n if n else float("nan")
+c = d["connect"]["total"]
+print(f"   connected {n} of {t['connections']} in {wall:.1f} s "
+      f"(connect p50 {c['p50_us'] / 1e3:.2f} ms, p99 "
+      f"{c['p99_us'] / 1e3:.2f} ms)")
+print(f"   loadgen RSS before {before} KiB, after {after} KiB "
+      f"(its own reading {m['rss_connected_kib']} KiB, peak {hwm} KiB)")
+print(f"   per idle connection: {per:.2f} KiB "
+      f"(target < 20 KiB -> {'met' if per < 20 else 'NOT met'})")
+print(f"   mosquitto RSS with them: {broker} KiB "
+      f"({broker / n:.2f} KiB per connection, for reference)")
+print(f"   loadgen CPU {d['resources']['cpu_total_s']:.2f} s")
+EOF

@@ -1,0 +1,298 @@
+#!/usr/bin/python3
+"""Calibration: does each link profile measure as configured?
+
+    make calibrate                        # every profile
+    /usr/bin/python3 scripts/calibrate.py --profile 3g --profile wifi
+    /usr/bin/python3 scripts/calibrate.py --backend userspace
+
+For each profile, on a 2+2 dumbbell, from l1 across to r1:
+
+  RTT   100 pings of 56 bytes (98-byte frames) every 20 ms on an idle
+        link; the median is compared with twice the one-way delay plus
+        the frame's serialisation time both ways, within max(0.5 ms, 3 %).
+        The median, not the minimum: it is what a typical packet sees,
+        emulator lateness included, and it is unmoved by symmetric jitter.
+  loss  UDP at 70 % of the link rate (so only the loss model drops),
+        small datagrams so that enough of them fit in at most 20 s; the
+        number lost must lie in the central 95 % interval of the loss
+        model for that many frames (exact binomial for Bernoulli).
+  rate  UDP offered at 120 % of the link rate for 6 s; the delivery rate
+        over the steady-state seconds, converted from iperf3's payload to
+        whole Ethernet frames (+ UDP 8, IPv4 20, Ethernet 14 bytes per
+        datagram, as the link counts), within 3 % of the link rate.
+  TCP   iperf3 goodput over 5 s (after 1 s not counted), reported with the
+        link's ceiling for full-size segments; no pass/fail (it depends on
+        the congestion control's answer to the loss).
+
+RTT and loss run on one topology, rate and TCP on a fresh one, so the
+emulator's counters of the first (linkem's drop counts, timing error)
+show that the loss test saw no queue drops.
+
+Writes results/calibration-<timestamp>/calibration.json (everything,
+including raw RTTs and the emulator's statistics) and calibration.md
+(the table), atomically, after every profile. Prints the table. Exit
+status 0 if every check passes, 1 if one fails, 2 on a usage error.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from topologies import backends, measure, profiles, tolerance  # noqa: E402
+from topologies.dumbbell import (Terminated, TopologyError,   # noqa: E402
+                                 dumbbell)
+from topologies.state import atomic_write                     # noqa: E402
+
+PING_COUNT = 100
+PING_INTERVAL = 0.02
+RATE_LOAD = 1.2
+RATE_SECONDS = 6
+LOSS_LOAD = 0.7
+LOSS_MAX_SECONDS = 20
+LOSS_MIN_SECONDS = 5
+LOSS_TARGET_LOST = 400     # expected losses to aim for (+-10 % interval)
+MAX_PPS = 4000             # keeps the emulator and iperf3 far from CPU limits
+MIN_UDP_PAYLOAD = 16       # iperf3's UDP header fits in 16 bytes
+MAX_UDP_PAYLOAD = 1400
+TCP_SECONDS = 5
+TCP_MSS_FRAME = (1448, 1514)   # payload and frame of a full TCP segment
+
+
+def loss_plan(rate_bps, loss):
+    """(payload, seconds, frame_bps) for the loss test: the smallest
+    datagrams that keep to MAX_PPS at LOSS_LOAD of the rate (more
+    datagrams, tighter interval), and as many seconds as LOSS_TARGET_LOST
+    expected losses need, between LOSS_MIN_SECONDS and LOSS_MAX_SECONDS."""
+    budget = LOSS_LOAD * rate_bps / 8                       # frame bytes/s
+    frame = budget / MAX_PPS
+    frame = max(tolerance.udp_frame_bytes(MIN_UDP_PAYLOAD),
+                min(tolerance.udp_frame_bytes(MAX_UDP_PAYLOAD), frame))
+    payload = math.ceil(frame) - tolerance.UDP_FRAME_OVERHEAD
+    pps = min(MAX_PPS, budget / tolerance.udp_frame_bytes(payload))
+    want = LOSS_TARGET_LOST / loss if loss > 0 else 0
+    seconds = min(LOSS_MAX_SECONDS, max(LOSS_MIN_SECONDS,
+                                        math.ceil(want / pps)))
+    return payload, seconds, pps * tolerance.udp_frame_bytes(payload) * 8
+
+
+def rate_payload(rate_bps):
+    """Datagram payload for the rate test: about 500 frames/s so that a
+    4 s window counts enough frames to resolve 0.5 %, full-size frames
+    on fast links."""
+    frame = rate_bps / 8 / 500
+    frame = max(200, min(tolerance.udp_frame_bytes(MAX_UDP_PAYLOAD), frame))
+    return int(frame) - tolerance.UDP_FRAME_OVERHEAD
+
+
+def _linkem_summary(stats):
+    """The bits of linkem's stats worth a glance, per direction."""
+    if not stats or not stats.get("links"):
+        return None
+    out = {}
+    for label, st in stats["links"].items():
+        if not st or "a2b" not in st:
+            continue
+        out[label] = {}
+        for d, name in (("a2b", "left_to_right"), ("b2a", "right_to_left")):
+            s = st[d]
+            out[label][name] = {
+                "frames_in": s["frames_in"], "frames_out": s["frames_out"],
+                "dropped_loss": s["dropped_loss"],
+                "dropped_queue": s["dropped_queue"],
+                "timing_error_us": s.get("timing_error_us"),
+            }
+    return out
+
+
+def calibrate(prof, backend, seed, log):
+    model = tolerance.PathModel(prof)
+    res = {"profile": prof.to_dict(), "path": model.hops,
+           "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    rate = model.rate_bps()
+    p_loss = model.loss()
+    checks = {}
+
+    # Topology 1: idle-link RTT, then loss below the rate.
+    with dumbbell(prof, backend=backend, hosts=2, seed=seed,
+                  log=log) as db:
+        res["topology"] = db.describe()
+        log(f"{prof.name}: backend {db.backend_note}")
+        ping = measure.ping(db, "l1", "r1", PING_COUNT, PING_INTERVAL)
+        payload, seconds, frame_bps = loss_plan(rate, p_loss)
+        loss = measure.udp(db, "l1", "r1", frame_bps, payload, seconds)
+        db.check()
+    res["link_stats_idle_and_loss"] = db.link_stats
+    # Topology 2: saturation, then TCP.
+    with dumbbell(prof, backend=backend, hosts=2, seed=seed,
+                  log=log) as db:
+        udp = measure.udp(db, "l1", "r1", RATE_LOAD * rate,
+                          rate_payload(rate), RATE_SECONDS)
+        tcp = measure.tcp(db, "l1", "r1", TCP_SECONDS)
+        db.check()
+    res["link_stats_rate_and_tcp"] = db.link_stats
+
+    exp_rtt = model.rtt_ms(ping["frame_bytes"])
+    checks["rtt"] = {
+        "expected_ms": exp_rtt, "measured_ms": ping["median_ms"],
+        "tolerance_ms": tolerance.rtt_tolerance_ms(exp_rtt),
+        "pass": tolerance.within_rtt(ping["median_ms"], exp_rtt)}
+    checks["rate"] = {
+        "expected_bps": rate, "measured_bps": udp["delivered_frame_bps"],
+        "tolerance_bps": tolerance.RATE_REL * rate,
+        "pass": tolerance.within_rate(udp["delivered_frame_bps"], rate)}
+    n, k = loss["datagrams"], loss["lost"]
+    lo, hi = model.loss_interval(n)
+    checks["loss"] = {
+        "expected": p_loss, "datagrams": n, "lost": k,
+        "measured": k / n if n else None, "interval_lost": [lo, hi],
+        "interval": [lo / n, hi / n] if n else None,
+        "confidence": tolerance.CONFIDENCE,
+        "pass": n > 0 and lo <= k <= hi}
+    ceiling = rate * TCP_MSS_FRAME[0] / TCP_MSS_FRAME[1]
+    checks["tcp"] = {"goodput_bps": tcp["goodput_bps"],
+                     "ceiling_bps": ceiling,
+                     "share": tcp["goodput_bps"] / ceiling}
+    res["measurements"] = {"ping": ping, "udp_loss": loss, "udp_rate": udp,
+                           "tcp": tcp}
+    res["checks"] = checks
+    res["emulator"] = {
+        "idle_and_loss": _linkem_summary(res["link_stats_idle_and_loss"]),
+        "rate_and_tcp": _linkem_summary(res["link_stats_rate_and_tcp"])}
+    res["pass"] = all(c["pass"] for c in checks.values() if "pass" in c)
+    return res
+
+
+def _mark(ok):
+    return "pass" if ok else "**FAIL**"
+
+
+def markdown(doc):
+    rows = [
+        "| profile | backend | RTT expected (ms) | RTT median (ms) | | "
+        "rate configured (Mb/s) | UDP delivered (Mb/s, frames) | | "
+        "loss configured | loss measured (95% interval, n) | | "
+        "TCP goodput (Mb/s) | result |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: "
+        "| --- | ---: | --- |",
+    ]
+    for r in doc["profiles"]:
+        name = r["profile"]["name"]
+        if "error" in r:
+            rows.append(f"| {name} | | | | | | | | | | | | **ERROR**: "
+                        f"{r['error']} |")
+            continue
+        c = r["checks"]
+        lo, hi = c["loss"]["interval"]
+        rows.append(
+            f"| {name} | {r['topology']['backend']} "
+            f"| {c['rtt']['expected_ms']:.2f} | {c['rtt']['measured_ms']:.2f} "
+            f"| {_mark(c['rtt']['pass'])} "
+            f"| {c['rate']['expected_bps'] / 1e6:.3g} "
+            f"| {c['rate']['measured_bps'] / 1e6:.4g} "
+            f"({(c['rate']['measured_bps'] / c['rate']['expected_bps'] - 1) * 100:+.2f}%) "
+            f"| {_mark(c['rate']['pass'])} "
+            f"| {c['loss']['expected'] * 100:.3g}% "
+            f"| {c['loss']['measured'] * 100:.3g}% ({lo * 100:.3g}-"
+            f"{hi * 100:.3g}%, n={c['loss']['datagrams']}) "
+            f"| {_mark(c['loss']['pass'])} "
+            f"| {c['tcp']['goodput_bps'] / 1e6:.3g} "
+            f"({c['tcp']['share'] * 100:.0f}% of ceiling) "
+            f"| {'pass' if r['pass'] else '**FAIL**'} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(
+        prog="scripts/calibrate.py",
+        description="Measure every link profile (RTT, UDP rate and loss, "
+        "TCP goodput) on the dumbbell and compare with its configuration.")
+    ap.add_argument("--profile", action="append", default=[],
+                    help="profile to calibrate (repeatable; default all)")
+    ap.add_argument("--backend", default="auto",
+                    choices=("auto", "netem", "userspace"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", help="results folder (default "
+                    "results/calibration-<timestamp>)")
+    args = ap.parse_args(argv)
+
+    def log(msg):
+        print(msg, file=sys.stderr, flush=True)
+
+    try:
+        names = args.profile or profiles.profile_names()
+        profs = [profiles.load_profile(n) for n in names]
+    except profiles.ProfileError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not profs:
+        print("error: no profiles in topologies/profiles/", file=sys.stderr)
+        return 2
+    if os.geteuid() != 0:
+        print("error: must run as root (Mininet)", file=sys.stderr)
+        return 2
+
+    from mininet.log import setLogLevel
+    setLogLevel("warning")
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join(REPO, "results", f"calibration-{stamp}")
+    os.makedirs(out, exist_ok=True)
+    doc = {"tool": "calibrate", "started_at": stamp, "backend": args.backend,
+           "seed": args.seed, "versions": measure.tool_versions(),
+           "method": {
+               "ping": {"count": PING_COUNT, "interval_s": PING_INTERVAL,
+                        "statistic": "median"},
+               "rate": {"load": RATE_LOAD, "seconds": RATE_SECONDS},
+               "loss": {"load": LOSS_LOAD, "max_seconds": LOSS_MAX_SECONDS},
+               "tcp": {"seconds": TCP_SECONDS},
+               "tolerances": {"rtt_abs_ms": tolerance.RTT_ABS_MS,
+                              "rtt_rel": tolerance.RTT_REL,
+                              "rate_rel": tolerance.RATE_REL,
+                              "loss_confidence": tolerance.CONFIDENCE}},
+           "profiles": []}
+
+    def save():
+        atomic_write(os.path.join(out, "calibration.json"),
+                     json.dumps(doc, indent=1) + "\n")
+        atomic_write(os.path.join(out, "calibration.md"), markdown(doc))
+
+    t0 = time.monotonic()
+    failed = False
+    for prof in profs:
+        t = time.monotonic()
+        log(f"{prof.name}: measuring ...")
+        try:
+            r = calibrate(prof, args.backend, args.seed, log)
+        except (TopologyError, backends.BackendError,
+                measure.MeasureError) as e:
+            r = {"profile": prof.to_dict(), "error": str(e), "pass": False}
+            log(f"error: {prof.name}: {e}")
+        except KeyboardInterrupt:
+            print("error: interrupted (partial results in " + out + ")",
+                  file=sys.stderr)
+            return 130
+        except Terminated as e:
+            print(f"error: {e} (partial results in {out})", file=sys.stderr)
+            return 128 + e.signum
+        r["seconds"] = round(time.monotonic() - t, 1)
+        doc["profiles"].append(r)
+        failed |= not r["pass"]
+        save()
+        if "error" in r and "sch_netem" in r["error"]:
+            break      # same for every profile
+    doc["seconds"] = round(time.monotonic() - t0, 1)
+    doc["pass"] = not failed
+    save()
+    print(markdown(doc), end="")
+    print(f"\n{'all checks pass' if not failed else 'SOME CHECKS FAIL'}; "
+          f"results in {os.path.relpath(out)} "
+          f"({doc['seconds']:.0f} s)")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""ping and iperf3 between dumbbell hosts, with their output parsed.
+
+Each function takes a built Dumbbell (dumbbell.py) and host names and
+returns a plain dict that can go into a result file as it is.
+"""
+import json
+import os
+import statistics
+import time
+
+from . import tolerance
+
+IPERF_PORT = 5201    # inside the hosts' own namespaces: always free
+
+
+class MeasureError(Exception):
+    """A measurement tool failed; one line."""
+
+
+def _percentile(xs, q):
+    """Nearest-rank percentile of a non-empty list."""
+    s = sorted(xs)
+    k = max(0, min(len(s) - 1, int(round(q / 100 * (len(s) - 1)))))
+    return s[k]
+
+
+def ping(db, src, dst, count=100, interval=0.02, payload=56):
+    """`count` pings of `payload` bytes from src to dst every `interval` s.
+
+    Returns sent/received counts and the RTTs in ms with min, median,
+    mean, p90, max. The median is the figure to judge: it is what a
+    typical small packet sees, including the emulator's and the kernel's
+    timing noise (the minimum would hide an emulator that is late most of
+    the time), and with jitter it still sits at the configured delay."""
+    argv = ["ping", "-n", "-c", str(count), "-i", f"{interval:g}",
+            "-s", str(payload), "-W", "3", db.ip(dst)]
+    r = db.run(src, argv, timeout=count * interval + 30, text=True)
+    rtts = []
+    for line in r.stdout.splitlines():
+        if "time=" in line and "icmp_seq=" in line:
+            rtts.append(float(line.split("time=")[1].split()[0]))
+    if not rtts:
+        raise MeasureError(f"ping {src} -> {dst}: no reply "
+                           f"({(r.stderr or r.stdout).strip()[-200:]})")
+    return {
+        "tool": "ping", "src": src, "dst": dst, "count": count,
+        "interval_s": interval, "payload": payload,
+        "frame_bytes": tolerance.ping_frame_bytes(payload),
+        "sent": count, "received": len(rtts),
+        "min_ms": min(rtts), "median_ms": statistics.median(rtts),
+        "mean_ms": statistics.fmean(rtts), "p90_ms": _percentile(rtts, 90),
+        "max_ms": max(rtts), "rtt_ms": rtts,
+    }
+
+
+def _listening(pid, port, timeout=5.0):
+    """Wait until process pid's namespace has a TCP listener on port
+    (/proc/PID/net/tcp shows that process's namespace)."""
+    hexport = f"{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/net/tcp") as f:
+                for line in f.readlines()[1:]:
+                    parts = line.split()
+                    if parts[1].endswith(":" + hexport) and parts[3] == "0A":
+                        return True
+        except OSError:
+            return False
+        time.sleep(0.02)
+    return False
+
+
+def iperf3(db, client, server, seconds, udp=False, bitrate=None,
+           length=None, omit=0, extra=()):
+    """One iperf3 test client -> server; returns the client's JSON with
+    the server's own JSON inside (server_output_json)."""
+    srv = db.popen(server, ["iperf3", "-s", "-1", "-4", "-p",
+                            str(IPERF_PORT), "--json"])
+    try:
+        if not _listening(srv.pid, IPERF_PORT):
+            raise MeasureError(f"iperf3 server on {server} did not start: "
+                               f"{_tail(srv)}")
+        argv = ["iperf3", "-c", db.ip(server), "-4", "-p", str(IPERF_PORT),
+                "-t", f"{seconds:g}", "--json", "--get-server-output"]
+        if udp:
+            argv += ["-u"]
+        if bitrate is not None:
+            argv += ["-b", str(int(bitrate))]
+        if length is not None:
+            argv += ["-l", str(int(length))]
+        if omit:
+            argv += ["-O", str(omit)]
+        argv += list(extra)
+        r = db.run(client, argv, timeout=seconds + omit + 60, text=True)
+        try:
+            out = json.loads(r.stdout)
+        except ValueError:
+            raise MeasureError(f"iperf3 {client} -> {server}: no JSON "
+                               f"({(r.stderr or r.stdout).strip()[-200:]})")
+        if out.get("error"):
+            raise MeasureError(f"iperf3 {client} -> {server}: "
+                               f"{out['error']}")
+        return out
+    finally:
+        if srv.poll() is None:
+            try:
+                srv.wait(timeout=5)
+            except Exception:
+                srv.kill()
+                srv.wait()
+
+
+def _tail(p):
+    if p.poll() is None:
+        p.kill()
+    try:
+        _, err = p.communicate(timeout=2)
+        return (err or b"").decode(errors="replace").strip()[-200:]
+    except Exception:
+        return "?"
+
+
+def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0):
+    """UDP at frame_bps (counted in whole Ethernet frames of a `payload`
+    datagram) from client to server.
+
+    Returns sent/lost datagram counts (for loss) and the delivery rate
+    in frames over the server's intervals from skip_s to the end minus
+    one interval (the steady state: no start-up, no drain)."""
+    frame = tolerance.udp_frame_bytes(payload)
+    payload_bps = frame_bps * payload / frame
+    out = iperf3(db, client, server, seconds, udp=True, bitrate=payload_bps,
+                 length=payload)
+    recv = out["end"]["sum_received"]
+    sent = out["end"]["sum_sent"]
+    ivs = [iv["sum"] for iv in out["server_output_json"]["intervals"]]
+    window = [iv for iv in ivs[:-1] if iv["start"] >= skip_s - 1e-3]
+    if not window:
+        window = ivs
+    wbytes = sum(iv["bytes"] for iv in window)
+    wsecs = sum(iv["seconds"] for iv in window)
+    payload_rate = wbytes * 8 / wsecs if wsecs > 0 else 0.0
+    return {
+        "tool": "iperf3 udp", "src": client, "dst": server,
+        "payload": payload, "frame_bytes": frame,
+        "offered_frame_bps": frame_bps, "seconds": seconds,
+        "datagrams": recv["packets"], "lost": recv["lost_packets"],
+        "sent_bytes": sent["bytes"],
+        "window_s": wsecs, "window_bytes": wbytes,
+        "delivered_payload_bps": payload_rate,
+        "delivered_frame_bps": tolerance.frame_rate(payload_rate, payload),
+        "jitter_ms": recv.get("jitter_ms"),
+    }
+
+
+def tcp(db, client, server, seconds, omit=1):
+    """TCP goodput client -> server (iperf3, first `omit` s not counted)."""
+    out = iperf3(db, client, server, seconds, omit=omit)
+    recv = out["end"]["sum_received"]
+    sent = out["end"]["sum_sent"]
+    # The receiver's own intervals, without the omitted ones (after which
+    # iperf3 restarts its clock at 0) and the last, a fraction of a second
+    # of queue drain after the sender stops.
+    ivs = [iv["sum"] for iv in out["server_output_json"]["intervals"]
+           if not iv["sum"].get("omitted")]
+    window = ivs[:-1] or ivs
+    wsecs = sum(iv["seconds"] for iv in window)
+    goodput = sum(iv["bytes"] for iv in window) * 8 / wsecs if wsecs else 0
+    return {
+        "tool": "iperf3 tcp", "src": client, "dst": server,
+        "seconds": seconds, "omit_s": omit,
+        "goodput_bps": goodput, "window_s": wsecs,
+        "iperf3_receiver_bps": recv["bits_per_second"],
+        "bytes": recv["bytes"], "retransmits": sent.get("retransmits"),
+        "congestion": out["end"].get("sender_tcp_congestion"),
+    }
+
+
+def tool_versions():
+    """Versions of the measuring tools, for the results' metadata."""
+    import subprocess
+    v = {}
+    for name, argv in (("iperf3", ["iperf3", "--version"]),
+                       ("ping", ["ping", "-V"])):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True,
+                               timeout=5)
+            v[name] = (r.stdout or r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            v[name] = None
+    v["kernel"] = os.uname().release
+    return v

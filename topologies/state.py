@@ -1,0 +1,149 @@
+"""What a run has created, on disk, so a killed run can be cleaned up.
+
+Each run writes /run/mqb/<pid>.json (MQB_STATE_DIR overrides the folder)
+and keeps it current: names are recorded *before* the thing is created,
+so a run killed at any instant leaves a record that covers everything it
+made (a record of something never made costs nothing at cleanup). The
+run's own pid and start time say whether the run is still alive.
+
+Only one run at a time may own the network names (mqbs1, mqbs2, ...):
+/run/mqb/lock is held with flock for the whole run, and the kernel drops
+the lock when the holder dies, however it dies.
+"""
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+
+from . import procs
+
+STATE_DIR = os.environ.get("MQB_STATE_DIR", "/run/mqb")
+FORMAT = "mqb-run-state/1"
+
+# Every name the dumbbell may create in the root namespace (cleanup's
+# sweep deletes only names that match).
+OUR_NAME_RE = re.compile(
+    r"^mqb(s[12]|s[12]-(bn|[lr]\d{1,2})|bn-[ab]|x-[lr]\d{1,2}|"
+    r"[lr]\d{1,2}-[ab])$")
+
+
+def atomic_write(path, text):
+    """Write text to path through a temp file and rename."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Busy(Exception):
+    """Another live run holds the network names."""
+
+
+class Lock:
+    def __init__(self, directory=None):
+        self.dir = directory or STATE_DIR
+        self.path = os.path.join(self.dir, "lock")
+        self.fd = None
+
+    def acquire(self):
+        os.makedirs(self.dir, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            os.close(fd)
+            raise Busy(f"another run (pid {holder or '?'}) is using the "
+                       f"test network; wait for it to end") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self):
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)   # closing drops the flock
+            self.fd = None
+
+
+class RunState:
+    """The state file of this process's run."""
+
+    def __init__(self, directory=None, argv=None):
+        self.dir = directory or STATE_DIR
+        os.makedirs(self.dir, exist_ok=True)
+        pid = os.getpid()
+        self.path = os.path.join(self.dir, f"{pid}.json")
+        self.run_dir = os.path.join(self.dir, f"{pid}.d")
+        self.data = {
+            "format": FORMAT, "pid": pid, "starttime": procs.starttime(pid),
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "argv": list(argv or []), "run_dir": self.run_dir,
+            "interfaces": [], "bridges": [], "processes": [], "hosts": [],
+            "sysctl": {},
+        }
+        os.makedirs(self.run_dir, exist_ok=True)
+        self.save()
+
+    def save(self):
+        atomic_write(self.path, json.dumps(self.data, indent=1) + "\n")
+
+    def add_interfaces(self, names, bridge=False):
+        key = "bridges" if bridge else "interfaces"
+        for n in names:
+            if n not in self.data[key]:
+                self.data[key].append(n)
+        self.save()
+
+    def add_process(self, pid, what):
+        self.data["processes"].append(
+            {"pid": pid, "starttime": procs.starttime(pid), "what": what})
+        self.save()
+
+    def add_host(self, name, pid, ifaces):
+        self.data["hosts"].append(
+            {"name": name, "pid": pid, "starttime": procs.starttime(pid),
+             "netns": procs.netns_inode(pid), "ifaces": list(ifaces)})
+        self.save()
+
+    def add_sysctl(self, name, old, new):
+        self.data["sysctl"][name] = {"old": old, "set": new}
+        self.save()
+
+    def remove(self):
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+
+def read_states(directory=None):
+    """[(path, data or None)] for every state file; None if unreadable."""
+    d = directory or STATE_DIR
+    out = []
+    try:
+        names = sorted(os.listdir(d))
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if not (n.endswith(".json") and n[:-5].isdigit()):
+            continue
+        path = os.path.join(d, n)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+            if data.get("format") != FORMAT:
+                data = None
+        except (OSError, ValueError):
+            data = None
+        out.append((path, data))
+    return out
+
+
+def run_alive(data):
+    return procs.alive(data.get("pid", -1), data.get("starttime"))

@@ -1,0 +1,174 @@
+"""Backend choice, and the exact commands each backend gets for a profile.
+
+The netem backend cannot run on a kernel without sch_netem (like the
+project's CI machines), so its commands are checked here as data, and its
+live test skips with the reason.
+"""
+import math
+
+import pytest
+
+from topologies import backends, profiles, tolerance
+from topologies.dumbbell import Dumbbell, dumbbell
+
+
+def prof(text, name="t", tmp_path=None):
+    return profiles.parse_profile(text, f"/x/{name}.toml", name)
+
+
+def direction(name):
+    return profiles.load_profile(name).left_to_right
+
+
+# ---- netem: command construction -------------------------------------------
+
+def test_netem_command_zigbee():
+    cmds = backends.netem_commands("mqbs1-bn", direction("zigbee"))
+    # queue 20 + 1 in transmission + ceil(250k * 5ms / 12112 bit) = 1 in
+    # flight + ceil(25 % of 1) = 1 margin
+    assert cmds == [["tc", "qdisc", "replace", "dev", "mqbs1-bn", "root",
+                     "handle", "1:", "netem", "limit", "23",
+                     "delay", "5000us", "rate", "250000bit",
+                     "loss", "random", "1%"]]
+
+
+def test_netem_command_wifi():
+    (cmd,) = backends.netem_commands("mqbs2-bn", direction("wifi"))
+    args = cmd[cmd.index("netem") + 1:]
+    inflight = math.ceil(30e6 * 0.010 / (8 * 1514))        # 25 frames
+    assert inflight == 25
+    assert args == ["limit", str(100 + 1 + 25 + 7), "delay", "10000us",
+                    "rate", "30000000bit", "loss", "random", "2%"]
+
+
+@pytest.mark.parametrize("name", ["wifi", "zigbee", "4g", "3g", "ethernet"])
+def test_netem_limit_holds_queue_and_delay_line(name):
+    d = direction(name)
+    inflight = d.rate_bps * d.delay_us / 1e6 / (8 * 1514)
+    limit = backends.netem_limit(d)
+    assert limit >= d.queue_packets + 1 + inflight * 1.25
+    assert limit <= d.queue_packets + 1 + inflight * 1.25 + 2
+
+
+def test_netem_no_token_bucket():
+    # netem's own rate serialises every frame; an htb/tbf bucket would
+    # let an isolated frame skip its serialisation time (module comment).
+    for name in profiles.profile_names():
+        for cmd in backends.netem_commands("x", direction(name)):
+            assert "htb" not in cmd and "tbf" not in cmd and \
+                "burst" not in cmd
+            assert cmd[cmd.index("rate") + 1] == \
+                f"{direction(name).rate_bps}bit"
+
+
+def test_netem_jitter_gemodel_and_bytes():
+    p = prof('rate = "4Mbit"\ndelay = "20ms"\njitter = "5ms"\n'
+             'loss_model = "gilbert-elliott"\nqueue = "15140B"\n'
+             '[gilbert_elliott]\np = "1%"\nr = "30%"\nloss_bad = "90%"\n'
+             'loss_good = "0.1%"\n')
+    args = backends.netem_args(p.left_to_right)
+    assert args[args.index("delay"):args.index("delay") + 3] == \
+        ["delay", "20000us", "5000us"]
+    assert "distribution" not in args          # kernel's uniform draw
+    assert args[args.index("loss"):] == \
+        ["loss", "gemodel", "1%", "30%", "90%", "0.1%"]
+    # 10 frames of bytes, +1, in flight over 25 ms at 4 Mbit/s: 9, +3
+    assert args[1] == str(10 + 1 + 9 + 3)
+
+
+def test_netem_zero_loss_has_no_loss_clause():
+    p = prof('rate = "1Mbit"\ndelay = "0ms"\nloss = "0%"\n')
+    assert "loss" not in backends.netem_args(p.left_to_right)
+
+
+def test_netem_each_direction_shaped_once_where_it_leaves():
+    db = Dumbbell("wifi", hosts=2)
+    links = {lab: (d1, h1, d2, h2)
+             for lab, d1, h1, d2, h2 in db._access_links()}
+    # left host: left-to-right leaves the host, right-to-left the switch
+    assert links["access-l1"] == ("l1-eth0", "l1", "mqbs1-l1", None)
+    # right host: the other way round
+    assert links["access-r2"] == ("mqbs2-r2", None, "r2-eth0", "r2")
+    assert len(links) == 4
+
+
+# ---- userspace: linkem options --------------------------------------------
+
+def test_linkem_args_per_direction():
+    p = prof('rate = "1Mbit"\ndelay = "40ms"\nloss = "1.5%"\n'
+             'queue = "20 packets"\n[right_to_left]\nrate = "250kbit"\n'
+             'jitter = "2ms"\nqueue = "3028B"\n')
+    args = backends.linkem_link_args(p.left_to_right, p.right_to_left)
+    assert args == [
+        "--a2b-rate=1000000", "--a2b-delay-us=40000", "--a2b-loss=0.015",
+        "--a2b-queue-packets=20",
+        "--b2a-rate=250000", "--b2a-delay-us=40000", "--b2a-jitter-us=2000",
+        "--b2a-loss=0.015", "--b2a-queue-packets=51",
+        "--b2a-queue-bytes=3028"]
+
+
+def test_linkem_args_gilbert_elliott():
+    p = prof('rate = "1Mbit"\ndelay = "1ms"\nloss_model = "gilbert-elliott"'
+             '\n[gilbert_elliott]\np = "1%"\nr = "25%"\nloss_bad = "100%"\n'
+             'loss_good = "0%"\n')
+    args = backends.linkem_link_args(p.left_to_right, p.right_to_left)
+    assert "--a2b-loss-ge=0.01,0.25,1.0,0.0" in args
+    assert not any(a.startswith("--a2b-loss=") for a in args)
+
+
+def test_linkem_accepts_our_options(linkem, tmp_path):
+    # The real binary parses every option we generate (no TAPs made:
+    # --help after them stops it early) ... and rejects a bad one.
+    import subprocess
+    p = prof('rate = "1Mbit"\ndelay = "1ms"\njitter = "1ms"\n'
+             'loss_model = "gilbert-elliott"\nqueue = "3028B"\n'
+             '[gilbert_elliott]\np = "1%"\nr = "25%"\nloss_bad = "100%"\n'
+             'loss_good = "0%"\n')
+    args = backends.linkem_link_args(p.left_to_right, p.right_to_left)
+    r = subprocess.run([linkem, "--tap-a", "mqbt-x", "--tap-b", "mqbt-y"] +
+                       args + ["--help"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([linkem, "--tap-a", "a", "--tap-b", "b",
+                        "--a2b-rate=fast"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 2
+
+
+# ---- choosing a backend ----------------------------------------------------
+
+def test_choose_backend(root):
+    ok, why = backends.probe_netem()
+    name, note = backends.choose_backend("auto")
+    assert name == ("netem" if ok else "userspace")
+    assert note.startswith(name) and "auto" in note
+    assert backends.choose_backend("userspace")[0] == "userspace"
+    with pytest.raises(backends.BackendError):
+        backends.choose_backend("tc")
+
+
+def test_explicit_netem_fails_in_one_line_without_sch_netem(root):
+    ok, why = backends.probe_netem()
+    if ok:
+        pytest.skip("this kernel has sch_netem")
+    with pytest.raises(backends.BackendError) as ei:
+        backends.choose_backend("netem")
+    assert str(ei.value) == \
+        "this kernel has no sch_netem; use --backend userspace"
+
+
+def test_netem_backend_live(root, quiet_mininet):
+    ok, why = backends.probe_netem()
+    if not ok:
+        pytest.skip(f"netem backend not testable here: {why} "
+                    f"(the userspace backend is tested instead)")
+    from topologies import measure
+    with dumbbell("4g", backend="netem", hosts=2) as db:
+        assert db.backend == "netem"
+        ping = measure.ping(db, "l1", "r1", count=30, interval=0.02)
+        model = tolerance.PathModel(db.profile)
+        assert tolerance.within_rtt(ping["median_ms"], model.rtt_ms(98))
+        udp = measure.udp(db, "l1", "r1", 1.2 * model.rate_bps(), 958, 3)
+        assert tolerance.within_rate(udp["delivered_frame_bps"],
+                                     model.rate_bps())
+    assert db.link_stats["links"]["bottleneck"]["left_to_right"]["tc"]
