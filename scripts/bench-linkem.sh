@@ -199,7 +199,7 @@ echo
 # ---- 3. timing error at a moderate load --------------------------------
 echo "3. timing error (write - scheduled departure), a2b, 30 Mb/s of" \
 	"1400-byte UDP"
-echo "   over 100 Mb/s, delay 1 ms; ping RTT (configured 2.017 ms) meanwhile"
+echo "   over 100 Mb/s, delay 1 ms; ping RTT (configured 2.016 ms) meanwhile"
 printf "   %-10s %8s %8s %8s %8s %8s | %-22s %8s %8s %7s %6s\n" \
 	"options" p50 p90 p99 p99.9 max "timer wake p50/p90/p99" "RTT med" \
 	"idle avg" "lead" "CPU %"
@@ -228,20 +228,15 @@ for run in spin0 default rt10; do
 		awk '{a[NR] = $1} END {print NR ? a[int((NR + 1) / 2)] : "-"}')
 	cpu=$(awk -v c0=$c0 -v c1=$c1 -v t0=$t0 -v t1=$t1 -v hz=$HZ \
 		'BEGIN {printf "%.1f", 100 * (c1 - c0) / hz / (t1 - t0)}')
-	jq -r --arg s "$spin" --arg rtt "$rtt" --arg cpu "$cpu" --arg base "$base" '
-		def f: . * 10 | round / 10 | tostring;
+	read -r p50 p90 p99 p999 max w50 w90 w99 lead < <(jq -r '
 		.a2b.timing_error_us as $t | .timer as $w |
-		"   \($s | . + " " * (10 - length))" +
-		" \($t.p50 | f | " " * (8 - length) + .)" +
-		" \($t.p90 | f | " " * (8 - length) + .)" +
-		" \($t.p99 | f | " " * (8 - length) + .)" +
-		" \($t.p999 | f | " " * (8 - length) + .)" +
-		" \($t.max | f | " " * (8 - length) + .) |" +
-		" \("\($w.wake_latency_us.p50 | f)/\($w.wake_latency_us.p90 | f)/\($w.wake_latency_us.p99 | f)" | . + " " * (22 - length))" +
-		" \($rtt | " " * (8 - length) + .)" +
-		" \($base | " " * (8 - length) + .)" +
-		" \($w.lead_us | f | " " * (7 - length) + .)" +
-		" \($cpu | " " * (6 - length) + .)"' "$TMP/stats.json"
+		[$t.p50, $t.p90, $t.p99, $t.p999, $t.max,
+		 $w.wake_latency_us.p50, $w.wake_latency_us.p90,
+		 $w.wake_latency_us.p99, $w.lead_us]
+		| map(. * 10 | round / 10) | @tsv' "$TMP/stats.json")
+	printf "   %-10s %8s %8s %8s %8s %8s | %-22s %8s %8s %7s %6s\n" \
+		"$spin" "$p50" "$p90" "$p99" "$p999" "$max" "$w50/$w90/$w99" \
+		"$rtt" "$base" "$lead" "$cpu"
 done
 echo "   (microseconds; lead: how early the timer was armed at the end;"
 echo "    RTT med: ping under the load, ms; idle avg: ping before the load)"

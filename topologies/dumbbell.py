@@ -116,7 +116,8 @@ class Dumbbell:
     """A built dumbbell; made by the dumbbell() context manager."""
 
     def __init__(self, profile, backend="auto", hosts=5,
-                 switch="linuxbridge", seed=1, log=None):
+                 switch="linuxbridge", seed=1, log=None,
+                 linkem_rt_priority=backends.LINKEM_RT_PRIORITY):
         self.profile = profiles.load_profile(profile)
         self.requested_backend = backend
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
@@ -128,6 +129,7 @@ class Dumbbell:
         self.n = hosts
         self.switch_kind = switch
         self.seed = seed
+        self.linkem_rt_priority = linkem_rt_priority
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.backend = None
         self.backend_note = None
@@ -207,7 +209,9 @@ class Dumbbell:
                         "namespace": h or "root"}
                        for lab, d, dev, h in self.shaped],
             "linkem": ({"binary": self.linkem_bin,
-                        "version": backends.linkem_version(self.linkem_bin)}
+                        "version": backends.linkem_version(self.linkem_bin),
+                        "scheduling": {lab: lk.scheduling for lab, lk in
+                                       self.linkems.items()}}
                        if self.linkem_bin else None),
             "kernel": os.uname().release,
             "mininet": _mininet_version(),
@@ -379,10 +383,16 @@ class Dumbbell:
                              p.left_to_right, p.right_to_left,
                              os.path.join(rd, f"linkem-{label}.json"),
                              self.seed, os.path.join(rd, f"linkem-{label}.log"),
-                             label)
+                             label, rt_priority=self.linkem_rt_priority)
         self.linkems[label] = lk
         pid = lk.start()
         self._state.add_process(pid, f"linkem {label}")
+        if self.linkem_rt_priority and \
+                not (lk.scheduling or "").startswith("SCHED_FIFO") and \
+                len(self.linkems) == 1:
+            self.log(f"warning: linkem runs {lk.scheduling}, not SCHED_FIFO "
+                     f"(no CAP_SYS_NICE?); its timing will suffer under "
+                     f"CPU load")
         for tap in (tap_a, tap_b):
             if not _iface_exists(tap):
                 raise backends.BackendError(
@@ -558,7 +568,7 @@ class _SignalGuard:
 
 @contextlib.contextmanager
 def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
-             seed=1, log=None):
+             seed=1, log=None, linkem_rt_priority=backends.LINKEM_RT_PRIORITY):
     """Build the dumbbell, yield it, always tear it down.
 
     profile: a name in topologies/profiles/, a path to a .toml file, or a
@@ -566,7 +576,7 @@ def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
     TopologyError or BackendError (one-line messages) if it cannot build;
     link statistics are in .link_stats after the block."""
     db = Dumbbell(profile, backend=backend, hosts=hosts, switch=switch,
-                  seed=seed, log=log)
+                  seed=seed, log=log, linkem_rt_priority=linkem_rt_priority)
     guard = _SignalGuard()
     guard.install()
     try:

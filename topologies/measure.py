@@ -121,17 +121,30 @@ def _tail(p):
         return "?"
 
 
-def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0):
+def udp_counters(db, name):
+    """The kernel's UDP counters in host `name`'s namespace."""
+    with open(f"/proc/{db.host(name).pid}/net/snmp") as f:
+        rows = [ln.split() for ln in f if ln.startswith("Udp:")]
+    return dict(zip(rows[0][1:], map(int, rows[1][1:])))
+
+
+def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0,
+        rcvbuf="4M"):
     """UDP at frame_bps (counted in whole Ethernet frames of a `payload`
     datagram) from client to server.
 
     Returns sent/lost datagram counts (for loss) and the delivery rate
     in frames over the server's intervals from skip_s to the end minus
-    one interval (the steady state: no start-up, no drain)."""
+    one interval (the steady state: no start-up, no drain). The socket
+    buffers are `rcvbuf` (iperf3 -w), so a receiver starved of CPU for a
+    moment does not drop datagrams the link delivered; the receiving
+    kernel's own drop counters are returned to show it did not."""
     frame = tolerance.udp_frame_bytes(payload)
     payload_bps = frame_bps * payload / frame
+    before = udp_counters(db, server)
     out = iperf3(db, client, server, seconds, udp=True, bitrate=payload_bps,
-                 length=payload)
+                 length=payload, extra=["-w", rcvbuf] if rcvbuf else [])
+    after = udp_counters(db, server)
     recv = out["end"]["sum_received"]
     sent = out["end"]["sum_sent"]
     ivs = [iv["sum"] for iv in out["server_output_json"]["intervals"]]
@@ -151,6 +164,11 @@ def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0):
         "delivered_payload_bps": payload_rate,
         "delivered_frame_bps": tolerance.frame_rate(payload_rate, payload),
         "jitter_ms": recv.get("jitter_ms"),
+        "receiver_rcvbuf": out["server_output_json"]["start"].get(
+            "rcvbuf_actual"),
+        "receiver_drops": {k: after[k] - before[k] for k in
+                           ("RcvbufErrors", "InErrors", "MemErrors")
+                           if k in after and k in before},
     }
 
 

@@ -120,15 +120,38 @@ def _reap(pids):
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def die_with_parent(sig=signal.SIGTERM):
+def die_with_parent(sig=signal.SIGTERM, rt_priority=None):
     """A preexec_fn for Popen: the child gets sig when this process dies,
     even by SIGKILL, so nothing we start outlives a killed run. (The
     signal follows the death of the thread that forked: start children
-    from a thread that lives as long as the run, e.g. the main one.)"""
+    from a thread that lives as long as the run, e.g. the main one.)
+
+    rt_priority: also ask for SCHED_FIFO at that priority (best effort;
+    check the result with scheduling(pid))."""
     parent = os.getpid()
 
     def preexec():
         _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
         if os.getppid() != parent:   # the parent died before prctl
             os._exit(1)
+        if rt_priority:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO,
+                                      os.sched_param(rt_priority))
+            except OSError:
+                pass
     return preexec
+
+
+def scheduling(pid):
+    """"SCHED_FIFO 10", "SCHED_OTHER", ... for pid, or None."""
+    try:
+        pol = os.sched_getscheduler(pid)
+        prio = os.sched_getparam(pid).sched_priority
+    except OSError:
+        return None
+    names = {os.SCHED_OTHER: "SCHED_OTHER", os.SCHED_FIFO: "SCHED_FIFO",
+             os.SCHED_RR: "SCHED_RR", os.SCHED_BATCH: "SCHED_BATCH",
+             os.SCHED_IDLE: "SCHED_IDLE"}
+    name = names.get(pol, str(pol))
+    return f"{name} {prio}" if prio else name

@@ -265,8 +265,8 @@ static void parse_link(struct opts *o, int kind, int scope, const char *arg)
 	case LK_RATE:
 		if (parse_u64(arg, LINKEM_RATE_MAX, &u) != 0)
 			die_usage("--%srate '%s': give a whole number of bits "
-			          "per second, 0 (unlimited) to %llu",
-			          pre, arg, (unsigned long long)LINKEM_RATE_MAX);
+			          "per second, 0 (unlimited) to %llu", pre,
+			          arg, (unsigned long long)LINKEM_RATE_MAX);
 		c->rate_bps = u;
 		sc->set[LO_RATE] = 1;
 		break;
@@ -310,8 +310,8 @@ static void parse_link(struct opts *o, int kind, int scope, const char *arg)
 		break;
 	case LK_QBYTES:
 		if (parse_u64(arg, UINT64_MAX / 2, &u) != 0)
-			die_usage("--%squeue-bytes '%s': give a whole number of "
-			          "bytes (0 = no byte limit)", pre, arg);
+			die_usage("--%squeue-bytes '%s': give a whole number "
+			          "of bytes (0 = no byte limit)", pre, arg);
 		c->queue_bytes = u;
 		sc->set[LO_QBYTES] = 1;
 		break;
@@ -639,7 +639,8 @@ static void flush_due(struct side *s, int64_t now)
 			s->write_errors++;
 			s->bytes_write_errors += f->len;
 		}
-		linkem_hist_add(&s->dir.timing_error, (uint64_t)(t - f->depart_ns));
+		linkem_hist_add(&s->dir.timing_error,
+		                (uint64_t)(t - f->depart_ns));
 		linkem_frame_del(f);
 	}
 }
@@ -756,11 +757,11 @@ static int run(struct emu *e)
 				if (sleep_target != INT64_MIN &&
 				    e->armed_ns == sleep_target)
 				{
-					linkem_lead_update(&e->lead,
-					                   woke - sleep_target);
+					int64_t late = woke - sleep_target;
+
+					linkem_lead_update(&e->lead, late);
 					linkem_hist_add(&e->wake_latency,
-					                (uint64_t)(woke -
-					                           sleep_target));
+					                (uint64_t)late);
 				}
 				e->armed_ns = INT64_MIN;
 			} else if (fd == e->sfd) {
@@ -830,8 +831,8 @@ static json_t *hist_json(const linkem_hist *h, int with_p999)
 	              "p99", us(linkem_hist_quantile(h, 0.99)),
 	              "max", us(h->count ? h->max : 0));
 	if (j && with_p999)
-		json_object_set_new(j, "p999",
-		                    json_real(us(linkem_hist_quantile(h, 0.999))));
+		json_object_set_new(
+			j, "p999", json_real(us(linkem_hist_quantile(h, 0.999))));
 	return j;
 }
 
@@ -855,7 +856,8 @@ static json_t *side_json(const struct side *s)
 		"dropped_queue", (json_int_t)st->dropped_queue,
 		"bytes_dropped_loss", (json_int_t)st->bytes_dropped_loss,
 		"bytes_dropped_queue", (json_int_t)st->bytes_dropped_queue,
-		"frames_pending", (json_int_t)linkem_dir_pending_frames(&s->dir),
+		"frames_pending",
+		(json_int_t)linkem_dir_pending_frames(&s->dir),
 		"bytes_pending", (json_int_t)linkem_dir_pending_bytes(&s->dir),
 		"queue_delay_us", hist_json(&s->dir.queue_delay, 0),
 		"timing_error_us", hist_json(&s->dir.timing_error, 1),

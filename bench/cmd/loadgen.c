@@ -159,7 +159,7 @@ static const char usage[] =
 	"                         (without --count/--total/--duration: until\n"
 	"                         SIGINT/SIGTERM)\n"
 	"  --ramp-up DUR          spread connection starts over DUR (default 0)\n"
-	"  --max-pending N        connections being set up at once (default 256)\n"
+	"  --max-pending N        connections being set up at once (default 64)\n"
 	"  --idle                 connect, then only keep alive (memory runs)\n"
 	"  --inflight N           QoS 1/2 messages in flight per connection\n"
 	"                         (default 20, capped by the broker's Receive\n"
@@ -1235,7 +1235,7 @@ int main(int argc, char **argv)
 	lg->o.size = 64;
 	lg->o.rate = 10;
 	lg->o.seed = 1;
-	lg->o.max_pending = 256;
+	lg->o.max_pending = 64;
 	lg->o.drain_ns = 10 * UINT64_C(1000000000);
 	lg->o.per_conn = 1;
 	rv = cli_parse(argc, argv, longopts, &lg->o.conn, handle_opt, &lg->o,

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -55,6 +56,7 @@ struct sink_opts {
 	const char *raw_path;
 	int raw_binary;
 	const char *ready_file;
+	uint64_t coalesce_ns; /* --coalesce, 0: off */
 };
 
 struct sink {
@@ -67,6 +69,7 @@ struct sink {
 	const char *stop_reason;
 	char *err; /* first error, for the stderr line */
 	int signals;
+	int done; /* the loop is to end (also for the coalescing loop) */
 
 	uint64_t wall0;
 	int64_t t0, t_subscribed;
@@ -103,6 +106,11 @@ static const char usage[] =
 	"                         from the first message)\n"
 	"                         (none of these: run until SIGINT/SIGTERM)\n"
 	"  --ready-file FILE      create FILE once subscribed\n"
+	"  --coalesce DUR         when reads bring more than one message, wait\n"
+	"                         DUR before reading again (e.g. 200us): fewer\n"
+	"                         wake-ups, less broker CPU, more throughput;\n"
+	"                         adds up to DUR to latencies under load\n"
+	"                         (default off; for throughput runs)\n"
 	"Raw per-message records (for CDF plots):\n"
 	"  --raw FILE             one record per message, written atomically\n"
 	"  --raw-format text|binary\n"
@@ -127,6 +135,7 @@ enum {
 	OPT_RAW,
 	OPT_RAW_FORMAT,
 	OPT_READY,
+	OPT_COALESCE,
 };
 
 static const struct option longopts[] = {
@@ -138,6 +147,7 @@ static const struct option longopts[] = {
 	{ "raw", required_argument, 0, OPT_RAW },
 	{ "raw-format", required_argument, 0, OPT_RAW_FORMAT },
 	{ "ready-file", required_argument, 0, OPT_READY },
+	{ "coalesce", required_argument, 0, OPT_COALESCE },
 	{ 0, 0, 0, 0 },
 };
 
@@ -199,6 +209,9 @@ static int handle_opt(void *ctx, int code, const char *arg)
 	case OPT_READY:
 		o->ready_file = arg;
 		return 0;
+	case OPT_COALESCE:
+		return cli_parse_duration("--coalesce", arg, 0,
+		                          UINT64_C(100000000), &o->coalesce_ns);
 	default:
 		cli_error("internal: unhandled option %d", code);
 		return CLI_EBADARG;
@@ -306,6 +319,42 @@ static int raw_close(struct sink *s)
 
 /* ---- run control ------------------------------------------------------- */
 
+static void sink_done(struct sink *s)
+{
+	s->done = 1;
+	evloop_stop(s->loop);
+}
+
+/*
+ * --coalesce: when one round of the loop delivered more than one message,
+ * the broker is writing faster than we read; sleep DUR before reading again
+ * so that it writes a batch meanwhile. A sink that sleeps in epoll with an
+ * empty socket must be woken for every few messages, and on loopback the
+ * broker's own send() pays for that wake-up: with a fast sink, Mosquitto
+ * spends far more CPU per message than with a slow one (measured: 2.2 s
+ * against 1.25 s of broker CPU for 200,000 QoS 0 messages). Coalescing
+ * removes most wake-ups, at the price of up to DUR of added latency for the
+ * messages that arrive during the sleep; at low rates (one message per
+ * round) it never sleeps. Off by default: for throughput runs.
+ */
+static int run_coalescing(struct sink *s)
+{
+	struct timespec ts = {
+		.tv_sec = (time_t)(s->o.coalesce_ns / 1000000000u),
+		.tv_nsec = (long)(s->o.coalesce_ns % 1000000000u),
+	};
+	uint64_t seen = 0;
+	int rv = 0;
+
+	while (!s->done && rv >= 0) {
+		rv = evloop_run_once(s->loop, EV_NEVER);
+		if (s->rx.messages - seen > 1 && !s->done)
+			clock_nanosleep(CLOCK_MONOTONIC, 0, &ts, NULL);
+		seen = s->rx.messages;
+	}
+	return rv < 0 ? rv : 0;
+}
+
 static void sink_stop(struct sink *s, const char *reason)
 {
 	struct tr_conn *tc;
@@ -326,7 +375,7 @@ static void sink_stop(struct sink *s, const char *reason)
 	s->state = SINK_CLOSING;
 	if (s->cl == NULL || client_disconnect(s->cl, 0) < 0) {
 		s->state = SINK_CLOSED;
-		evloop_stop(s->loop);
+		sink_done(s);
 		return;
 	}
 	/* the engine lingers up to 2 s for the broker's close */
@@ -359,8 +408,9 @@ static void final_cb(struct evloop *loop, struct ev_timer *t)
 {
 	struct sink *s = t->arg;
 
+	(void)loop;
 	report_error(s->doc, "the connection did not close in time");
-	evloop_stop(loop);
+	sink_done(s);
 }
 
 static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
@@ -368,10 +418,11 @@ static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
 	struct sink *s = w->arg;
 	struct signalfd_siginfo si;
 
+	(void)loop;
 	(void)revents;
 	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
 		if (++s->signals > 1) {
-			evloop_stop(loop);
+			sink_done(s);
 			return;
 		}
 		sink_stop(s, "signal");
@@ -493,7 +544,7 @@ static void on_closed(struct client *c, int err, const char *msg)
 			s->stop_reason = "error";
 	}
 	s->state = SINK_CLOSED;
-	evloop_stop(s->loop);
+	sink_done(s);
 }
 
 static const struct client_callbacks callbacks = {
@@ -529,6 +580,7 @@ static json_t *config_json(const struct sink *s)
 	report_set(c, "raw_format",
 	           json_string(o->raw_binary ? "binary" : "text"));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
+	report_set(c, "coalesce_us", report_us(o->coalesce_ns));
 	return c;
 }
 
@@ -743,7 +795,7 @@ int main(int argc, char **argv)
 		goto result;
 	}
 	s->stop_reason = "signal"; /* until something else stops it */
-	rv = evloop_run(s->loop);
+	rv = s->o.coalesce_ns ? run_coalescing(s) : evloop_run(s->loop);
 	if (rv < 0)
 		sink_note_error(s, "event loop failed: %s", strerror(-rv));
 result:

@@ -21,7 +21,9 @@
  *
  * Re-entrancy: callbacks may call any client function on any client,
  * including client_free() and client_connect() on the client being called
- * back; the engine notices and stops touching it.
+ * back; the engine notices and stops touching it. The public calls below
+ * never run a callback themselves: a failure they meet (a send error, say)
+ * is reported through on_closed from the loop, on its next round.
  *
  * Ownership: the engine copies client_id; it references cfg->username,
  * cfg->password, the callbacks table and the transport context, which must
@@ -143,7 +145,8 @@ struct client_callbacks {
 };
 
 /* Counters since client_new(), across connections. MQTT level: bytes are
- * the MQTT packets, not TLS records (see tr_info for wire bytes). */
+ * the MQTT packets (counted when queued for sending, and when parsed), not
+ * TLS records or QUIC packets (see tr_info for the bytes on the socket). */
 struct client_stats {
 	uint64_t bytes_in, bytes_out;
 	uint64_t pkts_in, pkts_out;

@@ -21,7 +21,7 @@ _Static_assert(EV_HUP == EPOLLHUP, "EV_HUP must equal EPOLLHUP");
 
 struct evloop {
 	int epfd;
-	int stop;
+	volatile sig_atomic_t stop; /* evloop_stop() may run in a handler */
 	int no_pwait2; /* kernel said ENOSYS once: use epoll_wait */
 	int64_t now;
 	size_t n_io;
@@ -330,8 +330,8 @@ int evloop_run_once(struct evloop *loop, int64_t timeout_ns)
 	int64_t deadline = EV_NEVER;
 	int n, i, ran = 0;
 
-	if (timeout_ns != EV_NEVER)
-		deadline = evloop_clock_ns() + timeout_ns;
+	if (timeout_ns < EV_NEVER / 2) /* beyond that: as good as never */
+		deadline = evloop_clock_ns() + (timeout_ns > 0 ? timeout_ns : 0);
 	if (loop->n_timers > 0 && loop->heap[0]->at < deadline)
 		deadline = loop->heap[0]->at;
 

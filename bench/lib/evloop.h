@@ -94,7 +94,8 @@ int evloop_run(struct evloop *loop);
  */
 int evloop_run_once(struct evloop *loop, int64_t timeout_ns);
 
-/* Make evloop_run() return after the current round. */
+/* Make evloop_run() return after the current round. Async-signal-safe: a
+ * signal handler may call it (the wait is interrupted, the loop returns). */
 void evloop_stop(struct evloop *loop);
 
 /* Number of timers armed and I/O watchers registered (for tests, stats). */

@@ -8,7 +8,7 @@
  * linkem.c, a virtual clock in the tests). Calls must pass non-decreasing
  * times.
  *
- * Per frame, in this order (the contract in DESIGN/linkem):
+ * Per frame, in this order:
  *   1. the loss model (none, Bernoulli, Gilbert-Elliott) decides at arrival;
  *   2. the drop-tail check: a frame that would have to wait for the
  *      transmitter is dropped when the frames already waiting reach

@@ -138,11 +138,15 @@ struct tr_conn {
 	struct tr_ctx *ctx;
 	struct tr_session *sess; /* may be NULL */
 	int fd;                  /* the fd to watch, -1 when none */
+	/* Timestamps (CLOCK_MONOTONIC ns) are read when the step completes,
+	 * not taken from the `now` arguments, so they include our own
+	 * processing (key exchange, certificate checks). */
 	int64_t t_start;         /* just before connect() */
 	int64_t t_connected;     /* TCP connect done (QUIC: first reply) */
 	int64_t t_ready;         /* handshake done, 0 until then */
 	uint64_t wire_in, wire_out; /* bytes through the socket, incl. TLS */
 	char *err;               /* last error message (heap), NULL if none */
+	int sys_errno;           /* errno of the last failed socket call */
 };
 
 /* What a connection negotiated, for results and tests. */
@@ -284,6 +288,9 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len);
 
 /* Hostile I/O: 1 if MQB_HOSTILE_IO is set to a non-zero value. */
 int tr_hostile(void);
+/* Tests: switch hostile I/O on (1) or off (0) and reseed, overriding the
+ * environment; -1 makes the next tr_hostile() read the environment again. */
+void tr_hostile_set(int on, uint64_t seed);
 /* Under hostile I/O: how many of len bytes to try now; 0 = would block. */
 size_t tr_hostile_len(size_t len);
 

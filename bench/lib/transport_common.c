@@ -402,7 +402,8 @@ int tr_sock_connected(struct tr_conn *c, int64_t now)
 		return tr_fail(c, TR_ECONNECT, "connect to %s: %s",
 		               c->ctx->peer, strerror(errno));
 	}
-	c->t_connected = now;
+	(void)now; /* stamped when it happened, not when the caller looked */
+	c->t_connected = evloop_clock_ns();
 	return 0;
 }
 
@@ -424,6 +425,7 @@ ssize_t tr_sock_send(struct tr_conn *c, const uint8_t *buf, size_t len)
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return TR_AGAIN;
+	c->sys_errno = errno;
 	return tr_fail(c, TR_EIO, "send to %s: %s", c->ctx->peer,
 	               strerror(errno));
 }
@@ -448,6 +450,7 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len)
 		return TR_EOF;
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
 		return TR_AGAIN;
+	c->sys_errno = errno;
 	return tr_fail(c, TR_EIO, "recv from %s: %s", c->ctx->peer,
 	               strerror(errno));
 }
@@ -469,6 +472,12 @@ int tr_hostile(void)
 		hostile_rng = hostile_rng * 0x9E3779B97F4A7C15ull + 1;
 	}
 	return hostile_state;
+}
+
+void tr_hostile_set(int on, uint64_t seed)
+{
+	hostile_state = on < 0 ? -1 : on ? 1 : 0;
+	hostile_rng = seed * 0x9E3779B97F4A7C15ull + 1;
 }
 
 static uint64_t hostile_next(void)

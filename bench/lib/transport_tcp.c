@@ -41,7 +41,7 @@ static int tcp_handshake(struct tr_conn *c, int64_t now)
 	if (r < 0)
 		return t->err = r;
 	t->connected = 1;
-	c->t_ready = now;
+	c->t_ready = c->t_connected;
 	return 0;
 }
 

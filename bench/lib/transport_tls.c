@@ -290,10 +290,16 @@ static int handshake_error(struct tls_conn *t, int r)
 		               "TLS handshake with %s: certificate rejected",
 		               peer);
 	}
+	/* A plain MQTT listener resets or closes on a ClientHello. */
+	if ((r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR) &&
+	    (c->sys_errno == ECONNRESET || c->sys_errno == EPIPE))
+		return tr_fail(c, TR_ETLS,
+		               "TLS handshake with %s: connection reset by the "
+		               "broker (is it a TLS port?)", peer);
 	if (r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR)
-		/* the socket layer already said what failed */
 		return tr_fail(c, TR_EIO, "TLS handshake with %s: %s", peer,
-		               c->err ? c->err : gnutls_strerror(r));
+		               c->sys_errno ? strerror(c->sys_errno)
+		                            : gnutls_strerror(r));
 	if (r == GNUTLS_E_PREMATURE_TERMINATION)
 		return tr_fail(c, TR_ETLS,
 		               "TLS handshake with %s: connection closed by the "
@@ -344,7 +350,7 @@ static int tls_handshake(struct tr_conn *c, int64_t now)
 	}
 	t->hs_done = 1;
 	t->want_write = 0;
-	c->t_ready = now;
+	c->t_ready = evloop_clock_ns(); /* after our last flight */
 	t->resumed = gnutls_session_is_resumed(t->s) != 0;
 	if (t->resumed && c->sess)
 		tr_session_note_resumed(c->sess);

@@ -38,6 +38,7 @@ static unsigned rnd(unsigned n)
 struct fake_conn {
 	struct tr_conn base;
 	int hs_left;
+	int ready;
 	int failed;
 };
 
@@ -78,6 +79,7 @@ static int fake_handshake(struct tr_conn *c, int64_t now)
 		f->hs_left--;
 		return TR_AGAIN;
 	}
+	f->ready = 1;
 	c->t_connected = c->t_ready = now;
 	return 0;
 }
@@ -126,7 +128,7 @@ static uint32_t fake_events(const struct tr_conn *c)
 {
 	const struct fake_conn *f = (const struct fake_conn *)c;
 
-	return f->hs_left > 0 ? EV_WRITE : EV_READ;
+	return f->ready ? EV_READ : EV_WRITE;
 }
 
 static int fake_shutdown(struct tr_conn *c, int64_t now)
@@ -454,7 +456,7 @@ static void test_connect_v5_props(void)
 	TT_CHECK(expect("10 14 00 04 4d 51 54 54 05 00 00 3c 05 11 00 00 00 78"
 	                " 00 02 63 31"));
 	/* broker: session present, receive maximum 2, keepalive 30 */
-	feed("20 08 01 00 05 21 00 02 13 00 1e");
+	feed("20 09 01 00 06 21 00 02 13 00 1e");
 	TT_CHECK(r.connected == 1);
 	TT_CHECK(r.session_present == 1);
 	TT_CHECK(r.window == 2);
@@ -617,7 +619,7 @@ static void run_qos_flows(void)
 		f[1].opts.qos = 2;
 		id = client_subscribe(c, f, 2, NULL);
 		TT_CHECK(id == 3);
-		TT_CHECK(expect("82 0e 00 03 00 03 73 2f 23 01 00 01 74 02"));
+		TT_CHECK(expect("82 0c 00 03 00 03 73 2f 23 01 00 01 74 02"));
 		feed("90 04 00 03 01 80");
 		TT_CHECK(r.subacks == 1 && r.n_codes == 2 &&
 		         r.codes[0] == 1 && r.codes[1] == 0x80);
@@ -930,6 +932,7 @@ static void test_free_inside_callback(void)
 
 	setup();
 	c = connected_v3(&r);
+	TT_CHECK(c != NULL);
 	r.free_on_message = 1;
 	/* two messages in one read: the second must not reach a freed client */
 	feed("30 05 00 01 71 41 42 30 05 00 01 71 43 44");
@@ -956,6 +959,84 @@ static void test_disconnect_while_connecting(void)
 	TT_CHECK(client_state(c) == CLIENT_CLOSED);
 	client_free(c);
 	teardown();
+}
+
+/*
+ * Robustness: after CONNACK the broker sends valid packets with random
+ * damage (flipped bits, cut lengths, garbage). The engine must either go on
+ * or close with a protocol error and a message; ASan watches the rest.
+ */
+static void test_damaged_broker_bytes(void)
+{
+	static const char *const good[] = {
+		"30 07 00 03 61 2f 62 68 69",
+		"32 09 00 03 61 2f 62 00 01 68 69",
+		"34 09 00 03 61 2f 62 00 02 68 69",
+		"62 02 00 02",
+		"40 02 00 01",
+		"50 02 00 01",
+		"70 02 00 01",
+		"90 04 00 01 01 80",
+		"b0 02 00 01",
+		"d0 00",
+	};
+	int iter, closed = 0;
+
+	for (iter = 0; iter < 300; iter++) {
+		struct rec r;
+		struct client *c;
+		uint8_t buf[256];
+		size_t n = 0, k;
+		int i;
+
+		setup();
+		g_rng = 0xC0FFEEull + (uint64_t)iter * 7919;
+		c = connected_v3(&r);
+		/* a QoS 1 and a QoS 2 flow in flight, a subscription */
+		client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1, 0, NULL);
+		client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 2, 0, NULL);
+		for (i = 0; i < 6; i++) {
+			uint8_t pkt[64];
+			size_t m = unhex(good[rnd(10)], pkt);
+
+			if (n + m > sizeof(buf))
+				break;
+			memcpy(buf + n, pkt, m);
+			n += m;
+		}
+		switch (rnd(4)) {
+		case 0: /* flip bits */
+			for (k = 0; k < 3; k++)
+				buf[rnd((unsigned)n)] ^= (uint8_t)(1u << rnd(8));
+			break;
+		case 1: /* inflate a length byte */
+			buf[1] = (uint8_t)rnd(256);
+			break;
+		case 2: /* garbage tail */
+			for (k = 0; k < 8 && n < sizeof(buf); k++)
+				buf[n++] = (uint8_t)rnd(256);
+			break;
+		default: /* cut short */
+			n = 1 + rnd((unsigned)n);
+			break;
+		}
+		TT_CHECK(write(g_peer, buf, n) == (ssize_t)n);
+		pump(3);
+		if (r.closed) {
+			closed++;
+			TT_CHECK(r.close_err == CLIENT_EPROTO);
+			TT_CHECK(strncmp(r.close_msg, "broker 127.0.0.1:1884 ",
+			                 22) == 0);
+			TT_CHECK(client_state(c) == CLIENT_CLOSED);
+		} else {
+			TT_CHECK(client_state(c) == CLIENT_CONNECTED);
+		}
+		client_free(c);
+		teardown();
+	}
+	printf("     %d of 300 damaged streams closed the connection\n",
+	       closed);
+	TT_CHECK(closed > 0 && closed < 300);
 }
 
 static void test_many_idle_clients_memory(void)
@@ -1026,6 +1107,7 @@ int main(void)
 	TT_RUN(test_free_inside_callback);
 	TT_RUN(test_disconnect_while_connecting);
 	TT_RUN(test_keepalive);
+	TT_RUN(test_damaged_broker_bytes);
 	TT_RUN(test_many_idle_clients_memory);
 	return TT_DONE();
 }

@@ -190,7 +190,7 @@ static void test_rate_spacing(void)
 	 * schedule; a frame after an idle gap starts at its arrival */
 	init_dir(&d, 3000000, 0, 0, 1000, 0);
 	input_seq(&d, 0, len, 0);
-	input_seq(&d, 1, len, 1 * MS);	   /* busy: starts at 8e9/3e6 ns */
+	input_seq(&d, 1, len, 1 * MS);   /* busy: starts at 8e9/3e6 ns */
 	input_seq(&d, 2, len, 100 * MS); /* idle: starts at 100 ms */
 	f = linkem_dir_pop(&d, INT64_MAX - 1);
 	TT_CHECK(f && f->depart_ns == exact_ceil(1, len, 3000000));

@@ -174,10 +174,11 @@ class Result:
 class Proc:
     """A binary running in the background (sink, idle loadgen)."""
 
-    def __init__(self, argv, json_path, ready):
+    def __init__(self, argv, json_path, ready, env=None):
         self.json_path, self.ready = json_path, ready
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
+                                     stderr=subprocess.PIPE, text=True,
+                                     env=env)
 
     def wait_ready(self, timeout=15.0):
         deadline = time.monotonic() + timeout
@@ -246,7 +247,11 @@ class Bench:
                     "tls", "--cafile", self.certs["ca"]]
         return ["--port", str(port or self.broker.tcp)]
 
-    def run(self, tool, *args, json_out=True, timeout=60.0):
+    @staticmethod
+    def _env(env):
+        return None if env is None else dict(os.environ, **env)
+
+    def run(self, tool, *args, json_out=True, timeout=60.0, env=None):
         argv = [self.exe(tool), *map(str, args)]
         jp = None
         if json_out:
@@ -255,7 +260,7 @@ class Bench:
         try:
             p = subprocess.run(argv, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True,
-                               timeout=timeout)
+                               timeout=timeout, env=self._env(env))
         except subprocess.TimeoutExpired as e:
             raise AssertionError(f"{tool} did not finish in {timeout} s: "
                                  f"{e.stderr!r}")
@@ -265,14 +270,14 @@ class Bench:
                 doc = json.load(f)
         return Result(p.returncode, p.stdout, p.stderr, doc)
 
-    def start(self, tool, *args):
+    def start(self, tool, *args, env=None):
         """Start tool in the background with --json and --ready-file;
         returns once it is ready (sink: subscribed; loadgen: connected)."""
         jp = self._path(tool) + ".json"
         ready = self._path(tool) + ".ready"
         argv = [self.exe(tool), *map(str, args), "--json", jp,
                 "--ready-file", ready]
-        p = Proc(argv, jp, ready)
+        p = Proc(argv, jp, ready, self._env(env))
         self.procs.append(p)
         p.wait_ready()
         return p

@@ -10,17 +10,17 @@ COUNT = 400  # per client
 
 
 def deliver(bench, *, qos, mqtt, transport="tcp", extra_lg=(),
-            extra_sink=()):
+            extra_sink=(), env=None):
     """Run a sink (idle timeout: it must see everything, duplicates
     included, not stop at a count) and a loadgen; return both results."""
     topic = bench.topic()
     conn = bench.conn_args(transport)
     sink = bench.start("sink", *conn, "--qos", qos, "--mqtt", mqtt,
                        "--topic", topic + "/#", "--idle-timeout", "1",
-                       *extra_sink)
+                       *extra_sink, env=env)
     lg = bench.run("loadgen", *conn, "--qos", qos, "--mqtt", mqtt,
                    "--clients", CLIENTS, "--count", COUNT, "--rate", 0,
-                   "--topic", topic + "/{n}", *extra_lg)
+                   "--topic", topic + "/{n}", *extra_lg, env=env)
     s = sink.result()
     return lg, s
 
@@ -170,3 +170,20 @@ def test_rate_and_duration(bench, arrival):
     assert lg.doc["stop_reason"] == "duration"
     assert s.doc["messages"]["received"] == sent
     assert s.doc["sequence"]["lost"] == 0
+
+
+@pytest.mark.parametrize("transport,qos", [("tcp", 2), ("tls", 1)])
+def test_hostile_io(bench, transport, qos):
+    """Short reads and writes and would-blocks at random in both binaries
+    (the transports' MQB_HOSTILE_IO switch): still every message once, in
+    order."""
+    env = {"MQB_HOSTILE_IO": "1", "MQB_HOSTILE_SEED": "7"}
+    lg, s = deliver(bench, qos=qos, mqtt="5", transport=transport, env=env)
+    assert lg.rc == 0, lg
+    assert s.rc == 0, s
+    sent = lg.doc["totals"]["messages_sent"]
+    assert sent == CLIENTS * COUNT
+    assert s.doc["messages"]["received"] == sent
+    seq = s.doc["sequence"]
+    assert seq["lost"] == 0 and seq["duplicates"] == 0
+    assert seq["reordered"] == 0

@@ -376,3 +376,29 @@ def test_errors():
         p.stdout.close()
     rc, err = run("--version")
     assert rc == 0
+
+
+def test_config_per_direction_and_priority():
+    """Prefixed options win over plain ones in their direction only; the
+    stats echo the configuration; --rt-prio switches to SCHED_FIFO."""
+    with Link("--rate", "1000000", "--b2a-rate", "250000",
+              "--delay-us", "2000.5", "--a2b-jitter-us", "300",
+              "--loss-ge", "0.01,0.3,0.9,0.001", "--a2b-loss", "0.05",
+              "--queue-packets", "50", "--b2a-queue-bytes", "30000",
+              "--seed", "42", "--rt-prio", "3") as L:
+        assert os.sched_getscheduler(L.proc.pid) == os.SCHED_FIFO
+        assert os.sched_getparam(L.proc.pid).sched_priority == 3
+        st = L.stop()
+        assert L.rc == 0
+    c = st["config"]
+    assert c["seed"] == 42 and c["rt_prio"] == 3
+    assert c["tap_a"] == L.tap_a and c["tap_b"] == L.tap_b
+    a, b = c["a2b"], c["b2a"]
+    assert a["rate_bps"] == 1000000 and b["rate_bps"] == 250000
+    assert a["delay_us"] == b["delay_us"] == 2000.5
+    assert a["jitter_us"] == 300 and b["jitter_us"] == 0
+    assert a["loss"] == {"model": "bernoulli", "p": 0.05}
+    assert b["loss"] == {"model": "gilbert-elliott", "p": 0.01, "r": 0.3,
+                         "lb": 0.9, "lg": 0.001}
+    assert a["queue_packets"] == b["queue_packets"] == 50
+    assert a["queue_bytes"] == 0 and b["queue_bytes"] == 30000
