@@ -2,7 +2,7 @@
 # bench-linkem.sh: measure the userspace link emulator (build/*/bin/linkem)
 # on real TAP devices and print a table. Measures, never asserts.
 #
-#   scripts/bench-linkem.sh            all three parts, about 90 s
+#   scripts/bench-linkem.sh            all three parts, about 2.5 min
 #   DUR=5 scripts/bench-linkem.sh      shorter flows
 #   BENCH_BIN=build/asan/bin ...       another build
 #   LINKEM_WRAP="chrt -f 10" ...       run linkem under a command prefix
@@ -82,8 +82,11 @@ start_link() {
 		kill -0 $LPID 2>/dev/null || die "linkem failed: $(cat "$TMP/err")"
 		sleep 0.05
 	done
-	grep -q ready "$TMP/out" ||
+	if ! grep -q ready "$TMP/out"; then
+		echo "bench-linkem: $(cat /proc/$LPID/comm) stuck; kernel stack:" >&2
+		cat /proc/$LPID/stack >&2 || true
 		die "linkem not ready after 30 s: $(cat "$TMP/err")"
+	fi
 	ip -n $NSA link set $TB netns $NSB
 	ip -n $NSA addr add $IPA/24 dev $TA
 	ip -n $NSB addr add $IPB/24 dev $TB
@@ -97,9 +100,12 @@ start_link() {
 }
 
 stop_link() {
+	local rc=0
 	kill -TERM $LPID
-	wait $LPID || true
+	wait $LPID || rc=$?
 	LPID=
+	[ $rc -eq 0 ] ||
+		echo "bench-linkem: linkem exited with $rc: $(cat "$TMP/err")" >&2
 }
 
 cpu_ticks() { awk '{print $14 + $15}' /proc/$LPID/stat; }

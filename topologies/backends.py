@@ -215,6 +215,7 @@ class Linkem:
         self.rt_priority = rt_priority
         self.scheduling = None
         self.problem = None
+        self.start_failed = False
         self.tap_a, self.tap_b = tap_a, tap_b
         self.stats_path = stats_path
         self.log_path = log_path
@@ -226,7 +227,15 @@ class Linkem:
         self.exit_status = None
 
     def start(self, timeout=READY_TIMEOUT_S):
-        """Start linkem and wait for its "ready" line."""
+        """Start linkem and wait for its "ready" line; BackendError if it
+        fails, exits or stays silent."""
+        try:
+            return self._start(timeout)
+        except BackendError:
+            self.start_failed = True
+            raise
+
+    def _start(self, timeout):
         log = open(self.log_path, "wb")
         try:
             self.proc = subprocess.Popen(
@@ -273,6 +282,14 @@ class Linkem:
                            f"{status} before it was ready"
                            f"{self._last_words()}")
 
+    def stderr_text(self, limit=4000):
+        """What linkem wrote on stderr (the end of it), or ""."""
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return f.read()[-limit:]
+        except OSError:
+            return ""
+
     def _last_words(self):
         try:
             with open(self.log_path, errors="replace") as f:
@@ -310,17 +327,22 @@ class Linkem:
                 self.proc.wait()
                 self.problem = f"linkem ({self.label}) ignored SIGTERM " \
                     f"for {timeout:g} s and was killed"
-        else:
+        elif not self.start_failed:    # that was reported already
             self.problem = f"linkem ({self.label}) had died with status " \
                 f"{self.proc.returncode}{self._last_words()}"
         self.proc.stdout.close()
         self.exit_status = self.proc.returncode
+        if self.exit_status != 0 and not self.problem and \
+                not self.start_failed:
+            self.problem = f"linkem ({self.label}) exited with status " \
+                f"{self.exit_status}{self._last_words()}"
         try:
             with open(self.stats_path) as f:
                 self.stats = json.load(f)
         except (OSError, ValueError) as e:
-            self.problem = self.problem or \
-                f"linkem ({self.label}) wrote no readable stats: {e}"
+            if not self.start_failed:
+                self.problem = self.problem or \
+                    f"linkem ({self.label}) wrote no readable stats: {e}"
             self.stats = None
         return self.stats
 

@@ -116,6 +116,13 @@ def clean_run(data, log, dry_run=False):
     if not dry_run:
         procs.terminate([(pid, st) for pid, st, _ in victims])
 
+    if data.get("switch") == "ovs":
+        for br in data.get("bridges", []):
+            if br in ("mqbs1", "mqbs2"):
+                log(f"deleting Open vSwitch bridge {br}")
+                if not dry_run:
+                    subprocess.run(["ovs-vsctl", "--timeout=5", "--if-exists",
+                                    "del-br", br], capture_output=True)
     names = [n for n in data.get("interfaces", []) +
              data.get("bridges", []) if _iface_exists(n)]
     for n in names:

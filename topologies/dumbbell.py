@@ -1,8 +1,9 @@
 """The benchmark's dumbbell: N hosts per side, two switches, one bottleneck.
 
-    l1 ─┐                                    ┌─ r1       left  10.0.1.i/16
-    l2 ─┼─ mqbs1 ══ bottleneck (profile) ══ mqbs2 ─┼─ r2       right 10.0.2.i/16
-    lN ─┘                                    └─ rN
+    l1 ─┐                                      ┌─ r1
+    l2 ─┼─ mqbs1 ══ bottleneck (profile) ══ mqbs2 ─┼─ r2
+    lN ─┘                                      └─ rN
+    left hosts 10.0.1.i/16                right hosts 10.0.2.i/16
 
 Switches are Linux bridges (no controller, no Open vSwitch needed); Open
 vSwitch bridges where installed (--switch ovs). The link profile shapes
@@ -250,19 +251,22 @@ class Dumbbell:
         access = "access" in self.profile.applies
         bottleneck = "bottleneck" in self.profile.applies
         userspace = self.backend == "userspace"
-        names = [S1, S2]
-        for h in self.left:
-            names.append(f"{S1}-{h}")
-        for h in self.right:
-            names.append(f"{S2}-{h}")
+        # Recorded before they exist (state.py); ports before bridges, the
+        # order cleanup deletes them in.
+        names = [f"{S1}-{h}" for h in self.left] + \
+            [f"{S2}-{h}" for h in self.right]
+        bridges = [S1, S2]
         if not (userspace and bottleneck):
             names += BN_PORTS
         if userspace and bottleneck:
             names += BN_TAPS
         if userspace and access:
             for h in self.left + self.right:
-                names += [f"mqb{h}-a", f"mqb{h}-b", f"mqbx-{h}"]
+                names += [f"mqb{h}-a", f"mqb{h}-b"]
+                bridges.append(f"mqbx-{h}")
+        self._state.data["switch"] = self.switch_kind
         self._state.add_interfaces(names)
+        self._state.add_interfaces(bridges, bridge=True)
 
         # Mininet.init() would raise system-wide limits (fixLimits: sysctls
         # it never restores); the few we need are per process.
@@ -299,10 +303,10 @@ class Dumbbell:
             self._in_host(h, ["sysctl", "-q", "-w",
                               "net.ipv6.conf.all.disable_ipv6=1"])
             self._in_host(h, ["ethtool", "-K", f"{h}-eth0"] + OFFLOADS)
+        for name in (S1, S2):
+            self._quiet_iface(name, offloads=False)
         for name in names:
-            if name in (S1, S2):
-                self._quiet_iface(name, offloads=False)
-            elif _iface_exists(name):     # the rest is made below
+            if _iface_exists(name):       # the rest is made below
                 self._quiet_iface(name)
 
         if self.backend == "netem":
@@ -379,11 +383,11 @@ class Dumbbell:
     def _start_linkem(self, label, tap_a, tap_b):
         p = self.profile
         rd = self._state.run_dir
-        lk = backends.Linkem(self.linkem_bin, tap_a, tap_b,
-                             p.left_to_right, p.right_to_left,
-                             os.path.join(rd, f"linkem-{label}.json"),
-                             self.seed, os.path.join(rd, f"linkem-{label}.log"),
-                             label, rt_priority=self.linkem_rt_priority)
+        lk = backends.Linkem(
+            self.linkem_bin, tap_a, tap_b, p.left_to_right, p.right_to_left,
+            os.path.join(rd, f"linkem-{label}.json"), self.seed,
+            os.path.join(rd, f"linkem-{label}.log"), label,
+            rt_priority=self.linkem_rt_priority)
         self.linkems[label] = lk
         pid = lk.start()
         self._state.add_process(pid, f"linkem {label}")
@@ -493,12 +497,15 @@ class Dumbbell:
             procs.terminate([(pid, procs.starttime(pid)) for pid in others])
 
     def _collect_stats(self):
-        links = {}
+        links, logs = {}, {}
         if self.backend == "userspace":
             for label, lk in self.linkems.items():
                 links[label] = lk.stop()
                 if lk.problem:
                     self.problems.append(lk.problem)
+                text = lk.stderr_text()
+                if text:
+                    logs[label] = text
         elif self.backend == "netem":
             for label, dname, dev, h in self.shaped:
                 if h:
@@ -510,6 +517,8 @@ class Dumbbell:
                 links.setdefault(label, {})[dname] = {
                     "interface": dev, "tc": backends.netem_stats(dev, run)}
         self.link_stats = {"backend": self.backend, "links": links}
+        if logs:
+            self.link_stats["stderr"] = logs
 
     def _remove_ifaces(self):
         if self._state is None:
@@ -611,8 +620,9 @@ def summary_lines(db):
     p = db.profile
     lines = []
     if p.symmetric():
-        lines.append(f"profile {p.name}: {_describe_direction(p.left_to_right)}"
-                     f" (each direction), on {' and '.join(p.applies)}")
+        lines.append(f"profile {p.name}: "
+                     f"{_describe_direction(p.left_to_right)} (each "
+                     f"direction), on {' and '.join(p.applies)}")
     else:
         lines.append(f"profile {p.name} on {' and '.join(p.applies)}:")
         for d in profiles.DIRECTIONS:
@@ -672,7 +682,9 @@ def main(argv=None):
                         f"r1..r{args.hosts})", 2)
 
     from mininet.log import setLogLevel
-    setLogLevel("info" if args.verbose else "warning")
+    # The CLI prints through Mininet's "output" level.
+    setLogLevel("info" if args.verbose else
+                "output" if args.cli else "warning")
     status = 0
     try:
         with dumbbell(args.profile, backend=args.backend, hosts=args.hosts,

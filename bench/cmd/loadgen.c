@@ -71,6 +71,7 @@ struct pub {
 	double ack_sum;
 	struct stats_hist *ack_hist; /* NULL unless per-connection hists */
 	int64_t next_at;             /* rate mode: when the next one is due */
+	int64_t t_rate0;             /* rate mode: when the first one was due */
 	uint64_t rng;                /* Poisson gaps */
 	int64_t t_start, t_tcp, t_ready, t_connack;
 	int64_t t_first_pub, t_last_pub;
@@ -439,17 +440,20 @@ static uint64_t splitmix64(uint64_t *s)
 	return z ^ (z >> 31);
 }
 
-/* Gap to the next message of p, in ns. */
-static int64_t next_gap(struct pub *p)
+/*
+ * When p's next message is due, after p->sent messages. Constant rate: from
+ * the start time and the count, so that rounding never accumulates.
+ * Poisson: an exponential gap, -ln(1 - U) / rate with U uniform in [0, 1).
+ */
+static int64_t next_due(struct pub *p)
 {
 	const struct lg_opts *o = &p->lg->o;
 	double u;
 
 	if (!o->poisson)
-		return (int64_t)(1e9 / o->rate);
-	/* exponential gap: -ln(1 - U) / rate, U uniform in [0, 1) */
+		return p->t_rate0 + (int64_t)((double)p->sent * 1e9 / o->rate);
 	u = (double)(splitmix64(&p->rng) >> 11) / 9007199254740992.0;
-	return (int64_t)(-log1p(-u) / o->rate * 1e9);
+	return p->next_at + (int64_t)(-log1p(-u) / o->rate * 1e9);
 }
 
 static void note_error(struct lg *lg, struct pub *p, const char *msg)
@@ -623,7 +627,7 @@ static void pub_pump(struct pub *p)
 			return;
 		}
 		if (lg->o.rate > 0)
-			p->next_at += next_gap(p);
+			p->next_at = next_due(p);
 	}
 }
 
@@ -677,7 +681,7 @@ static void on_connected(struct client *c,
 		return;
 	}
 	lg->sending++;
-	p->next_at = evloop_clock_ns();
+	p->next_at = p->t_rate0 = evloop_clock_ns();
 	pub_pump(p);
 }
 
@@ -686,13 +690,13 @@ static void on_publish_done(struct client *c, uint16_t packet_id, uint8_t qos,
 {
 	struct pub *p = client_user(c);
 	struct lg *lg = p->lg;
-	int64_t now = evloop_clock_ns();
 	uint64_t lat;
 
 	(void)packet_id;
 	(void)qos;
-	(void)now_ns; /* the loop's cached time: a fresh read is closer */
-	lat = now > t_sent_ns ? (uint64_t)(now - t_sent_ns) : 0;
+	/* now_ns: the clock read right after the read() that brought the
+	 * ack; t_sent_ns: read when client_publish() was called */
+	lat = now_ns > t_sent_ns ? (uint64_t)(now_ns - t_sent_ns) : 0;
 	p->acks++;
 	lg->acks++;
 	if (reason >= 0x80) {
@@ -1122,10 +1126,7 @@ static int lg_setup(struct lg *lg)
 	int rv;
 
 	cli_tr_config(&lg->o.conn, &tcfg);
-	rv = tr_ctx_new(&lg->tr,
-	                lg->o.conn.transport == CLI_TLS ? &tr_tls_ops
-	                                                : &tr_tcp_ops,
-	                &tcfg, err, sizeof(err));
+	rv = tr_ctx_new(&lg->tr, lg->o.conn.ops, &tcfg, err, sizeof(err));
 	if (rv < 0) {
 		note_error(lg, NULL, err);
 		return -1;

@@ -8,9 +8,12 @@
  * Writes one JSON document when it ends: at --count messages, after
  * --duration, after --idle-timeout without a message, or on SIGINT/SIGTERM.
  *
- * The receive time is a fresh clock read per message, not the loop's cached
- * wake-up time: a message read in the same batch may have been sent after
- * the wake-up, and the cached time would then make its latency negative.
+ * The receive time of a message is the engine's clock read right after the
+ * read() that completed it (on_message's now_ns): the earliest moment the
+ * sink knows the message is there. Not the loop's cached wake-up time (a
+ * message in the same read may have been sent after the wake-up), and not a
+ * read per message (that would add the sink's own processing of the
+ * messages before it in the same read).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -510,9 +513,8 @@ static void on_message(struct client *c, const struct mqtt_publish *msg,
 {
 	struct sink *s = client_user(c);
 	struct rx_result r;
-	uint64_t now = (uint64_t)evloop_clock_ns();
+	uint64_t now = (uint64_t)now_ns; /* see the top of the file */
 
-	(void)now_ns; /* the loop's wake-up time; see the top of the file */
 	if (s->state != SINK_RECEIVING && s->state != SINK_SUBSCRIBING)
 		return; /* stopping: the count is complete */
 	if (rx_stats_add(&s->rx, msg->payload.data, msg->payload.len, now,
@@ -706,10 +708,7 @@ static int sink_setup(struct sink *s)
 	int rv;
 
 	cli_tr_config(&s->o.conn, &tcfg);
-	rv = tr_ctx_new(&s->tr,
-	                s->o.conn.transport == CLI_TLS ? &tr_tls_ops
-	                                               : &tr_tcp_ops,
-	                &tcfg, err, sizeof(err));
+	rv = tr_ctx_new(&s->tr, s->o.conn.ops, &tcfg, err, sizeof(err));
 	if (rv < 0) {
 		sink_note_error(s, "%s", err);
 		return -1;

@@ -177,8 +177,10 @@ range:
 const char cli_conn_help[] =
 	"Broker and transport:\n"
 	"  --host HOST            broker address (default 127.0.0.1)\n"
-	"  --port PORT            broker port (default 1883 tcp, 8883 tls)\n"
-	"  --transport tcp|tls    transport (default tcp)\n"
+	"  --port PORT            broker port (default 1883 tcp, 8883 tls,\n"
+	"                         14567 quic)\n"
+	"  --transport NAME       tcp (default), tls, or another transport\n"
+	"                         the library offers\n"
 	"  --cafile FILE          TLS: CA certificates to verify the broker\n"
 	"                         (default: the system trust store)\n"
 	"  --tls-name NAME        TLS: name to verify and send as SNI\n"
@@ -205,7 +207,7 @@ void cli_conn_init(struct cli_conn *c)
 {
 	memset(c, 0, sizeof(*c));
 	c->host = "127.0.0.1";
-	c->transport = CLI_TCP;
+	c->ops = &tr_tcp_ops;
 	c->mqtt_version = MQTT_V311;
 	c->keepalive = 60;
 	c->clean = 1;
@@ -231,15 +233,15 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 		c->port = (uint16_t)v;
 		return 1;
 	case CLI_OPT_TRANSPORT:
-		if (strcmp(arg, "tcp") == 0) {
-			c->transport = CLI_TCP;
-		} else if (strcmp(arg, "tls") == 0) {
-			c->transport = CLI_TLS;
-		} else {
-			cli_error("--transport: '%s' is not a transport (use tcp "
-			          "or tls)", arg);
+		/* whatever the transport library offers: QUIC joins by
+		 * being listed there */
+		c->ops = tr_find(arg);
+		if (c->ops == NULL) {
+			cli_error("--transport: '%s' is not a transport (use one "
+			          "of: %s)", arg, tr_names());
 			return CLI_EBADARG;
 		}
+		c->secure = strcmp(arg, "tcp") != 0;
 		return 1;
 	case CLI_OPT_CAFILE:
 		if (access(arg, R_OK) != 0) {
@@ -331,14 +333,16 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 int cli_conn_finish(struct cli_conn *c)
 {
 	if (c->port == 0)
-		c->port = c->transport == CLI_TLS ? 8883 : 1883;
-	if (c->transport != CLI_TLS &&
+		c->port = strcmp(c->ops->name, "quic") == 0 ? 14567
+		          : c->secure                      ? 8883
+		                                           : 1883;
+	if (!c->secure &&
 	    (c->cafile || c->tls_name || c->tls_version)) {
-		cli_error("--cafile, --tls-name and --tls-version need "
-		          "--transport tls");
+		cli_error("--cafile, --tls-name and --tls-version need a "
+		          "secure transport (--transport tls)");
 		return CLI_EBADARG;
 	}
-	if (c->transport == CLI_TLS && c->tls_name == NULL)
+	if (c->secure && c->tls_name == NULL)
 		c->tls_name = c->host;
 	return 0;
 }
@@ -419,8 +423,8 @@ json_t *cli_conn_json(const struct cli_conn *c)
 	report_set(o, "host", json_string(c->host));
 	report_set(o, "port", json_integer(c->port));
 	report_set(o, "transport",
-	           json_string(c->transport == CLI_TLS ? "tls" : "tcp"));
-	if (c->transport == CLI_TLS) {
+	           json_string(c->ops->name));
+	if (c->secure) {
 		report_set(o, "cafile",
 		           c->cafile ? json_string(c->cafile) : json_null());
 		report_set(o, "tls_name", json_string(c->tls_name));

@@ -36,16 +36,14 @@ int cli_parse_duration(const char *opt, const char *arg, uint64_t min_ns,
 int cli_parse_size(const char *opt, const char *arg, uint64_t min,
                    uint64_t max, uint64_t *out);
 
-enum cli_transport {
-	CLI_TCP = 0,
-	CLI_TLS = 1,
-};
+struct transport_ops;
 
 /* Connection options common to the load generator and the sink. */
 struct cli_conn {
 	const char *host;       /* default "127.0.0.1" */
 	uint16_t port;          /* 0 until set: default by transport */
-	enum cli_transport transport;
+	const struct transport_ops *ops; /* from tr_find(); default TCP */
+	int secure;             /* the transport runs TLS (tls, quic) */
 	const char *cafile;     /* TLS: trust anchors; NULL = system store */
 	const char *tls_name;   /* TLS: name to verify and send (SNI) */
 	int tls_version;        /* 0 = library default, 12 or 13 (exactly) */

@@ -81,6 +81,39 @@ def test_netem_zero_loss_has_no_loss_clause():
     assert "loss" not in backends.netem_args(p.left_to_right)
 
 
+def test_tc_accepts_our_netem_commands(root):
+    """Feed every command to the real tc on a veth in a throwaway
+    namespace: tc parses netem's options itself before asking the kernel,
+    so a kernel without sch_netem still proves the syntax (its answer is
+    then "qdisc kind is unknown", never a parse error)."""
+    import subprocess
+    variants = [profiles.load_profile(n) for n in profiles.profile_names()]
+    variants.append(prof('rate = "4Mbit"\ndelay = "20ms"\njitter = "5ms"\n'
+                         'loss_model = "gilbert-elliott"\n'
+                         'queue = "64KiB"\n[gilbert_elliott]\np = "1%"\n'
+                         'r = "30%"\nloss_bad = "90%"\nloss_good = "0.1%"\n'))
+    variants.append(prof('rate = "1kbit"\ndelay = "0ms"\nloss = "0%"\n'))
+    script = ["ip link add mqbp0 type veth peer name mqbp1 || exit 99"]
+    for p in variants:
+        for d in profiles.DIRECTIONS:
+            for cmd in backends.netem_commands("mqbp0", p.direction(d)):
+                script.append(" ".join(cmd) + " 2>&1; echo rc=$?")
+    r = subprocess.run(["unshare", "--net", "sh", "-c", "\n".join(script)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    results = [ln for ln in r.stdout.splitlines() if ln]
+    ok = 0
+    for i, line in enumerate(results):
+        if line.startswith("rc="):
+            if line == "rc=0":
+                ok += 1
+            else:
+                assert results[i - 1] == \
+                    "Error: Specified qdisc kind is unknown.", results[i - 1]
+                ok += 1
+    assert ok == 2 * len(variants)
+
+
 def test_netem_each_direction_shaped_once_where_it_leaves():
     db = Dumbbell("wifi", hosts=2)
     links = {lab: (d1, h1, d2, h2)

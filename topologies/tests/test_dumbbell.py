@@ -239,3 +239,51 @@ def test_sigterm_tears_down(linkem, clean_before):
     assert "terminated by SIGTERM; topology torn down" in err
     assert_nothing_left(data)
     assert sysctls() == clean_before
+
+
+def test_emulator_crash_is_reported_and_cleaned(linkem, quiet_mininet,
+                                                clean_before):
+    from topologies import backends
+    with pytest.raises(backends.BackendError) as ei:
+        with dumbbell("3g", backend="userspace", hosts=1) as db:
+            data = json.loads(json.dumps(db._state.data))
+            lk = db.linkems["bottleneck"]
+            os.kill(lk.proc.pid, signal.SIGKILL)
+            lk.proc.wait()
+            db.check()              # a runner's periodic check
+    assert "linkem (bottleneck) died" in str(ei.value)
+    assert any("had died" in p for p in db.problems)
+    assert db.link_stats["links"]["bottleneck"] is None
+    assert_nothing_left(data)
+    assert sysctls() == clean_before
+
+
+def test_emulator_that_never_gets_ready(root, quiet_mininet, clean_before,
+                                        tmp_path, monkeypatch):
+    fake = tmp_path / "linkem"
+    fake.write_text("#!/bin/sh\necho 'linkem: cannot create TAP: "
+                    "Operation not permitted' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("BENCH_BIN", str(tmp_path))
+    from topologies import backends
+    with pytest.raises(backends.BackendError) as ei:
+        with dumbbell("3g", backend="userspace", hosts=1):
+            pass
+    msg = str(ei.value)
+    assert msg == ("linkem (bottleneck) exited with status 1 before it was "
+                   "ready: linkem: cannot create TAP: Operation not "
+                   "permitted")
+    assert state.read_states() == []   # teardown removed the state file
+    assert our_ifaces() == []
+    shells = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
+            continue
+        if cmd.endswith(b"\0mininet:r1\0") or \
+                cmd.endswith(b"\0mininet:mqbs1\0"):
+            shells.append(pid)
+    assert shells == []
+    assert sysctls() == clean_before

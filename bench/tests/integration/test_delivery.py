@@ -187,3 +187,16 @@ def test_hostile_io(bench, transport, qos):
     seq = s.doc["sequence"]
     assert seq["lost"] == 0 and seq["duplicates"] == 0
     assert seq["reordered"] == 0
+
+
+def test_coalescing_sink(bench):
+    """--coalesce (for throughput runs) changes when the sink reads, not
+    what it counts."""
+    lg, s = deliver(bench, qos=0, mqtt="3.1.1",
+                    extra_sink=("--coalesce", "200us"))
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    assert s.doc["config"]["coalesce_us"] == 200.0
+    assert s.doc["messages"]["received"] == CLIENTS * COUNT
+    seq = s.doc["sequence"]
+    assert seq["lost"] == 0 and seq["duplicates"] == 0
+    assert seq["reordered"] == 0

@@ -58,6 +58,8 @@ SINK_BAD = [
     (["--idle-timeout", "1parsec"], "duration"),
     (["--raw-format", "csv"], "--raw-format"),
     (["--raw", "/nonexistent/dir/raw.txt"], "--raw"),
+    (["--coalesce", "lots"], "duration"),
+    (["--coalesce", "2s"], "--coalesce"),
 ]
 
 

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,12 @@ _count = [0]
 def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True,
                           text=True, **kw)
+
+
+def read_line(proc, timeout):
+    """One line of proc's stdout, "" if none comes within timeout s."""
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline() if ready else ""
 
 
 def link_stats(ns, dev):
@@ -96,9 +103,11 @@ class Link:
              "--tap-a", self.tap_a, "--tap-b", self.tap_b,
              "--stats", self.stats_path] + self.args,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        line = self.proc.stdout.readline()
-        assert line == "ready\n", \
-            f"linkem did not get ready: {line!r} {self.proc.stderr.read()}"
+        line = read_line(self.proc, 30)
+        if line != "ready\n":
+            self.proc.kill()
+            err = self.proc.stderr.read()
+            pytest.fail(f"linkem did not get ready: {line!r} {err}")
         sh("ip", "-n", self.ns_a, "link", "set", self.tap_b, "netns",
            self.ns_b)
         for ns, tap, ip in ((self.ns_a, self.tap_a, self.ip_a),
@@ -250,10 +259,11 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
 s.bind((sys.argv[1], int(sys.argv[2])))
 print("bound", flush=True)
 n = 0
+s.settimeout(5.0)          # the first datagram; then stop when idle
 try:
     s.recv(2048)
     n = 1
-    s.settimeout(0.5)      # after the first datagram: stop when idle
+    s.settimeout(0.5)
     while True:
         s.recv(2048)
         n += 1
@@ -279,7 +289,7 @@ def test_bernoulli_loss_end_to_end():
     with Link("--a2b-loss", str(p), "--seed", "7") as L:
         rcv = L.spawn(L.ns_b, sys.executable, "-c", RECEIVER, L.ip_b,
                       str(port))
-        assert rcv.stdout.readline() == "bound\n"
+        assert read_line(rcv, 10) == "bound\n"
         L.in_ns(L.ns_a, sys.executable, "-c", SENDER, L.ip_b, str(port),
                 str(n))
         got = int(rcv.stdout.readline())
@@ -330,7 +340,7 @@ def test_sigkill_removes_taps():
     p = subprocess.Popen([LINKEM, "--tap-a", a, "--tap-b", b],
                          stdout=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline() == "ready\n"
+        assert read_line(p, 30) == "ready\n"
         assert dev_exists(a) and dev_exists(b)
     finally:
         p.kill()
@@ -365,7 +375,7 @@ def test_errors():
     p = subprocess.Popen([LINKEM, "--tap-a", a, "--tap-b", b],
                          stdout=subprocess.PIPE, text=True)
     try:
-        assert p.stdout.readline() == "ready\n"
+        assert read_line(p, 30) == "ready\n"
         rc, err = run("--tap-a", f"mqbt{PID}ec", "--tap-b", a)
         assert rc == 1, (rc, err)
         assert len(err.strip().splitlines()) == 1 and a in err, err
