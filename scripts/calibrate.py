@@ -14,23 +14,27 @@ For each profile, on a 2+2 dumbbell, from l1 across to r1:
         emulator lateness included, and it is unmoved by symmetric jitter.
   loss  UDP at 70 % of the link rate (so only the loss model drops),
         small datagrams to count many of them in at most 20 s, with the
-        queue made 10000 frames deep (the loss model acts before the
-        queue, so this changes nothing measured, but a sender's catch-up
-        burst after a CPU stall cannot become queue drops); the number
-        lost must lie in the central 95 % interval of the loss model for
-        that many frames (exact binomial for Bernoulli).
-  rate  UDP offered at 120 % of the link rate for 6 s; the delivery rate
-        over the steady-state seconds, converted from iperf3's payload to
-        whole Ethernet frames (+ UDP 8, IPv4 20, Ethernet 14 bytes per
-        datagram, as the link counts), within 3 % of the link rate.
-  TCP   iperf3 goodput over 5 s (after 1 s not counted), reported with the
-        link's ceiling for full-size segments; no pass/fail (it depends on
-        the congestion control's answer to the loss).
+        queue made 10000 frames deep (the "deep queue": the loss model
+        acts before the queue, so this changes nothing measured, but a
+        sender's catch-up burst after a CPU stall cannot become queue
+        drops); the number lost must lie in the central 95 % interval of
+        the loss model for that many frames (exact binomial for
+        Bernoulli).
+  rate  UDP offered at 120 % of the link rate for 6 s, with the deep
+        queue too (a sender paused by the CPU for a few ms must not let
+        the link idle: 40 frames are 5 ms at 100 Mbit/s); the delivery
+        rate over the steady-state seconds, converted from iperf3's
+        payload to whole Ethernet frames (+ UDP 8, IPv4 20, Ethernet 14
+        bytes per datagram, as the link counts), within 3 % of the rate.
+  TCP   iperf3 goodput over 5 s (after 1 s not counted) on the profile
+        as it is, queue included, reported with the link's ceiling for
+        full-size segments (1448 of 1514 bytes); no pass/fail: it depends
+        on the congestion control's answer to the loss (the kernel's
+        default is recorded).
 
-RTT and loss run on one topology (with the deep queue), rate and TCP on
-a fresh one with the profile as it is; the emulator's counters of the
-first (linkem's drop counts, timing error) show that only the loss model
-dropped frames in the loss test.
+RTT and loss share one topology, rate and TCP get one each, so the
+emulator's counters (linkem's drops, its timing error) describe each part
+alone; the loss part's show that only the loss model dropped frames.
 
 Writes results/calibration-<timestamp>/calibration.json (everything,
 including raw RTTs and the emulator's statistics) and calibration.md
@@ -88,13 +92,16 @@ def loss_plan(model):
 
 
 def deep_queue(prof):
-    """prof with every queue LOSS_QUEUE frames deep, for the loss test.
+    """prof with every queue LOSS_QUEUE frames deep, for the loss and rate
+    tests.
 
-    The loss model decides before the queue, so the queue's depth changes
-    nothing the loss test measures; but a sender starved of CPU for a few
-    ms (other work on the machine) catches up with a burst, and a shallow
-    queue (20 frames for 3g) would drop part of it: losses the loss model
-    did not make. The rate test runs with the profile's own queue."""
+    The loss model decides before the queue and the transmitter's rate
+    does not depend on the queue's depth, so the depth changes nothing
+    these tests measure. But a sender starved of CPU for a few ms (other
+    work on the machine) pauses, then catches up with a burst: a shallow
+    queue (20 frames for 3g) would drop part of the burst (losses the loss
+    model did not make), or run empty during the pause (idle link time
+    that is not the link's). TCP runs on the profile's own queue."""
     d = {n: dataclasses.replace(prof.direction(n), queue_packets=LOSS_QUEUE,
                                 queue_bytes=None)
          for n in profiles.DIRECTIONS}
@@ -138,9 +145,9 @@ def calibrate(prof, backend, seed, log):
     p_loss = model.loss()
     checks = {}
 
-    # Topology 1: idle-link RTT, then loss below the rate.
-    with dumbbell(deep_queue(prof), backend=backend, hosts=2, seed=seed,
-                  log=log) as db:
+    deep = deep_queue(prof)
+    # Topology 1 (deep queue): idle-link RTT, then loss below the rate.
+    with dumbbell(deep, backend=backend, hosts=2, seed=seed, log=log) as db:
         res["topology"] = db.describe()
         log(f"{prof.name}: backend {db.backend_note}")
         ping = measure.ping(db, "l1", "r1", PING_COUNT, PING_INTERVAL)
@@ -148,14 +155,18 @@ def calibrate(prof, backend, seed, log):
         loss = measure.udp(db, "l1", "r1", frame_bps, payload, seconds)
         db.check()
     res["link_stats_idle_and_loss"] = db.link_stats
-    # Topology 2: saturation, then TCP.
-    with dumbbell(prof, backend=backend, hosts=2, seed=seed,
-                  log=log) as db:
+    # Topology 2 (deep queue): the link saturated.
+    with dumbbell(deep, backend=backend, hosts=2, seed=seed, log=log) as db:
         udp = measure.udp(db, "l1", "r1", RATE_LOAD * rate,
                           rate_payload(rate), RATE_SECONDS)
+        db.check()
+    res["link_stats_rate"] = db.link_stats
+    # Topology 3 (the profile as it is): TCP.
+    with dumbbell(prof, backend=backend, hosts=2, seed=seed, log=log) as db:
+        res["topology_tcp"] = db.describe()
         tcp = measure.tcp(db, "l1", "r1", TCP_SECONDS)
         db.check()
-    res["link_stats_rate_and_tcp"] = db.link_stats
+    res["link_stats_tcp"] = db.link_stats
 
     exp_rtt = model.rtt_ms(ping["frame_bytes"])
     checks["rtt"] = {
@@ -191,9 +202,27 @@ def calibrate(prof, backend, seed, log):
     res["checks"] = checks
     res["emulator"] = {
         "idle_and_loss": _linkem_summary(res["link_stats_idle_and_loss"]),
-        "rate_and_tcp": _linkem_summary(res["link_stats_rate_and_tcp"])}
+        "rate": _linkem_summary(res["link_stats_rate"]),
+        "tcp": _linkem_summary(res["link_stats_tcp"])}
     res["pass"] = all(c["pass"] for c in checks.values() if "pass" in c)
     return res
+
+
+BASELINE_TOML = ('description = "the testbed alone: no delay, no loss, '
+                 '10 Gbit/s"\nrate = "10Gbit"\ndelay = "0ms"\nloss = "0%"\n')
+
+
+def baseline(backend, seed, log):
+    """RTT l1 -> r1 through the same emulator set to do nothing: the part
+    of every measured RTT that is the testbed's own (veths, bridges, the
+    emulator's I/O, wake-ups). Reported, not subtracted."""
+    prof = profiles.parse_profile(BASELINE_TOML, "(calibrate.py)",
+                                  "baseline")
+    with dumbbell(prof, backend=backend, hosts=2, seed=seed,
+                  log=log) as db:
+        ping = measure.ping(db, "l1", "r1", PING_COUNT, PING_INTERVAL)
+    return {k: ping[k] for k in ("min_ms", "median_ms", "p90_ms", "max_ms",
+                                 "received")}
 
 
 def _mark(ok):
@@ -244,6 +273,29 @@ def markdown(doc):
             f"| {c['tcp']['goodput_bps'] / 1e6:.3g} "
             f"({c['tcp']['share'] * 100:.0f}% of ceiling) "
             f"| {'pass' if r['pass'] else '**FAIL**'} |")
+    v = doc.get("versions", {})
+    b = doc.get("baseline")
+    base = (f" The testbed alone (same path, emulator set to no delay and "
+            f"10 Gbit/s) has a median RTT of {b['median_ms']:.3f} ms, "
+            f"included in every measured RTT." if b else "")
+    rows += [
+        "",
+        f"Calibration {doc['started_at']}, kernel {v.get('kernel')}, "
+        f"{v.get('iperf3')}, seed {doc['seed']}; l1 -> r1 on a 2+2 "
+        f"dumbbell. RTT: median of {PING_COUNT} pings of 98-byte frames, "
+        f"expected 2 x delay + the frame's serialisation both ways, "
+        f"tolerance max({tolerance.RTT_ABS_MS:g} ms, "
+        f"{tolerance.RTT_REL * 100:g}%). Rate: UDP at "
+        f"{RATE_LOAD * 100:.0f}% of the rate, delivered whole Ethernet "
+        f"frames per second, tolerance {tolerance.RATE_REL * 100:g}%. "
+        f"Loss: UDP at up to {LOSS_LOAD * 100:.0f}% of the rate, datagrams "
+        f"lost "
+        f"against the central {tolerance.CONFIDENCE * 100:g}% interval of "
+        f"the loss model for n frames. Loss and rate run with a "
+        f"{LOSS_QUEUE}-frame queue, TCP on the profile as it is. TCP: "
+        f"iperf3 goodput, ceiling = rate x 1448/1514 (no pass/fail)." +
+        base,
+    ]
     return "\n".join(rows) + "\n"
 
 
@@ -304,6 +356,12 @@ def main(argv=None):
 
     t0 = time.monotonic()
     failed = False
+    try:
+        doc["baseline"] = baseline(args.backend, args.seed, log)
+    except (TopologyError, backends.BackendError,
+            measure.MeasureError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     for prof in profs:
         t = time.monotonic()
         log(f"{prof.name}: measuring ...")

@@ -164,8 +164,10 @@ def clean_stale(log=print, dry_run=False):
         if data is None:
             log(f"ignoring {path}: not a state file of this version")
             continue
-        if state.run_alive(data):
-            # Only possible if the run lost its lock; leave it alone.
+        if state.run_alive(data) and data["pid"] != os.getpid():
+            # Only possible if the run lost its lock; leave it alone. (Our
+            # own pid: an earlier topology of this process that could not
+            # be torn down completely; we hold the lock, so it is over.)
             log(f"run {data['pid']} is alive; not touching it")
             continue
         log(f"cleaning up after run {data['pid']} (started "

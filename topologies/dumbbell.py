@@ -1,8 +1,8 @@
 """The benchmark's dumbbell: N hosts per side, two switches, one bottleneck.
 
-    l1 ─┐                                      ┌─ r1
+    l1 ─┐                                          ┌─ r1
     l2 ─┼─ mqbs1 ══ bottleneck (profile) ══ mqbs2 ─┼─ r2
-    lN ─┘                                      └─ rN
+    lN ─┘                                          └─ rN
     left hosts 10.0.1.i/16                right hosts 10.0.2.i/16
 
 Switches are Linux bridges (no controller, no Open vSwitch needed); Open
@@ -171,8 +171,14 @@ class Dumbbell:
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         kwargs.setdefault("stdin", subprocess.DEVNULL)
-        p = h.popen(list(argv), preexec_fn=procs.die_with_parent(),
-                    **kwargs)
+        theirs = kwargs.pop("preexec_fn", None)
+        ours = procs.die_with_parent()
+
+        def preexec():
+            ours()
+            if theirs:
+                theirs()
+        p = h.popen(list(argv), preexec_fn=preexec, **kwargs)
         self._procs.append((p, procs.starttime(p.pid)))
         self._state.add_process(p.pid, f"{name}: {argv[0]}")
         return p
@@ -693,8 +699,8 @@ def main(argv=None):
                 print(line, file=sys.stderr)
             env = dict(os.environ, **db.hosts_env())
             for host, command in args.cmd:
-                p = db.popen(host, ["sh", "-c", command], stdout=None,
-                             stderr=None, env=env)
+                p = db.popen(host, ["sh", "-c", command], stdin=None,
+                             stdout=None, stderr=None, env=env)
                 rc = p.wait()
                 db.check()
                 if rc != 0:

@@ -8,6 +8,7 @@ here names a process by (pid, start time in clock ticks since boot, field
 import ctypes
 import os
 import signal
+import threading
 import time
 
 PR_SET_PDEATHSIG = 1
@@ -127,13 +128,18 @@ def die_with_parent(sig=signal.SIGTERM, rt_priority=None):
     from a thread that lives as long as the run, e.g. the main one.)
 
     rt_priority: also ask for SCHED_FIFO at that priority (best effort;
-    check the result with scheduling(pid))."""
+    check the result with scheduling(pid)).
+
+    Outside the main thread the death signal is not armed (the thread's
+    exit would fire it); teardown and cleanup still stop the process."""
     parent = os.getpid()
+    armed = threading.current_thread() is threading.main_thread()
 
     def preexec():
-        _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
-        if os.getppid() != parent:   # the parent died before prctl
-            os._exit(1)
+        if armed:
+            _libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+            if os.getppid() != parent:   # the parent died before prctl
+                os._exit(1)
         if rt_priority:
             try:
                 os.sched_setscheduler(0, os.SCHED_FIFO,

@@ -418,8 +418,8 @@ static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
 {
 	struct flow *f = flow_find(id);
 
-	TRACE("publish done: id %u, QoS %u, reason 0x%02x\n", id, qos,
-	      reason);
+	TRACE("publish done: id %u, QoS %u, reason 0x%02x, %lld ns after "
+	      "the publish\n", id, qos, reason, (long long)(now - t_sent));
 	CHECK(f && f->kind == qos);
 	/* not t_sent <= now: `now` is read once per chunk received, and a
 	 * broker here may ack a publish in the chunk whose parsing issued it */
@@ -565,6 +565,10 @@ static void check_sent(const uint8_t *buf, size_t len)
 			        type, mqtt_strerror((int)r));
 			abort();
 		}
+		TRACE("sent: type %u, %zd bytes, id %u\n", p.type, n,
+		      p.type == MQTT_PUBLISH ? p.u.publish.packet_id
+		      : p.type >= MQTT_PUBACK && p.type <= MQTT_PUBCOMP
+		              ? p.u.ack.packet_id : 0);
 		/* CONNECT first and only once; nothing after DISCONNECT */
 		CHECK((g.sent_pkts == 0) == (p.type == MQTT_CONNECT));
 		if (p.type == MQTT_CONNECT)

@@ -114,8 +114,11 @@ def test_userspace_fidelity_and_teardown(linkem, quiet_mininet,
 
 def test_userspace_access_links(linkem, quiet_mininet, clean_before,
                                 tmp_path):
+    # 10 ms per hop: a path that missed a hop would be 20 ms short, while
+    # the 3 % tolerance (1.8 ms) covers what each userspace hop adds on a
+    # VM (0.1-0.2 ms of wake-up latency per hop and round trip).
     p = tmp_path / "acc.toml"
-    p.write_text('rate = "10Mbit"\ndelay = "2ms"\nloss = "0%"\n'
+    p.write_text('rate = "10Mbit"\ndelay = "10ms"\nloss = "0%"\n'
                  'applies = ["bottleneck", "access"]\n')
     prof = profiles.load_file(p)
     with dumbbell(prof, backend="userspace", hosts=2) as db:
@@ -129,7 +132,7 @@ def test_userspace_access_links(linkem, quiet_mininet, clean_before,
         assert ping["received"] == 20
         assert tolerance.within_rtt(ping["median_ms"], model.rtt_ms(98)), \
             (ping["median_ms"], model.rtt_ms(98))
-        assert tolerance.within_rtt(model.rtt_ms(98), 12.0)   # 3 hops
+        assert tolerance.within_rtt(model.rtt_ms(98), 60.0)   # 3 hops
         r = db.run("l2", ["ping", "-c", "1", "-W", "2", db.ip("r2")])
         assert r.returncode == 0
     assert db.problems == []
