@@ -117,7 +117,7 @@ test-topologies: check-deps
 	  $(SYSPY) -m pytest -q -p no:cacheprovider topologies/tests || true
 
 # ---- running -------------------------------------------------------------
-bench: all
+bench: deps all
 	@scripts/bench.sh
 
 calibrate: all

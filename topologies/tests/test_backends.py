@@ -5,6 +5,7 @@ project's CI machines), so its commands are checked here as data, and its
 live test skips with the reason.
 """
 import math
+import os
 
 import pytest
 
@@ -205,3 +206,51 @@ def test_netem_backend_live(root, quiet_mininet):
         assert tolerance.within_rate(udp["delivered_frame_bps"],
                                      model.rate_bps())
     assert db.link_stats["links"]["bottleneck"]["left_to_right"]["tc"]
+
+
+def test_netem_wiring_with_a_recording_tc(root, quiet_mininet, tmp_path,
+                                          monkeypatch):
+    """The netem backend end to end on this kernel: a stand-in `tc`
+    records what it is asked and where (its network namespace); each
+    direction of each shaped link must be shaped once, where its frames
+    leave, with that direction's parameters."""
+    log = tmp_path / "tc.log"
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "tc").write_text(
+        "#!/bin/sh\n"
+        f'echo "$(readlink /proc/self/ns/net) $*" >> {log}\n'
+        'case "$*" in *show*) echo "[]";; esac\n')
+    (bindir / "tc").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    monkeypatch.setattr(backends, "_probe_cache",
+                        (True, "this kernel has sch_netem"))
+    p = prof('rate = "2Mbit"\ndelay = "3ms"\nloss = "1%"\n'
+             'applies = ["bottleneck", "access"]\n'
+             '[left_to_right]\nrate = "1Mbit"\n')
+    with dumbbell(p, backend="netem", hosts=1) as db:
+        assert db.backend == "netem"
+        ns = {"root": os.readlink("/proc/self/ns/net"),
+              "l1": os.readlink(f"/proc/{db.host('l1').pid}/ns/net"),
+              "r1": os.readlink(f"/proc/{db.host('r1').pid}/ns/net")}
+    l2r = " ".join(backends.netem_args(p.left_to_right))
+    r2l = " ".join(backends.netem_args(p.right_to_left))
+    assert "1000000bit" in l2r and "2000000bit" in r2l
+    want = {
+        (ns["root"], "mqbs1-bn", l2r), (ns["root"], "mqbs2-bn", r2l),
+        (ns["l1"], "l1-eth0", l2r), (ns["root"], "mqbs1-l1", r2l),
+        (ns["root"], "mqbs2-r1", l2r), (ns["r1"], "r1-eth0", r2l),
+    }
+    got = set()
+    for line in log.read_text().splitlines():
+        where, rest = line.split(" ", 1)
+        if rest.startswith("qdisc replace"):
+            dev = rest.split()[3]
+            assert rest.startswith(f"qdisc replace dev {dev} root handle 1: "
+                                   f"netem "), rest
+            got.add((where, dev, rest.split(" netem ", 1)[1]))
+    assert got == want
+    assert len(log.read_text().splitlines()) == 12   # 6 shaped, 6 read back
+    assert db.link_stats["links"]["bottleneck"]["left_to_right"] == \
+        {"interface": "mqbs1-bn", "tc": []}
+    assert db.problems == []

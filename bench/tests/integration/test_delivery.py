@@ -80,8 +80,9 @@ def test_latency_plausible(bench):
     assert tp["first_to_last_s"] > 0
     # connection set-up figures of the sink and the load generator
     c = s.doc["connect"]
-    # (on loopback the TCP connect may complete inside connect(): 0 us)
-    assert 0 <= c["tcp_us"] <= c["transport_us"] <= c["total_us"]
+    # each step is stamped from the clock when it completes, so even on
+    # loopback the TCP connect takes a measurable, non-zero time
+    assert 0 < c["tcp_us"] <= c["transport_us"] <= c["total_us"]
     assert 0 < c["mqtt_us"] <= c["total_us"] < 10e6
     for conn in lg.doc["connections"]:
         assert conn["state"] == "closed"

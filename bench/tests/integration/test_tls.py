@@ -33,6 +33,7 @@ def test_tls_delivery(bench, tls_version, name):
     # the connect time splits into transport (TCP + TLS) and MQTT parts
     for c in lg.doc["connections"]:
         t = c["connect"]
-        assert 0 <= t["tcp_us"] <= t["transport_us"] <= t["total_us"]
+        # the TLS handshake takes real time on top of the TCP connect
+        assert 0 < t["tcp_us"] < t["transport_us"] < t["total_us"]
         assert abs(t["transport_us"] + t["mqtt_us"] - t["total_us"]) < 0.01
         assert t["total_us"] > 0
