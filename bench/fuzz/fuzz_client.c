@@ -13,7 +13,8 @@
  *    handed out is still in use;
  *  - a message reaches on_message with an invalid topic or packet id;
  *  - the engine asks the transport for 0 bytes, or stops making progress
- *    (1000 loop rounds with no I/O and no callback) before it closes;
+ *    (1000 loop rounds with no bytes moved, no first EOF, no callback)
+ *    before it closes;
  *  - after client_free() a watcher, a timer or a connection is left.
  *
  * Input: 7 configuration bytes, then the broker's bytes (missing
@@ -503,6 +504,7 @@ struct fz_conn {
 	struct tr_conn base;
 	int hs_left; /* handshake says TR_AGAIN this many more times */
 	int ready;
+	int eof;     /* EOF returned once: again is no progress */
 };
 
 static int fz_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
@@ -620,7 +622,9 @@ static ssize_t fz_recv(struct tr_conn *c, uint8_t *buf, size_t len,
 		    (client_state(g.c) == CLIENT_CONNECTED ||
 		     client_state(g.c) == CLIENT_CONNECT_SENT))
 			return TR_AGAIN;
-		g.progress++;
+		if (!((struct fz_conn *)c)->eof)
+			g.progress++;
+		((struct fz_conn *)c)->eof = 1;
 		return TR_EOF;
 	}
 	switch (g.cfg.chunk_mode) {
