@@ -5,11 +5,26 @@
  * duplicates and reordering. Writes one JSON document when it ends.
  *
  * Timing: message i of a client is due at connack + i / rate (constant) or
- * after exponential gaps (Poisson, seeded per client). The generator is open
- * loop: when it falls behind (a full window, a full socket) it sends the
- * overdue messages as soon as it can, and the send time stamped into the
- * payload is the time of the actual send, taken just before the publish.
- * Rate 0 means "as fast as the inflight window and the socket allow".
+ * after exponential gaps (Poisson, seeded per client). Due times never move:
+ * a client that falls behind sends its overdue messages back to back as soon
+ * as it can (none is skipped), then follows the schedule again. What holds it
+ * back: at QoS 0 only a full socket and output buffer (open loop as long as
+ * the broker keeps reading); at QoS 1 and 2 also the inflight window (at most
+ * --inflight unacknowledged messages), which closes the loop: when acks come
+ * back slower than the schedule, the offered load drops to window / ack time
+ * whatever --rate says.
+ *
+ * The send time stamped into the payload is the actual send, read just before
+ * the publish, so the sink's one-way latency is transport and broker time
+ * only; the time a message waited for its turn is not in it. That wait is
+ * measured here instead, per message, as the schedule lag (send time minus
+ * due time): histogram "schedule_lag" with the count of messages sent more
+ * than LATE_NS late, next to the configured and the achieved rate. Together
+ * they show when the publisher could not keep up and the latency figures
+ * describe a lighter load than asked.
+ *
+ * Rate 0 means "as fast as the inflight window and the socket allow": there
+ * is no schedule, hence no lag.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -26,12 +41,22 @@
 #include "evloop.h"
 #include "mqtt_codec.h"
 #include "payload.h"
+#include "prng.h"
 #include "report.h"
 #include "stats.h"
 #include "transport.h"
 
-/* Per-connection ack histograms cost 31 KiB each: only for small runs. */
+/*
+ * Per-connection ack histograms cost 31 KiB each: only for small runs, and
+ * allocated at a connection's first ack, so an idle connection has none.
+ */
 #define PER_CONN_HIST_MAX 1000
+/* A message sent more than this after its due time counts as late. */
+#define LATE_NS INT64_C(1000000) /* 1 ms */
+/* The smallest --rate above 0: one message per 1000 s. */
+#define MIN_RATE 0.001
+/* Default publisher ids leave room for this many clients per process. */
+#define DEFAULT_ID_CLIENTS 65536u
 /* Messages one client sends per turn at max rate before yielding. */
 #define MAX_RATE_BURST 256
 #define MAX_PAYLOAD (64u * 1024 * 1024)
@@ -65,11 +90,11 @@ struct pub {
 	uint8_t state; /* enum pub_state */
 	uint8_t send_done, blocked, tls_resumed;
 	uint32_t index, publisher_id;
-	uint64_t target; /* messages to send, UINT64_MAX: no limit */
-	uint64_t sent, bytes, acks, acks_failed;
+	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
+	uint64_t sent, bytes, acks, acks_failed, late;
 	uint64_t ack_min, ack_max;
 	double ack_sum;
-	struct stats_hist *ack_hist; /* NULL unless per-connection hists */
+	struct stats_hist *ack_hist; /* from the first ack; small runs only */
 	int64_t next_at;             /* rate mode: when the next one is due */
 	int64_t t_rate0;             /* rate mode: when the first one was due */
 	uint64_t rng;                /* Poisson gaps */
@@ -123,13 +148,20 @@ struct lg {
 	char *first_err; /* first connection error, for the stderr line */
 
 	long rss_start_kib, rss_connected_kib;
+	uint64_t hist_bytes;           /* per-connection ack histograms */
+	uint64_t hist_bytes_connected; /* ... at the rss_connected reading */
 	int64_t t_all_settled;
 	char tls_version[16], tls_cipher[48];
 
 	struct stats_hist ack_lat, conn_total, conn_transport, conn_mqtt,
-		conn_tcp;
-	uint64_t acks, acks_failed, sent, bytes, publish_errors;
+		conn_tcp, sched_lag;
+	uint64_t acks, acks_failed, sent, bytes, publish_errors, late;
+	uint8_t first_refusal; /* reason of the first refused publish */
 	int64_t t_first_pub, t_last_pub;
+	/* steady state: from t_steady (ramp-up over, every connection up)
+	 * to t_pub_end (the last publisher stopped sending) */
+	int64_t t_steady, t_pub_end;
+	uint64_t steady_sent;
 
 	struct ev_timer start_timer, deadline_timer, drain_timer,
 		final_timer;
@@ -150,8 +182,8 @@ static const char usage[] =
 	"                         {n} by the client's index (default\n"
 	"                         bench/{client})\n"
 	"  --size BYTES           payload size, >= 28 (the header; default 64)\n"
-	"  --rate R               messages/s per client (default 10);\n"
-	"                         0 = as fast as window and socket allow\n"
+	"  --rate R               messages/s per client (default 10; at least\n"
+	"                         0.001); 0 = as fast as window and socket allow\n"
 	"  --arrival constant|poisson  gaps between messages (default constant)\n"
 	"  --seed N               seed of the Poisson gaps (default 1)\n"
 	"  --count N              messages per client\n"
@@ -168,9 +200,24 @@ static const char usage[] =
 	"  --drain DUR            after the last publish, wait up to DUR for\n"
 	"                         acks (default 10s)\n"
 	"  --id-base N            publisher id of client 0; client i gets\n"
-	"                         N + i (default: derived from the pid)\n"
+	"                         N + i (default: (pid mod 65536) * 65536, so at\n"
+	"                         most 65536 clients without it; processes that\n"
+	"                         feed one sink should get disjoint ranges: pids\n"
+	"                         can collide mod 65536)\n"
 	"  --ready-file FILE      create FILE once every connection is up\n"
 	"  --no-per-connection    leave the per-connection list out of the JSON\n"
+	"\n"
+	"Timing: message i of a client is due at its CONNACK + i / rate (or\n"
+	"after Poisson gaps). A client that falls behind sends the overdue\n"
+	"messages back to back, skipping none. At QoS 1/2 the inflight window\n"
+	"closes the loop: at most --inflight messages wait for acks, so slow\n"
+	"acks lower the offered load below --rate. The payload carries the\n"
+	"actual send time: the sink's latency is transport + broker time and\n"
+	"leaves out the time a message waited for its turn. That wait is the\n"
+	"schedule lag (send time - due time), in the JSON as \"schedule_lag\"\n"
+	"with the messages sent over 1 ms late; \"throughput\" sets the\n"
+	"achieved rate after the ramp-up (\"steady_state\") beside the\n"
+	"configured one. Check them before trusting a latency figure.\n"
 	"\n";
 
 enum {
@@ -242,7 +289,16 @@ static int handle_opt(void *ctx, int code, const char *arg)
 		}
 		return 0;
 	case OPT_RATE:
-		return cli_parse_double("--rate", arg, 0.0, 1e7, &o->rate);
+		if (cli_parse_double("--rate", arg, 0.0, 1e7, &o->rate) < 0)
+			return CLI_EBADARG;
+		if (o->rate > 0 && o->rate < MIN_RATE) {
+			cli_error("--rate: %s messages/s is below the smallest "
+			          "rate, %g (one message per %g s); use 0 for "
+			          "as fast as possible", arg, MIN_RATE,
+			          1 / MIN_RATE);
+			return CLI_EBADARG;
+		}
+		return 0;
 	case OPT_ARRIVAL:
 		if (strcmp(arg, "constant") == 0) {
 			o->poisson = 0;
@@ -257,10 +313,11 @@ static int handle_opt(void *ctx, int code, const char *arg)
 	case OPT_SEED:
 		return cli_parse_u64("--seed", arg, 0, UINT64_MAX, &o->seed);
 	case OPT_COUNT:
-		return cli_parse_u64("--count", arg, 1, UINT64_MAX / 2,
+		/* sequence numbers 0 .. count - 1 */
+		return cli_parse_u64("--count", arg, 1, PAYLOAD_SEQ_MAX + 1,
 		                     &o->count);
 	case OPT_TOTAL:
-		return cli_parse_u64("--total", arg, 1, UINT64_MAX / 2,
+		return cli_parse_u64("--total", arg, 1, PAYLOAD_SEQ_MAX + 1,
 		                     &o->total);
 	case OPT_DURATION:
 		return cli_parse_duration("--duration", arg, 1000000,
@@ -378,9 +435,18 @@ static int check_options(struct lg_opts *o)
 		snprintf(def, sizeof(def), "loadgen-%ld", (long)getpid());
 		o->conn.client_id = def;
 	}
+	if (!o->id_base_set && o->clients > DEFAULT_ID_CLIENTS) {
+		/* client 65536 would take the id of client 0 of the process
+		 * whose pid is one more, modulo 65536 */
+		cli_error("--clients %" PRIu32 " needs --id-base: default "
+		          "publisher ids leave room for %u clients per process",
+		          o->clients, DEFAULT_ID_CLIENTS);
+		return CLI_EBADARG;
+	}
 	if (!o->id_base_set)
-		/* distinct across processes feeding one sink, and leaves
-		 * room for 65536 clients per process */
+		/* likely distinct across processes feeding one sink (not
+		 * certain: pids can collide modulo 65536), and leaves room
+		 * for 65536 clients per process */
 		o->id_base = ((uint32_t)getpid() & 0xffffu) << 16;
 	if ((uint64_t)o->id_base + o->clients - 1 > UINT32_MAX) {
 		cli_error("--id-base %" PRIu32 " + --clients %" PRIu32
@@ -431,13 +497,20 @@ static int check_options(struct lg_opts *o)
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static uint64_t splitmix64(uint64_t *s)
+/*
+ * base + gap_ns without overflow: a time beyond any run (EV_NEVER / 2, about
+ * 146 years) when the sum would pass it. The run's end (count, duration,
+ * signal) comes first.
+ */
+static int64_t time_after(int64_t base, double gap_ns)
 {
-	uint64_t z = (*s += UINT64_C(0x9E3779B97F4A7C15));
+	const int64_t far = EV_NEVER / 2;
 
-	z = (z ^ (z >> 30)) * UINT64_C(0xBF58476D1CE4E5B9);
-	z = (z ^ (z >> 27)) * UINT64_C(0x94D049BB133111EB);
-	return z ^ (z >> 31);
+	if (!(gap_ns > 0)) /* NaN too */
+		return base;
+	if (base >= far || gap_ns >= (double)(far - base))
+		return far;
+	return base + (int64_t)gap_ns;
 }
 
 /*
@@ -451,9 +524,9 @@ static int64_t next_due(struct pub *p)
 	double u;
 
 	if (!o->poisson)
-		return p->t_rate0 + (int64_t)((double)p->sent * 1e9 / o->rate);
-	u = (double)(splitmix64(&p->rng) >> 11) / 9007199254740992.0;
-	return p->next_at + (int64_t)(-log1p(-u) / o->rate * 1e9);
+		return time_after(p->t_rate0, (double)p->sent * 1e9 / o->rate);
+	u = prng_unit(&p->rng);
+	return time_after(p->next_at, -log1p(-u) / o->rate * 1e9);
 }
 
 static void note_error(struct lg *lg, struct pub *p, const char *msg)
@@ -478,7 +551,22 @@ static void lg_check_end(struct lg *lg)
 		evloop_stop(lg->loop);
 }
 
-/* Every connection has either come up or failed: the "connected" moment. */
+/*
+ * The "connected" moment: every connection has come up, failed, or will not
+ * start. Reads the memory figure, and begins the steady state once the
+ * ramp-up is over as well.
+ */
+static void lg_all_settled(struct lg *lg)
+{
+	int64_t ramp_end = lg->t0 + (int64_t)lg->o.ramp_ns;
+
+	lg->t_all_settled = evloop_clock_ns();
+	lg->rss_connected_kib = report_rss_kib();
+	lg->hist_bytes_connected = lg->hist_bytes;
+	lg->t_steady = lg->t_all_settled > ramp_end ? lg->t_all_settled
+	                                            : ramp_end;
+}
+
 static void lg_settle_one(struct lg *lg)
 {
 	int rv;
@@ -486,8 +574,7 @@ static void lg_settle_one(struct lg *lg)
 	lg->settled++;
 	if (lg->settled + lg->n_not_started != lg->o.clients)
 		return;
-	lg->t_all_settled = evloop_clock_ns();
-	lg->rss_connected_kib = report_rss_kib();
+	lg_all_settled(lg);
 	if (lg->o.ready_file && lg->n_ok > 0) {
 		rv = cli_write_ready(lg->o.ready_file);
 		if (rv < 0)
@@ -495,21 +582,30 @@ static void lg_settle_one(struct lg *lg)
 	}
 }
 
+/*
+ * Byte counters of p's connection so far. The engine keeps them valid after
+ * a close of any kind (client.h), so on_closed reads the final ones. MQTT
+ * bytes count as sent once written: queued bytes a close dropped are not.
+ */
+static void pub_read_counters(struct pub *p)
+{
+	const struct client_stats *st;
+
+	if (p->cl == NULL)
+		return;
+	st = client_stats(p->cl);
+	p->wire_in = st->wire_in;
+	p->wire_out = st->wire_out;
+	p->mqtt_out = st->bytes_out > st->bytes_unsent
+	                      ? st->bytes_out - st->bytes_unsent
+	                      : 0;
+}
+
 static void pub_close(struct pub *p)
 {
-	struct tr_conn *tc;
-	struct tr_info ti;
-
 	if (p->state != PUB_CONNECTED)
 		return;
 	ev_timer_stop(p->lg->loop, &p->timer);
-	tc = client_transport(p->cl);
-	if (tc != NULL) {
-		tr_get_info(tc, &ti);
-		p->wire_in = ti.wire_in;
-		p->wire_out = ti.wire_out;
-	}
-	p->mqtt_out = client_stats(p->cl)->bytes_out;
 	p->state = PUB_CLOSING;
 	if (client_disconnect(p->cl, 0) < 0) {
 		/* not connected after all: on_closed has been or will be
@@ -539,8 +635,10 @@ static void pub_finish_sending(struct pub *p)
 		return;
 	p->send_done = 1;
 	ev_timer_stop(lg->loop, &p->timer);
-	if (p->state == PUB_CONNECTED && lg->sending > 0)
+	if (p->state == PUB_CONNECTED && lg->sending > 0) {
 		lg->sending--;
+		lg->t_pub_end = evloop_clock_ns();
+	}
 	if (p->state == PUB_CONNECTED &&
 	    (lg->o.conn.qos == 0 || p->acks >= p->sent) && !lg->o.idle)
 		pub_close(p);
@@ -549,12 +647,15 @@ static void pub_finish_sending(struct pub *p)
 
 /* ---- publishing --------------------------------------------------------- */
 
-/* Publish one message now. Returns client_publish()'s result. */
-static int pub_publish_one(struct pub *p)
+/*
+ * Publish one message now; due: when the schedule wanted it sent (0 at max
+ * rate: no schedule). Returns client_publish()'s result.
+ */
+static int pub_publish_one(struct pub *p, int64_t due)
 {
 	struct lg *lg = p->lg;
 	struct payload_header h;
-	int64_t now;
+	int64_t now, lag;
 	int rv;
 
 	h.publisher = p->publisher_id;
@@ -567,6 +668,16 @@ static int pub_publish_one(struct pub *p)
 	                    0, NULL);
 	if (rv < 0)
 		return rv;
+	if (due > 0) {
+		lag = now > due ? now - due : 0;
+		stats_hist_add(&lg->sched_lag, (uint64_t)lag);
+		if (lag > LATE_NS) {
+			p->late++;
+			lg->late++;
+		}
+	}
+	if (lg->t_steady > 0 && now >= lg->t_steady)
+		lg->steady_sent++;
 	if (p->sent == 0)
 		p->t_first_pub = now;
 	p->t_last_pub = now;
@@ -610,7 +721,7 @@ static void pub_pump(struct pub *p)
 			ev_timer_start(lg->loop, &p->timer, now);
 			return;
 		}
-		rv = pub_publish_one(p);
+		rv = pub_publish_one(p, lg->o.rate > 0 ? p->next_at : 0);
 		if (rv == CLIENT_EWINDOW || rv == CLIENT_EBUSY) {
 			p->blocked = 1;
 			return;
@@ -690,27 +801,40 @@ static void on_publish_done(struct client *c, uint16_t packet_id, uint8_t qos,
 {
 	struct pub *p = client_user(c);
 	struct lg *lg = p->lg;
-	uint64_t lat;
+	uint64_t lat, ok;
 
 	(void)packet_id;
 	(void)qos;
-	/* now_ns: the clock read right after the read() that brought the
-	 * ack; t_sent_ns: read when client_publish() was called */
-	lat = now_ns > t_sent_ns ? (uint64_t)(now_ns - t_sent_ns) : 0;
 	p->acks++;
 	lg->acks++;
 	if (reason >= 0x80) {
+		/* refused (v5): counted, kept out of the latency; main()
+		 * turns it into the run's error */
+		if (lg->acks_failed++ == 0)
+			lg->first_refusal = reason;
 		p->acks_failed++;
-		lg->acks_failed++;
+		goto done;
 	}
+	/* now_ns: the clock read right after the read() that brought the
+	 * ack; t_sent_ns: read when client_publish() was called */
+	lat = now_ns > t_sent_ns ? (uint64_t)(now_ns - t_sent_ns) : 0;
 	stats_hist_add(&lg->ack_lat, lat);
+	if (p->ack_hist == NULL && lg->per_conn_hist) {
+		p->ack_hist = malloc(sizeof(*p->ack_hist));
+		if (p->ack_hist != NULL) {
+			stats_hist_init(p->ack_hist);
+			lg->hist_bytes += sizeof(*p->ack_hist);
+		}
+	}
 	if (p->ack_hist)
 		stats_hist_add(p->ack_hist, lat);
-	if (p->acks == 1 || lat < p->ack_min)
+	ok = p->acks - p->acks_failed;
+	if (ok == 1 || lat < p->ack_min)
 		p->ack_min = lat;
 	if (lat > p->ack_max)
 		p->ack_max = lat;
 	p->ack_sum += (double)lat;
+done:
 	if (p->send_done && p->state == PUB_CONNECTED && p->acks >= p->sent)
 		pub_close(p);
 }
@@ -730,6 +854,9 @@ static void on_closed(struct client *c, int err, const char *msg)
 	enum pub_state was = p->state;
 
 	ev_timer_stop(lg->loop, &p->timer);
+	/* final counts, whatever closed it: lost and refused connections
+	 * moved bytes too */
+	pub_read_counters(p);
 	switch (was) {
 	case PUB_CONNECTING:
 		lg->pending--;
@@ -749,8 +876,10 @@ static void on_closed(struct client *c, int err, const char *msg)
 			lg_kick_starter(lg);
 		break;
 	case PUB_CONNECTED:
-		if (!p->send_done && lg->sending > 0)
+		if (!p->send_done && lg->sending > 0) {
 			lg->sending--;
+			lg->t_pub_end = evloop_clock_ns();
+		}
 		p->send_done = 1;
 		p->state = PUB_LOST;
 		lg->n_lost++;
@@ -857,10 +986,8 @@ static void lg_stop(struct lg *lg, const char *reason)
 		lg->n_not_started++;
 	}
 	if (lg->settled + lg->n_not_started == lg->o.clients &&
-	    lg->t_all_settled == 0) {
-		lg->t_all_settled = evloop_clock_ns();
-		lg->rss_connected_kib = report_rss_kib();
-	}
+	    lg->t_all_settled == 0)
+		lg_all_settled(lg);
 	for (i = 0; i < lg->o.clients; i++) {
 		p = &lg->pubs[i];
 		if (p->state == PUB_CONNECTING) {
@@ -935,16 +1062,16 @@ static json_t *config_json(const struct lg *lg)
 	report_set(c, "clients", json_integer(o->clients));
 	report_set(c, "client_id_prefix", json_string(o->conn.client_id));
 	report_set(c, "topic", json_string(o->topic_tmpl));
-	report_set(c, "payload_size", json_integer((json_int_t)o->size));
+	report_set(c, "payload_size", report_u64(o->size));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
 	report_set(c, "rate_per_client", json_real(o->rate));
 	report_set(c, "max_rate", json_boolean(o->rate == 0 && !o->idle));
 	report_set(c, "arrival", json_string(o->poisson ? "poisson"
 	                                                : "constant"));
-	report_set(c, "seed", json_integer((json_int_t)o->seed));
+	report_set(c, "seed", report_u64(o->seed));
 	report_set(c, "count_per_client",
-	           o->count ? json_integer((json_int_t)o->count) : json_null());
-	report_set(c, "total", o->total ? json_integer((json_int_t)o->total)
+	           o->count ? report_u64(o->count) : json_null());
+	report_set(c, "total", o->total ? report_u64(o->total)
 	                                : json_null());
 	report_set(c, "duration_s",
 	           o->duration_ns ? json_real((double)o->duration_ns / 1e9)
@@ -958,17 +1085,11 @@ static json_t *config_json(const struct lg *lg)
 	return c;
 }
 
-static json_t *span(int64_t from, int64_t to)
-{
-	if (from <= 0 || to < from)
-		return json_null();
-	return report_us((uint64_t)(to - from));
-}
-
 static json_t *pub_json(const struct lg *lg, const struct pub *p)
 {
 	json_t *o = json_object(), *ack;
 	char cid[256];
+	uint64_t ok = p->acks - p->acks_failed;
 
 	client_id_of(&lg->o, p->index, cid, sizeof(cid));
 	report_set(o, "index", json_integer(p->index));
@@ -979,55 +1100,142 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	if (p->t_connack) {
 		report_set(o, "connect",
 		           json_pack("{s:o, s:o, s:o, s:o, s:b}", "tcp_us",
-		                     span(p->t_start, p->t_tcp), "transport_us",
-		                     span(p->t_start, p->t_ready), "mqtt_us",
-		                     span(p->t_ready, p->t_connack), "total_us",
-		                     span(p->t_start, p->t_connack),
+		                     report_span_us(p->t_start, p->t_tcp),
+		                     "transport_us",
+		                     report_span_us(p->t_start, p->t_ready),
+		                     "mqtt_us",
+		                     report_span_us(p->t_ready, p->t_connack),
+		                     "total_us",
+		                     report_span_us(p->t_start, p->t_connack),
 		                     "tls_resumed", p->tls_resumed));
-		report_set(o, "connected_at_us", span(lg->t0, p->t_connack));
+		report_set(o, "connected_at_us",
+		           report_span_us(lg->t0, p->t_connack));
 	} else {
 		report_set(o, "connect", json_null());
 	}
-	report_set(o, "sent", json_integer((json_int_t)p->sent));
-	report_set(o, "payload_bytes", json_integer((json_int_t)p->bytes));
-	report_set(o, "mqtt_bytes_out", json_integer((json_int_t)p->mqtt_out));
-	report_set(o, "wire_bytes_out", json_integer((json_int_t)p->wire_out));
-	report_set(o, "wire_bytes_in", json_integer((json_int_t)p->wire_in));
+	report_set(o, "sent", report_u64(p->sent));
+	if (lg->o.rate > 0)
+		report_set(o, "late_messages", report_u64(p->late));
+	report_set(o, "payload_bytes", report_u64(p->bytes));
+	report_set(o, "mqtt_bytes_out", report_u64(p->mqtt_out));
+	report_set(o, "wire_bytes_out", report_u64(p->wire_out));
+	report_set(o, "wire_bytes_in", report_u64(p->wire_in));
 	if (lg->o.conn.qos > 0) {
-		report_set(o, "acks", json_integer((json_int_t)p->acks));
-		report_set(o, "acks_failed",
-		           json_integer((json_int_t)p->acks_failed));
-		report_set(o, "unacked",
-		           json_integer((json_int_t)(p->sent - p->acks)));
+		report_set(o, "acks", report_u64(p->acks));
+		report_set(o, "acks_failed", report_u64(p->acks_failed));
+		report_set(o, "unacked", report_u64(p->sent - p->acks));
+		/* successful acks only: a refusal says nothing of latency */
 		if (p->ack_hist) {
 			ack = report_hist(p->ack_hist, 0);
 		} else {
 			ack = json_object();
-			report_set(ack, "count",
-			           json_integer((json_int_t)p->acks));
+			report_set(ack, "count", report_u64(ok));
 			report_set(ack, "min_us",
-			           p->acks ? report_us(p->ack_min)
-			                   : json_null());
+			           ok ? report_us(p->ack_min) : json_null());
 			report_set(ack, "mean_us",
-			           p->acks ? json_real(p->ack_sum /
-			                               (double)p->acks / 1e3)
-			                   : json_null());
+			           ok ? json_real(p->ack_sum / (double)ok / 1e3)
+			              : json_null());
 			report_set(ack, "max_us",
-			           p->acks ? report_us(p->ack_max)
-			                   : json_null());
+			           ok ? report_us(p->ack_max) : json_null());
 		}
 		report_set(o, "ack_latency", ack);
 	}
-	report_set(o, "publish_span_us", span(p->t_first_pub, p->t_last_pub));
+	report_set(o, "publish_span_us",
+	           report_span_us(p->t_first_pub, p->t_last_pub));
 	report_set(o, "error", p->err ? json_string(p->err) : json_null());
 	return o;
 }
 
+/*
+ * Throughput of the publishers. "messages_per_s": first to last publish of
+ * the whole run, ramp-up included (n messages span n - 1 gaps), the
+ * load generator's own speed. "steady_state": the messages sent from the
+ * moment the ramp-up is over and every connection is up (t_steady) to the
+ * moment the last publisher stopped sending (t_pub_end: the deadline, the
+ * last message of a --count run, the signal), divided by that interval: the
+ * offered load to set beside "configured_messages_per_s" (--rate x
+ * --clients; null at max rate).
+ */
+static json_t *throughput_json(const struct lg *lg)
+{
+	json_t *tp = json_object(), *st = json_null();
+	double secs, steady;
+	int64_t end = lg->t_pub_end > lg->t_last_pub ? lg->t_pub_end
+	                                             : lg->t_last_pub;
+
+	secs = lg->t_last_pub > lg->t_first_pub
+	               ? (double)(lg->t_last_pub - lg->t_first_pub) / 1e9
+	               : 0.0;
+	report_set(tp, "publish_span_s", json_real(secs));
+	report_set(tp, "messages_per_s",
+	           secs > 0 ? json_real((double)(lg->sent - 1) / secs)
+	                    : json_null());
+	report_set(tp, "payload_bytes_per_s",
+	           secs > 0 ? json_real((double)(lg->sent - 1) *
+	                                (double)lg->o.size / secs)
+	                    : json_null());
+	if (lg->t_steady > 0 && lg->steady_sent > 0 && end > lg->t_steady) {
+		steady = (double)(end - lg->t_steady) / 1e9;
+		st = json_object();
+		report_set(st, "start_after_s",
+		           json_real((double)(lg->t_steady - lg->t0) / 1e9));
+		report_set(st, "span_s", json_real(steady));
+		report_set(st, "messages", report_u64(lg->steady_sent));
+		report_set(st, "messages_per_s",
+		           json_real((double)lg->steady_sent / steady));
+		report_set(st, "payload_bytes_per_s",
+		           json_real((double)lg->steady_sent *
+		                     (double)lg->o.size / steady));
+	}
+	report_set(tp, "steady_state", st);
+	report_set(tp, "configured_messages_per_s",
+	           lg->o.rate > 0 && !lg->o.idle
+	                   ? json_real(lg->o.rate * lg->o.clients)
+	                   : json_null());
+	return tp;
+}
+
+/* The schedule lag (see the top of the file); null without a schedule. */
+static json_t *schedule_lag_json(const struct lg *lg)
+{
+	json_t *o;
+
+	if (lg->o.rate == 0 || lg->o.idle)
+		return json_null();
+	o = report_hist(&lg->sched_lag, 1);
+	report_set(o, "late_threshold_us", report_us((uint64_t)LATE_NS));
+	report_set(o, "late_messages", report_u64(lg->late));
+	return o;
+}
+
+static json_t *memory_json(const struct lg *lg)
+{
+	json_t *mem = json_object();
+	long hists_kib = (long)(lg->hist_bytes_connected / 1024);
+
+	report_set(mem, "rss_start_kib", json_integer(lg->rss_start_kib));
+	report_set(mem, "rss_connected_kib",
+	           lg->rss_connected_kib > 0
+	                   ? json_integer(lg->rss_connected_kib)
+	                   : json_null());
+	/* the load generator's own per-connection ack histograms (touched
+	 * in full by stats_hist_init) are bookkeeping of this tool, not a
+	 * cost of the connection: left out of per_connection_kib */
+	report_set(mem, "ack_histograms_kib", json_integer(hists_kib));
+	report_set(mem, "per_connection_kib",
+	           lg->rss_connected_kib > 0 && lg->n_ok > 0
+	                   ? json_real((double)(lg->rss_connected_kib -
+	                                        lg->rss_start_kib -
+	                                        hists_kib) /
+	                               lg->n_ok)
+	                   : json_null());
+	return mem;
+}
+
 static void build_result(struct lg *lg, uint64_t wall_end)
 {
-	json_t *doc = lg->doc, *tot, *conns, *mem, *tp;
+	json_t *doc = lg->doc, *tot, *conns;
 	uint64_t wire_in = 0, wire_out = 0, mqtt_out = 0, unacked = 0;
-	double secs;
 	uint32_t i;
 
 	report_set(doc, "config", config_json(lg));
@@ -1035,6 +1243,12 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	report_set(doc, "end", report_time(wall_end));
 	report_set(doc, "stop_reason", json_string(lg->stop_reason));
 	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		/* still open: the run ended before their close (final timer,
+		 * second signal); count what they moved until now */
+		if (lg->pubs[i].state == PUB_CONNECTING ||
+		    lg->pubs[i].state == PUB_CONNECTED ||
+		    lg->pubs[i].state == PUB_CLOSING)
+			pub_read_counters(&lg->pubs[i]);
 		wire_in += lg->pubs[i].wire_in;
 		wire_out += lg->pubs[i].wire_out;
 		mqtt_out += lg->pubs[i].mqtt_out;
@@ -1048,36 +1262,20 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	report_set(tot, "lost", json_integer(lg->n_lost));
 	report_set(tot, "abandoned", json_integer(lg->n_abandoned));
 	report_set(tot, "not_started", json_integer(lg->n_not_started));
-	report_set(tot, "messages_sent", json_integer((json_int_t)lg->sent));
-	report_set(tot, "payload_bytes_sent",
-	           json_integer((json_int_t)lg->bytes));
-	report_set(tot, "mqtt_bytes_out", json_integer((json_int_t)mqtt_out));
-	report_set(tot, "wire_bytes_out", json_integer((json_int_t)wire_out));
-	report_set(tot, "wire_bytes_in", json_integer((json_int_t)wire_in));
-	report_set(tot, "publish_errors",
-	           json_integer((json_int_t)lg->publish_errors));
+	report_set(tot, "messages_sent", report_u64(lg->sent));
+	report_set(tot, "payload_bytes_sent", report_u64(lg->bytes));
+	report_set(tot, "mqtt_bytes_out", report_u64(mqtt_out));
+	report_set(tot, "wire_bytes_out", report_u64(wire_out));
+	report_set(tot, "wire_bytes_in", report_u64(wire_in));
+	report_set(tot, "publish_errors", report_u64(lg->publish_errors));
 	if (lg->o.conn.qos > 0) {
-		report_set(tot, "acks", json_integer((json_int_t)lg->acks));
-		report_set(tot, "acks_failed",
-		           json_integer((json_int_t)lg->acks_failed));
-		report_set(tot, "unacked", json_integer((json_int_t)unacked));
+		report_set(tot, "acks", report_u64(lg->acks));
+		report_set(tot, "acks_failed", report_u64(lg->acks_failed));
+		report_set(tot, "unacked", report_u64(unacked));
 	}
 	report_set(doc, "totals", tot);
-
-	tp = json_object();
-	secs = lg->t_last_pub > lg->t_first_pub
-	               ? (double)(lg->t_last_pub - lg->t_first_pub) / 1e9
-	               : 0.0;
-	report_set(tp, "publish_span_s", json_real(secs));
-	/* n messages span n - 1 gaps */
-	report_set(tp, "messages_per_s",
-	           secs > 0 ? json_real((double)(lg->sent - 1) / secs)
-	                    : json_null());
-	report_set(tp, "payload_bytes_per_s",
-	           secs > 0 ? json_real((double)(lg->sent - 1) *
-	                                (double)lg->o.size / secs)
-	                    : json_null());
-	report_set(doc, "throughput", tp);
+	report_set(doc, "throughput", throughput_json(lg));
+	report_set(doc, "schedule_lag", schedule_lag_json(lg));
 	if (lg->o.conn.qos > 0)
 		report_set(doc, "ack_latency", report_hist(&lg->ack_lat, 1));
 	report_set(doc, "connect",
@@ -1087,25 +1285,14 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	                     report_hist(&lg->conn_mqtt, 0), "total",
 	                     report_hist(&lg->conn_total, 1),
 	                     "all_connected_after_us",
-	                     span(lg->t0, lg->t_all_settled), "tls_version",
+	                     report_span_us(lg->t0, lg->t_all_settled),
+	                     "tls_version",
 	                     lg->tls_version[0] ? json_string(lg->tls_version)
 	                                        : NULL,
 	                     "tls_cipher",
 	                     lg->tls_cipher[0] ? json_string(lg->tls_cipher)
 	                                       : NULL));
-	mem = json_object();
-	report_set(mem, "rss_start_kib", json_integer(lg->rss_start_kib));
-	report_set(mem, "rss_connected_kib",
-	           lg->rss_connected_kib > 0
-	                   ? json_integer(lg->rss_connected_kib)
-	                   : json_null());
-	report_set(mem, "per_connection_kib",
-	           lg->rss_connected_kib > 0 && lg->n_ok > 0
-	                   ? json_real((double)(lg->rss_connected_kib -
-	                                        lg->rss_start_kib) /
-	                               lg->n_ok)
-	                   : json_null());
-	report_set(doc, "memory", mem);
+	report_set(doc, "memory", memory_json(lg));
 	if (lg->o.per_conn && lg->pubs != NULL) {
 		conns = json_array();
 		for (i = 0; i < lg->o.clients; i++)
@@ -1117,12 +1304,16 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 
 /* ---- main --------------------------------------------------------------- */
 
-static int lg_setup(struct lg *lg)
+/*
+ * Everything a run needs whatever its number of connections: transport
+ * context (TLS credentials), loop, payload buffer, timers, signals. The
+ * memory baseline is read after this, so that per_connection_kib holds only
+ * what grows with the connections.
+ */
+static int lg_setup_run(struct lg *lg)
 {
 	struct tr_config tcfg;
-	uint32_t i;
-	char err[512], cid[256];
-	uint64_t total_left;
+	char err[512];
 	int rv;
 
 	cli_tr_config(&lg->o.conn, &tcfg);
@@ -1133,8 +1324,7 @@ static int lg_setup(struct lg *lg)
 	}
 	lg->loop = evloop_new();
 	lg->payload = calloc(1, (size_t)lg->o.size);
-	lg->pubs = calloc(lg->o.clients, sizeof(*lg->pubs));
-	if (lg->loop == NULL || lg->payload == NULL || lg->pubs == NULL) {
+	if (lg->loop == NULL || lg->payload == NULL) {
 		note_error(lg, NULL, "out of memory");
 		return -1;
 	}
@@ -1149,7 +1339,29 @@ static int lg_setup(struct lg *lg)
 		lg->ccfg.inflight_window = lg->o.inflight;
 	lg->per_conn_hist = lg->o.conn.qos > 0 &&
 	                    lg->o.clients <= PER_CONN_HIST_MAX;
-	total_left = lg->o.total;
+	ev_timer_init(&lg->start_timer, start_timer_cb, lg);
+	ev_timer_init(&lg->deadline_timer, deadline_cb, lg);
+	ev_timer_init(&lg->drain_timer, drain_cb, lg);
+	ev_timer_init(&lg->final_timer, final_cb, lg);
+	ev_io_init(&lg->sig_io, lg->sigfd, signal_cb, lg);
+	if (ev_io_start(lg->loop, &lg->sig_io, EV_READ) < 0) {
+		note_error(lg, NULL, "cannot watch signals");
+		return -1;
+	}
+	return 0;
+}
+
+/* The publishers: what grows with --clients. */
+static int lg_setup_pubs(struct lg *lg)
+{
+	uint32_t i;
+	char cid[256];
+
+	lg->pubs = calloc(lg->o.clients, sizeof(*lg->pubs));
+	if (lg->pubs == NULL) {
+		note_error(lg, NULL, "out of memory");
+		return -1;
+	}
 	for (i = 0; i < lg->o.clients; i++) {
 		struct pub *p = &lg->pubs[i];
 
@@ -1162,10 +1374,8 @@ static int lg_setup(struct lg *lg)
 		else if (lg->o.total)
 			p->target = lg->o.total / lg->o.clients +
 			            (i < lg->o.total % lg->o.clients);
-		else
-			p->target = UINT64_MAX;
-		if (lg->o.total)
-			total_left -= p->target;
+		else /* unbounded; the sink takes larger ones as invalid */
+			p->target = PAYLOAD_SEQ_MAX + 1;
 		client_id_of(&lg->o, i, cid, sizeof(cid));
 		p->topic = expand_topic(lg->o.topic_tmpl, cid, i);
 		if (p->topic == NULL) {
@@ -1173,25 +1383,7 @@ static int lg_setup(struct lg *lg)
 			return -1;
 		}
 		p->topic_len = (uint16_t)strlen(p->topic);
-		if (lg->per_conn_hist) {
-			p->ack_hist = malloc(sizeof(*p->ack_hist));
-			if (p->ack_hist == NULL) {
-				note_error(lg, NULL, "out of memory");
-				return -1;
-			}
-			stats_hist_init(p->ack_hist);
-		}
 		ev_timer_init(&p->timer, pub_timer_cb, p);
-	}
-	(void)total_left; /* 0 by construction */
-	ev_timer_init(&lg->start_timer, start_timer_cb, lg);
-	ev_timer_init(&lg->deadline_timer, deadline_cb, lg);
-	ev_timer_init(&lg->drain_timer, drain_cb, lg);
-	ev_timer_init(&lg->final_timer, final_cb, lg);
-	ev_io_init(&lg->sig_io, lg->sigfd, signal_cb, lg);
-	if (ev_io_start(lg->loop, &lg->sig_io, EV_READ) < 0) {
-		note_error(lg, NULL, "cannot watch signals");
-		return -1;
 	}
 	return 0;
 }
@@ -1254,6 +1446,7 @@ int main(int argc, char **argv)
 	stats_hist_init(&lg->conn_transport);
 	stats_hist_init(&lg->conn_mqtt);
 	stats_hist_init(&lg->conn_tcp);
+	stats_hist_init(&lg->sched_lag);
 	lg->stop_reason = "done";
 	lg->doc = report_new("loadgen");
 	if (lg->doc == NULL) {
@@ -1267,8 +1460,13 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	lg->wall0 = report_wall_ns();
+	if (lg_setup_run(lg) < 0) {
+		lg->stop_reason = "error";
+		status = 1;
+		goto out;
+	}
 	lg->rss_start_kib = report_rss_kib();
-	if (lg_setup(lg) < 0) {
+	if (lg_setup_pubs(lg) < 0) {
 		lg->stop_reason = "error";
 		status = 1;
 		goto out;
@@ -1286,9 +1484,17 @@ int main(int argc, char **argv)
 		status = 1;
 	}
 out:
-	failed = lg->n_failed + lg->n_lost > 0 || lg->first_err != NULL;
+	failed = lg->n_failed + lg->n_lost > 0 || lg->first_err != NULL ||
+	         lg->acks_failed > 0;
 	if (lg->n_failed + lg->n_lost > 0)
 		lg->stop_reason = lg->n_ok == 0 ? "error" : lg->stop_reason;
+	if (lg->acks_failed > 0)
+		report_error(lg->doc, "the broker refused %" PRIu64 " of "
+		             "%" PRIu64 " publishes (first: %s, 0x%02x)",
+		             lg->acks_failed, lg->sent,
+		             client_reason_str(lg->o.conn.mqtt_version,
+		                               lg->first_refusal),
+		             lg->first_refusal);
 	build_result(lg, report_wall_ns());
 	report_set(lg->doc, "status",
 	           json_string(failed || status ? "failed" : "ok"));
@@ -1302,6 +1508,15 @@ out:
 			          skipped ? "; stopped at the first failure" : "");
 		else
 			cli_error("%s", lg->first_err);
+		status = 1;
+	} else if (lg->acks_failed > 0) {
+		/* one line even then; the JSON has the details */
+		cli_error("the broker refused %" PRIu64 " of %" PRIu64
+		          " publishes (first: %s, 0x%02x); they are left out "
+		          "of ack_latency", lg->acks_failed, lg->sent,
+		          client_reason_str(lg->o.conn.mqtt_version,
+		                            lg->first_refusal),
+		          lg->first_refusal);
 		status = 1;
 	}
 	rv = report_write(lg->doc, lg->o.conn.json_path);

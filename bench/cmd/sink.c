@@ -4,7 +4,10 @@
  * and accounts one-way latency (receive time minus the send time stamped by
  * the load generator: both are CLOCK_MONOTONIC of the same kernel), loss,
  * duplicates and reordering per publisher (stats.h), and throughput.
- * Payloads without the header (mosquitto_pub's, say) are counted as foreign.
+ * Payloads without the header (mosquitto_pub's, say) are counted as foreign,
+ * and so are headers no load generator of this run can have written (stats.h).
+ * A subscription the broker grants at a lower QoS than asked for is an error:
+ * the run would measure something else than asked.
  * Writes one JSON document when it ends: at --count messages, after
  * --duration, after --idle-timeout without a message, or on SIGINT/SIGTERM.
  *
@@ -26,6 +29,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "afile.h"
 #include "cli.h"
 #include "client.h"
 #include "evloop.h"
@@ -60,6 +64,7 @@ struct sink_opts {
 	int raw_binary;
 	const char *ready_file;
 	uint64_t coalesce_ns; /* --coalesce, 0: off */
+	int accept_lower_qos; /* --accept-lower-qos */
 };
 
 struct sink {
@@ -79,12 +84,13 @@ struct sink {
 	struct client_connected_info ci; /* .connack not kept */
 	struct tr_info ti;
 	int have_ci;
-	uint8_t granted[MAX_FILTERS];
+	uint8_t granted[MAX_FILTERS]; /* SUBACK codes, n_granted of them */
+	size_t n_granted;
+	int qos_downgraded; /* a filter was granted less than asked for */
 	uint64_t mqtt_in, wire_in, wire_out, qos2_dups;
 
 	struct rx_stats rx;
-	FILE *raw;
-	char *raw_tmp;
+	struct afile raw; /* raw.fp is NULL unless --raw */
 	uint64_t raw_records;
 	int raw_failed;
 
@@ -109,6 +115,9 @@ static const char usage[] =
 	"                         from the first message)\n"
 	"                         (none of these: run until SIGINT/SIGTERM)\n"
 	"  --ready-file FILE      create FILE once subscribed\n"
+	"  --accept-lower-qos     measure even when the broker grants a lower\n"
+	"                         QoS than --qos (default: that is an error,\n"
+	"                         exit 1; granted_qos is in the JSON either way)\n"
 	"  --coalesce DUR         when reads bring more than one message, wait\n"
 	"                         DUR before reading again (e.g. 200us): fewer\n"
 	"                         wake-ups, less broker CPU, more throughput;\n"
@@ -121,13 +130,21 @@ static const char usage[] =
 	"                         'recv_ns publisher seq latency_ns size kind'\n"
 	"                         per message; '-' where a foreign message has\n"
 	"                         no value; kind is first, in_order, gap,\n"
-	"                         reordered, duplicate, too_old, foreign or\n"
-	"                         clock_error\n"
+	"                         reordered, duplicate, too_old, foreign,\n"
+	"                         clock_error or invalid\n"
 	"                         binary: '" RAW_MAGIC "', then 40-byte\n"
 	"                         little-endian records: u64 recv_ns, u64 seq,\n"
 	"                         u64 latency_ns, u32 publisher, u32 size,\n"
 	"                         u8 kind (0 first .. 5 too_old, 6 foreign,\n"
-	"                         7 clock_error), 7 bytes zero\n"
+	"                         7 clock_error, 8 invalid), 7 bytes zero\n"
+	"\n"
+	"Foreign and invalid payloads: a payload without the benchmark header is\n"
+	"foreign. One with the header's magic but values no load generator of\n"
+	"this run can have sent is invalid (counted as foreign as well, and in\n"
+	"messages.invalid): a sequence number above 2^53 - 1, a send time more\n"
+	"than 1 s in the future, or one from before this sink started (not\n"
+	"checked with --persistent: a session may hold older messages). Neither\n"
+	"enters the latency or the sequence figures.\n"
 	"\n";
 
 enum {
@@ -139,6 +156,7 @@ enum {
 	OPT_RAW_FORMAT,
 	OPT_READY,
 	OPT_COALESCE,
+	OPT_ACCEPT_LOWER_QOS,
 };
 
 static const struct option longopts[] = {
@@ -151,15 +169,17 @@ static const struct option longopts[] = {
 	{ "raw-format", required_argument, 0, OPT_RAW_FORMAT },
 	{ "ready-file", required_argument, 0, OPT_READY },
 	{ "coalesce", required_argument, 0, OPT_COALESCE },
+	{ "accept-lower-qos", no_argument, 0, OPT_ACCEPT_LOWER_QOS },
 	{ 0, 0, 0, 0 },
 };
 
 static const char *const kind_names[] = {
 	"first", "in_order", "gap", "reordered", "duplicate", "too_old",
-	"foreign", "clock_error",
+	"foreign", "clock_error", "invalid",
 };
 #define KIND_FOREIGN 6
 #define KIND_CLOCK_ERROR 7
+#define KIND_INVALID 8
 
 static int handle_opt(void *ctx, int code, const char *arg)
 {
@@ -215,6 +235,9 @@ static int handle_opt(void *ctx, int code, const char *arg)
 	case OPT_COALESCE:
 		return cli_parse_duration("--coalesce", arg, 0,
 		                          UINT64_C(100000000), &o->coalesce_ns);
+	case OPT_ACCEPT_LOWER_QOS:
+		o->accept_lower_qos = 1;
+		return 0;
 	default:
 		cli_error("internal: unhandled option %d", code);
 		return CLI_EBADARG;
@@ -239,22 +262,21 @@ static void sink_note_error(struct sink *s, const char *fmt, ...)
 
 /* ---- raw records ------------------------------------------------------- */
 
+/* Open the raw file through afile (atomic, follows links, devices as
+ * they are). 0 or -errno. */
 static int raw_open(struct sink *s)
 {
-	if (asprintf(&s->raw_tmp, "%s.tmp.%ld", s->o.raw_path,
-	             (long)getpid()) < 0) {
-		s->raw_tmp = NULL;
-		return -ENOMEM;
-	}
-	s->raw = fopen(s->raw_tmp, "w");
-	if (s->raw == NULL)
-		return -errno;
+	int rv = afile_open(&s->raw, s->o.raw_path);
+
+	if (rv < 0)
+		return rv;
 	/* a large buffer: one write per MiB, not per message */
-	setvbuf(s->raw, NULL, _IOFBF, 1 << 20);
+	setvbuf(s->raw.fp, NULL, _IOFBF, 1 << 20);
 	if (s->o.raw_binary)
-		fwrite(RAW_MAGIC, 1, 8, s->raw);
+		fwrite(RAW_MAGIC, 1, 8, s->raw.fp);
 	else
-		fputs("# recv_ns publisher seq latency_ns size kind\n", s->raw);
+		fputs("# recv_ns publisher seq latency_ns size kind\n",
+		      s->raw.fp);
 	return 0;
 }
 
@@ -272,9 +294,11 @@ static void raw_write(struct sink *s, uint64_t now, size_t size,
 	unsigned kind;
 	uint8_t rec[40];
 
-	if (s->raw == NULL)
+	if (s->raw.fp == NULL)
 		return;
-	if (!r->bench)
+	if (r->invalid)
+		kind = KIND_INVALID;
+	else if (!r->bench)
 		kind = KIND_FOREIGN;
 	else if (r->clock_error)
 		kind = KIND_CLOCK_ERROR;
@@ -288,13 +312,14 @@ static void raw_write(struct sink *s, uint64_t now, size_t size,
 		put_le(rec + 24, r->bench ? r->publisher : 0, 4);
 		put_le(rec + 28, size > UINT32_MAX ? UINT32_MAX : size, 4);
 		rec[32] = (uint8_t)kind;
-		fwrite(rec, 1, sizeof(rec), s->raw);
+		fwrite(rec, 1, sizeof(rec), s->raw.fp);
 	} else if (r->bench) {
-		fprintf(s->raw, "%" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRIu64
+		fprintf(s->raw.fp, "%" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRIu64
 		        " %zu %s\n", now, r->publisher, r->seq_no,
 		        r->latency_ns, size, kind_names[kind]);
 	} else {
-		fprintf(s->raw, "%" PRIu64 " - - - %zu foreign\n", now, size);
+		fprintf(s->raw.fp, "%" PRIu64 " - - - %zu %s\n", now, size,
+		        kind_names[kind]);
 	}
 	s->raw_records++;
 }
@@ -302,22 +327,9 @@ static void raw_write(struct sink *s, uint64_t now, size_t size,
 /* Flush, sync and rename the raw file into place. 0 or -errno. */
 static int raw_close(struct sink *s)
 {
-	int rv = 0;
-
-	if (s->raw == NULL)
+	if (s->raw.fp == NULL)
 		return 0;
-	if (fflush(s->raw) != 0 || ferror(s->raw))
-		rv = -(errno ? errno : EIO);
-	if (rv == 0 && fsync(fileno(s->raw)) != 0)
-		rv = -errno;
-	if (fclose(s->raw) != 0 && rv == 0)
-		rv = -errno;
-	s->raw = NULL;
-	if (rv == 0 && rename(s->raw_tmp, s->o.raw_path) != 0)
-		rv = -errno;
-	if (rv != 0)
-		unlink(s->raw_tmp);
-	return rv;
+	return afile_commit(&s->raw);
 }
 
 /* ---- run control ------------------------------------------------------- */
@@ -358,23 +370,31 @@ static int run_coalescing(struct sink *s)
 	return rv < 0 ? rv : 0;
 }
 
+/*
+ * Byte counters of the connection so far. The engine keeps them valid after
+ * a close of any kind (client.h): on_closed reads the final ones, and the
+ * result reads them again in case the run ended before the close.
+ */
+static void sink_read_counters(struct sink *s)
+{
+	const struct client_stats *st;
+
+	if (s->cl == NULL)
+		return;
+	st = client_stats(s->cl);
+	s->mqtt_in = st->bytes_in;
+	s->wire_in = st->wire_in;
+	s->wire_out = st->wire_out;
+	s->qos2_dups = st->dup_qos2_in;
+}
+
 static void sink_stop(struct sink *s, const char *reason)
 {
-	struct tr_conn *tc;
-
 	if (s->state == SINK_CLOSING || s->state == SINK_CLOSED)
 		return;
 	s->stop_reason = reason;
 	ev_timer_stop(s->loop, &s->deadline_timer);
 	ev_timer_stop(s->loop, &s->idle_timer);
-	if (s->cl != NULL) {
-		tc = client_transport(s->cl);
-		if (tc != NULL) {
-			tr_get_info(tc, &s->ti);
-			s->wire_in = s->ti.wire_in;
-			s->wire_out = s->ti.wire_out;
-		}
-	}
 	s->state = SINK_CLOSING;
 	if (s->cl == NULL || client_disconnect(s->cl, 0) < 0) {
 		s->state = SINK_CLOSED;
@@ -475,13 +495,27 @@ static void on_subscribed(struct client *c, uint16_t packet_id,
 	 * the SUBACK: then we are already closing */
 	if (s->state != SINK_SUBSCRIBING)
 		return;
-	for (i = 0; i < n && i < s->o.n_filters; i++) {
+	for (i = 0; i < n && i < s->o.n_filters; i++)
 		s->granted[i] = codes[i];
+	s->n_granted = i;
+	for (i = 0; i < s->n_granted; i++) {
 		if (codes[i] >= 0x80) {
 			sink_note_error(s, "the broker refused the subscription "
 			                "to '%s': %s (0x%02x)", s->o.filters[i],
 			                client_reason_str(s->o.conn.mqtt_version,
 			                                  codes[i]),
+			                codes[i]);
+			sink_stop(s, "error");
+			return;
+		}
+		if (codes[i] < s->o.conn.qos)
+			s->qos_downgraded = 1;
+		if (codes[i] < s->o.conn.qos && !s->o.accept_lower_qos) {
+			sink_note_error(s, "the broker granted QoS %u for '%s', "
+			                "not the QoS %u asked for: the run would "
+			                "measure QoS %u (check the broker's "
+			                "max_qos, or pass --accept-lower-qos)",
+			                codes[i], s->o.filters[i], s->o.conn.qos,
 			                codes[i]);
 			sink_stop(s, "error");
 			return;
@@ -531,10 +565,8 @@ static void on_message(struct client *c, const struct mqtt_publish *msg,
 static void on_closed(struct client *c, int err, const char *msg)
 {
 	struct sink *s = client_user(c);
-	const struct client_stats *st = client_stats(c);
 
-	s->mqtt_in = st->bytes_in;
-	s->qos2_dups = st->dup_qos2_in;
+	sink_read_counters(s);
 	if (s->state != SINK_CLOSING || err != 0) {
 		if (s->state == SINK_CONNECTING)
 			sink_note_error(s, "%s", msg);
@@ -569,7 +601,7 @@ static json_t *config_json(const struct sink *s)
 	report_set(c, "connection", cli_conn_json(&o->conn));
 	report_set(c, "client_id", json_string(o->conn.client_id));
 	report_set(c, "filters", f);
-	report_set(c, "count", o->count ? json_integer((json_int_t)o->count)
+	report_set(c, "count", o->count ? report_u64(o->count)
 	                                : json_null());
 	report_set(c, "duration_s",
 	           o->duration_ns ? json_real((double)o->duration_ns / 1e9)
@@ -583,6 +615,9 @@ static json_t *config_json(const struct sink *s)
 	           json_string(o->raw_binary ? "binary" : "text"));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
 	report_set(c, "coalesce_us", report_us(o->coalesce_ns));
+	report_set(c, "accept_lower_qos", json_boolean(o->accept_lower_qos));
+	report_set(c, "not_before_check",
+	           json_boolean(s->rx.not_before_ns != 0));
 	return c;
 }
 
@@ -594,30 +629,30 @@ static json_t *sequence_json(const struct sink *s)
 	size_t i;
 
 	rx_stats_totals(&s->rx, &tot);
-	report_set(o, "publishers", json_integer((json_int_t)tot.publishers));
-	report_set(o, "unique", json_integer((json_int_t)tot.unique));
-	report_set(o, "lost", json_integer((json_int_t)tot.lost));
-	report_set(o, "duplicates", json_integer((json_int_t)tot.duplicates));
-	report_set(o, "reordered", json_integer((json_int_t)tot.reordered));
-	report_set(o, "too_old", json_integer((json_int_t)tot.too_old));
-	report_set(o, "gaps", json_integer((json_int_t)tot.gaps));
+	report_set(o, "publishers", report_u64(tot.publishers));
+	report_set(o, "unique", report_u64(tot.unique));
+	report_set(o, "lost", report_u64(tot.lost));
+	report_set(o, "duplicates", report_u64(tot.duplicates));
+	report_set(o, "reordered", report_u64(tot.reordered));
+	report_set(o, "too_old", report_u64(tot.too_old));
+	report_set(o, "gaps", report_u64(tot.gaps));
 	report_set(o, "window", json_integer(SEQ_WINDOW));
 	for (i = 0; i < s->rx.pubs.n && i < MAX_LISTED_PUBLISHERS; i++) {
 		e = &s->rx.pubs.entries[i];
 		json_array_append_new(
 			list,
-			json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-			          "s:I, s:I}",
+			json_pack("{s:I, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+			          "s:o, s:o}",
 			          "publisher", (json_int_t)e->publisher, "first",
-			          (json_int_t)e->t.first, "highest",
-			          (json_int_t)e->t.highest, "received",
-			          (json_int_t)e->t.received, "unique",
-			          (json_int_t)seq_tracker_unique(&e->t), "lost",
-			          (json_int_t)seq_tracker_lost(&e->t),
-			          "duplicates", (json_int_t)e->t.duplicates,
-			          "reordered", (json_int_t)e->t.reordered,
-			          "too_old", (json_int_t)e->t.too_old, "gaps",
-			          (json_int_t)e->t.gaps));
+			          report_u64(e->t.first), "highest",
+			          report_u64(e->t.highest), "received",
+			          report_u64(e->t.received), "unique",
+			          report_u64(seq_tracker_unique(&e->t)), "lost",
+			          report_u64(seq_tracker_lost(&e->t)),
+			          "duplicates", report_u64(e->t.duplicates),
+			          "reordered", report_u64(e->t.reordered),
+			          "too_old", report_u64(e->t.too_old), "gaps",
+			          report_u64(e->t.gaps)));
 	}
 	report_set(o, "per_publisher", list);
 	report_set(o, "per_publisher_truncated",
@@ -644,10 +679,11 @@ static void build_result(struct sink *s, uint64_t wall_end)
 		json_array_append_new(
 			fl, json_pack("{s:s, s:o}", "filter", s->o.filters[i],
 			              "granted_qos",
-			              s->t_subscribed
+			              i < s->n_granted
 			                      ? json_integer(s->granted[i])
 			                      : json_null()));
 	report_set(sub, "filters", fl);
+	report_set(sub, "qos_downgraded", json_boolean(s->qos_downgraded));
 	report_set(sub, "subscribed_after_us",
 	           s->t_subscribed ? report_us((uint64_t)(s->t_subscribed -
 	                                                  s->t0))
@@ -655,19 +691,16 @@ static void build_result(struct sink *s, uint64_t wall_end)
 	report_set(doc, "subscription", sub);
 
 	m = json_object();
-	report_set(m, "received", json_integer((json_int_t)rx->messages));
-	report_set(m, "bytes", json_integer((json_int_t)rx->bytes));
-	report_set(m, "bench", json_integer((json_int_t)rx->bench_messages));
-	report_set(m, "bench_bytes", json_integer((json_int_t)rx->bench_bytes));
-	report_set(m, "foreign",
-	           json_integer((json_int_t)rx->foreign_messages));
-	report_set(m, "foreign_bytes",
-	           json_integer((json_int_t)rx->foreign_bytes));
-	report_set(m, "bad_version", json_integer((json_int_t)rx->bad_version));
-	report_set(m, "clock_errors",
-	           json_integer((json_int_t)rx->clock_errors));
-	report_set(m, "qos2_duplicates_dropped",
-	           json_integer((json_int_t)s->qos2_dups));
+	report_set(m, "received", report_u64(rx->messages));
+	report_set(m, "bytes", report_u64(rx->bytes));
+	report_set(m, "bench", report_u64(rx->bench_messages));
+	report_set(m, "bench_bytes", report_u64(rx->bench_bytes));
+	report_set(m, "foreign", report_u64(rx->foreign_messages));
+	report_set(m, "foreign_bytes", report_u64(rx->foreign_bytes));
+	report_set(m, "bad_version", report_u64(rx->bad_version));
+	report_set(m, "invalid", report_u64(rx->invalid));
+	report_set(m, "clock_errors", report_u64(rx->clock_errors));
+	report_set(m, "qos2_duplicates_dropped", report_u64(s->qos2_dups));
 	report_set(doc, "messages", m);
 
 	tp = json_object();
@@ -688,13 +721,12 @@ static void build_result(struct sink *s, uint64_t wall_end)
 	report_set(doc, "latency", report_hist(&rx->latency, 1));
 	report_set(doc, "sequence", sequence_json(s));
 	report_set(doc, "transfer",
-	           json_pack("{s:I, s:I, s:I}", "mqtt_bytes_in",
-	                     (json_int_t)s->mqtt_in, "wire_bytes_in",
-	                     (json_int_t)s->wire_in, "wire_bytes_out",
-	                     (json_int_t)s->wire_out));
+	           json_pack("{s:o, s:o, s:o}", "mqtt_bytes_in",
+	                     report_u64(s->mqtt_in), "wire_bytes_in",
+	                     report_u64(s->wire_in), "wire_bytes_out",
+	                     report_u64(s->wire_out)));
 	report_set(doc, "raw_records",
-	           s->o.raw_path ? json_integer((json_int_t)s->raw_records)
-	                         : json_null());
+	           s->o.raw_path ? report_u64(s->raw_records) : json_null());
 	report_set(doc, "resources", report_resources());
 }
 
@@ -767,7 +799,10 @@ int main(int argc, char **argv)
 		snprintf(def_id, sizeof(def_id), "sink-%ld", (long)getpid());
 		s->o.conn.client_id = def_id;
 	}
-	rx_stats_init(&s->rx);
+	/* the process start, near enough: a message stamped before it cannot
+	 * reach a clean session; a persistent one may hold older messages */
+	s->t0 = evloop_clock_ns();
+	rx_stats_init(&s->rx, s->o.conn.clean ? (uint64_t)s->t0 : 0);
 	s->stop_reason = "error";
 	s->doc = report_new("sink");
 	if (s->doc == NULL) {
@@ -778,7 +813,6 @@ int main(int argc, char **argv)
 		cli_error("--raw: cannot create '%s': %s", s->o.raw_path,
 		          strerror(-rv));
 		json_decref(s->doc);
-		free(s->raw_tmp);
 		return 2;
 	}
 	s->sigfd = cli_signalfd();
@@ -788,7 +822,6 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	s->wall0 = report_wall_ns();
-	s->t0 = evloop_clock_ns();
 	if (sink_setup(s) < 0) {
 		status = 1;
 		goto result;
@@ -801,6 +834,7 @@ result:
 	if (s->o.raw_path && (rv = raw_close(s)) < 0)
 		sink_note_error(s, "cannot write the raw file '%s': %s",
 		                s->o.raw_path, strerror(-rv));
+	sink_read_counters(s);
 	build_result(s, report_wall_ns());
 	report_set(s->doc, "status", json_string(s->err ? "failed" : "ok"));
 	if (s->err) {
@@ -814,11 +848,7 @@ result:
 		status = 1;
 	}
 out:
-	if (s->raw) {
-		fclose(s->raw);
-		unlink(s->raw_tmp);
-	}
-	free(s->raw_tmp);
+	afile_abort(&s->raw); /* nothing left to do after raw_close() */
 	free(s->err);
 	client_free(s->cl);
 	if (s->loop)

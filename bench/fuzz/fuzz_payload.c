@@ -4,9 +4,10 @@
  * payloads (sequence tracking per publisher, latency histogram).
  *
  * Input: 8 bytes "now" (big-endian ns), then records of one length byte and
- * that many payload bytes (the last record takes what is left). The whole
- * input is also parsed as one payload, and a parsed header must encode back
- * to the same bytes.
+ * that many payload bytes (the last record takes what is left). The sink's
+ * start (the earliest plausible send time) is now / 2, or 0 (no lower bound)
+ * when now is odd. The whole input is also parsed as one payload, and a
+ * parsed header must encode back to the same bytes.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rx_totals tot;
 	struct rx_result r;
 	uint8_t again[PAYLOAD_HEADER_LEN];
-	uint64_t now = 0, before;
+	uint64_t now = 0, before, not_before;
 	size_t i, n;
 
 	if (payload_parse(data, size, &h) == PAYLOAD_HEADER_LEN) {
@@ -40,7 +41,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		now = now << 8 | data[i];
 	data += 8;
 	size -= 8;
-	rx_stats_init(&rx);
+	not_before = now & 1 ? 0 : now / 2;
+	rx_stats_init(&rx, not_before);
 	while (size > 0) {
 		n = data[0];
 		data++;
@@ -54,12 +56,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (r.bench && r.latency_ns > now)
 			abort();
+		/* nothing implausible gets through, or gets a latency */
+		if (r.bench && (r.invalid || r.seq_no > PAYLOAD_SEQ_MAX ||
+		                r.latency_ns > now - not_before))
+			abort();
 		data += n;
 		size -= n;
 		now += 1000;
 	}
 	rx_stats_totals(&rx, &tot);
 	if (rx.bench_messages + rx.foreign_messages != rx.messages)
+		abort();
+	if (rx.invalid + rx.bad_version > rx.foreign_messages)
+		abort();
+	/* no publisher can lose more than PAYLOAD_SEQ_MAX + 1 messages */
+	if (tot.publishers > 0 &&
+	    tot.lost / tot.publishers > PAYLOAD_SEQ_MAX + 1)
 		abort();
 	if (tot.unique + tot.duplicates != rx.bench_messages)
 		abort();

@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
-#include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include <gnutls/gnutls.h>
 #include <jansson.h>
 
+#include "afile.h"
 #include "mqtt_codec.h"
 #include "report.h"
 #include "transport.h"
@@ -486,25 +486,17 @@ int cli_signalfd(void)
 
 int cli_write_ready(const char *path)
 {
-	char *tmp = NULL;
-	int fd, rv = 0;
+	struct afile af;
+	int rv;
 
-	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
-		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rv = -errno;
-		goto out;
+	rv = afile_open(&af, path);
+	if (rv < 0)
+		return rv;
+	errno = 0;
+	if (fputs("ready\n", af.fp) == EOF) {
+		rv = errno ? -errno : -EIO;
+		afile_abort(&af);
+		return rv;
 	}
-	if (write(fd, "ready\n", 6) != 6)
-		rv = -EIO;
-	if (close(fd) != 0 && rv == 0)
-		rv = -errno;
-	if (rv == 0 && rename(tmp, path) != 0)
-		rv = -errno;
-	if (rv != 0)
-		unlink(tmp);
-out:
-	free(tmp);
-	return rv;
+	return afile_commit(&af);
 }

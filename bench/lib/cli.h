@@ -157,8 +157,10 @@ int cli_raise_nofile(uint64_t need);
 int cli_signalfd(void);
 
 /*
- * Write "ready\n" to path atomically (temp file, rename): tells a test or
- * the runner that the process is connected (and subscribed). 0 or -errno.
+ * Write "ready\n" to path through afile (afile.h: a regular file appears
+ * atomically, a symbolic link is followed, a device or pipe is written to
+ * directly): tells a test or the runner that the process is connected (and
+ * subscribed). 0 or -errno.
  */
 int cli_write_ready(const char *path);
 

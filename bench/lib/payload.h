@@ -10,7 +10,8 @@
  *   5  1  flags, 0 (reserved; a receiver rejects unknown bits)
  *   6  2  reserved, 0
  *   8  4  publisher id
- *  12  8  sequence number, 0 for the publisher's first message
+ *  12  8  sequence number, 0 for the publisher's first message; never above
+ *         PAYLOAD_SEQ_MAX
  *  20  8  send time, CLOCK_MONOTONIC in ns (all hosts of a Mininet topology
  *         share one kernel clock, so the sink's clock is the same clock)
  *  28  .. padding up to the payload size; its content is not checked
@@ -30,6 +31,14 @@
 #define PAYLOAD_MAGIC1 'Q'
 #define PAYLOAD_MAGIC2 'T'
 #define PAYLOAD_MAGIC3 'B'
+
+/*
+ * The largest sequence number a load generator sends: 2^53 - 1, which is 28
+ * years of one publisher at 10 million messages/s, and the largest integer
+ * every JSON reader (most store numbers as doubles) holds exactly. A receiver
+ * treats a larger one as a payload that only looks like ours (see stats.h).
+ */
+#define PAYLOAD_SEQ_MAX ((UINT64_C(1) << 53) - 1)
 
 /* Error codes, all negative. */
 #define PAYLOAD_EFOREIGN -1 /* not a benchmark payload (no magic, too short) */

@@ -4,7 +4,6 @@
 #include "report.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,16 +16,9 @@
 #include <gnutls/gnutls.h>
 #include <ngtcp2/ngtcp2.h>
 
+#include "afile.h"
 #include "client.h"
 #include "transport.h"
-
-uint64_t report_mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 uint64_t report_wall_ns(void)
 {
@@ -60,6 +52,23 @@ json_t *report_time(uint64_t wall_ns)
 json_t *report_us(uint64_t ns)
 {
 	return json_real((double)ns / 1000.0);
+}
+
+json_t *report_span_us(int64_t from, int64_t to)
+{
+	if (from <= 0 || to < from)
+		return json_null();
+	return report_us((uint64_t)(to - from));
+}
+
+_Static_assert(sizeof(json_int_t) == sizeof(int64_t),
+               "jansson's integers are expected to be 64-bit");
+
+json_t *report_u64(uint64_t v)
+{
+	if (v > (uint64_t)INT64_MAX)
+		return json_real((double)v);
+	return json_integer((json_int_t)v);
 }
 
 /* Versions of what produced the figures, and where they were produced. */
@@ -130,7 +139,7 @@ json_t *report_hist(const struct stats_hist *h, int with_buckets)
 
 	if (o == NULL)
 		return NULL;
-	report_set(o, "count", json_integer((json_int_t)h->count));
+	report_set(o, "count", report_u64(h->count));
 	if (h->count) {
 		report_set(o, "min_us", report_us(h->min));
 		report_set(o, "mean_us", json_real(stats_hist_mean(h) / 1e3));
@@ -152,25 +161,18 @@ json_t *report_hist(const struct stats_hist *h, int with_buckets)
 		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 			report_set(o, keys[i], json_null());
 	}
-	report_set(o, "clamped", json_integer((json_int_t)h->clamped));
+	report_set(o, "clamped", report_u64(h->clamped));
 	if (with_buckets) {
 		b = json_array();
 		if (b == NULL)
 			return o;
 		while (stats_hist_next(h, &pos, &v, &n))
 			json_array_append_new(
-				b, json_pack("[I, I]", (json_int_t)v,
-				             (json_int_t)n));
+				b, json_pack("[o, o]", report_u64(v),
+				             report_u64(n)));
 		report_set(o, "buckets", b);
 	}
 	return o;
-}
-
-static json_t *span_us(int64_t from, int64_t to)
-{
-	if (from <= 0 || to < from)
-		return json_null();
-	return report_us((uint64_t)(to - from));
 }
 
 json_t *report_connect(const struct client_connected_info *ci,
@@ -180,11 +182,13 @@ json_t *report_connect(const struct client_connected_info *ci,
 
 	if (o == NULL)
 		return NULL;
-	report_set(o, "tcp_us", span_us(ci->t_start, ci->t_transport_connected));
+	report_set(o, "tcp_us",
+	           report_span_us(ci->t_start, ci->t_transport_connected));
 	report_set(o, "transport_us",
-	           span_us(ci->t_start, ci->t_transport_ready));
-	report_set(o, "mqtt_us", span_us(ci->t_transport_ready, ci->t_connack));
-	report_set(o, "total_us", span_us(ci->t_start, ci->t_connack));
+	           report_span_us(ci->t_start, ci->t_transport_ready));
+	report_set(o, "mqtt_us",
+	           report_span_us(ci->t_transport_ready, ci->t_connack));
+	report_set(o, "total_us", report_span_us(ci->t_start, ci->t_connack));
 	report_set(o, "session_present", json_boolean(ci->session_present));
 	report_set(o, "keepalive_s", json_integer(ci->keepalive));
 	report_set(o, "window", json_integer(ci->window));
@@ -259,9 +263,8 @@ static const size_t JSON_FLAGS = JSON_INDENT(2) | JSON_PRESERVE_ORDER |
 
 int report_write(const json_t *doc, const char *path)
 {
-	char *tmp = NULL;
-	FILE *f = NULL;
-	int fd = -1, rv;
+	struct afile af;
+	int rv;
 
 	if (path == NULL || strcmp(path, "-") == 0) {
 		if (json_dumpf(doc, stdout, JSON_FLAGS) != 0)
@@ -269,45 +272,15 @@ int report_write(const json_t *doc, const char *path)
 		fputc('\n', stdout);
 		return fflush(stdout) == 0 ? 0 : -errno;
 	}
-	/* same directory as the target, so rename() cannot cross devices */
-	if (asprintf(&tmp, "%s.tmp.%ld", path, (long)getpid()) < 0)
-		return -ENOMEM;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rv = -errno;
-		goto fail_free;
-	}
-	f = fdopen(fd, "w");
-	if (f == NULL) {
-		rv = -errno;
-		close(fd);
-		goto fail_unlink;
-	}
-	if (json_dumpf(doc, f, JSON_FLAGS) != 0 || fputc('\n', f) == EOF ||
-	    fflush(f) != 0) {
+	rv = afile_open(&af, path);
+	if (rv < 0)
+		return rv;
+	errno = 0;
+	if (json_dumpf(doc, af.fp, JSON_FLAGS) != 0 ||
+	    fputc('\n', af.fp) == EOF) {
 		rv = errno ? -errno : -EIO;
-		fclose(f);
-		goto fail_unlink;
+		afile_abort(&af);
+		return rv;
 	}
-	if (fsync(fileno(f)) != 0) {
-		rv = -errno;
-		fclose(f);
-		goto fail_unlink;
-	}
-	if (fclose(f) != 0) {
-		rv = -errno;
-		goto fail_unlink;
-	}
-	if (rename(tmp, path) != 0) {
-		rv = -errno;
-		goto fail_unlink;
-	}
-	free(tmp);
-	return 0;
-
-fail_unlink:
-	unlink(tmp);
-fail_free:
-	free(tmp);
-	return rv;
+	return afile_commit(&af);
 }

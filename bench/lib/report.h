@@ -22,8 +22,8 @@
 #define BENCH_VERSION "0.1.0"
 #define REPORT_SCHEMA 1
 
-/* Clocks, in ns. Monotonic for intervals and payload stamps. */
-uint64_t report_mono_ns(void);
+/* Wall clock (CLOCK_REALTIME) in ns, for the documents' timestamps. The
+ * monotonic clock of intervals and payload stamps is evloop_clock_ns(). */
 uint64_t report_wall_ns(void);
 
 /*
@@ -37,6 +37,15 @@ json_t *report_time(uint64_t wall_ns);
 
 /* Microseconds with ns resolution, as a JSON real. */
 json_t *report_us(uint64_t ns);
+
+/* to - from in microseconds; null when from is unset (<= 0) or to < from. */
+json_t *report_span_us(int64_t from, int64_t to);
+
+/*
+ * An unsigned counter as a JSON number, never cast to a negative one: an
+ * integer up to INT64_MAX (jansson's integers are signed), a real above.
+ */
+json_t *report_u64(uint64_t v);
 
 /*
  * Summary of a histogram: count, min/mean/p50/p90/p99/p99_9/max in us,
@@ -75,9 +84,10 @@ void report_set(json_t *obj, const char *key, json_t *value);
 
 /*
  * Write the document (pretty-printed, keys in insertion order) to `path`:
- * NULL or "-" means stdout; otherwise into a temporary file in the same
- * directory which is then fsync'ed and renamed over `path`, so a reader
- * never sees a half-written file. Returns 0 or a negative errno value.
+ * NULL or "-" means stdout; otherwise through afile (afile.h): a regular file
+ * is replaced atomically (a reader never sees half of it), a symbolic link
+ * keeps pointing at the new file, and a device or pipe (/dev/null,
+ * /dev/stdout) is written to directly. Returns 0 or a negative errno value.
  */
 int report_write(const json_t *doc, const char *path);
 

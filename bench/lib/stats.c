@@ -322,9 +322,10 @@ struct seq_tracker *seq_table_get(struct seq_table *tab, uint32_t publisher)
 
 /* ------------------------------------------------------------------------ */
 
-void rx_stats_init(struct rx_stats *rx)
+void rx_stats_init(struct rx_stats *rx, uint64_t not_before_ns)
 {
 	memset(rx, 0, sizeof(*rx));
+	rx->not_before_ns = not_before_ns;
 	stats_hist_init(&rx->latency);
 	seq_table_init(&rx->pubs);
 }
@@ -332,6 +333,20 @@ void rx_stats_init(struct rx_stats *rx)
 void rx_stats_free(struct rx_stats *rx)
 {
 	seq_table_free(&rx->pubs);
+}
+
+/* Could a load generator of this run have sent this header? See stats.h. */
+static int header_plausible(const struct rx_stats *rx,
+                            const struct payload_header *h, uint64_t now_ns)
+{
+	if (h->seq > PAYLOAD_SEQ_MAX)
+		return 0;
+	if (h->send_ns < rx->not_before_ns)
+		return 0;
+	/* written so that it cannot overflow near UINT64_MAX */
+	if (h->send_ns > now_ns && h->send_ns - now_ns > RX_FUTURE_TOLERANCE_NS)
+		return 0;
+	return 1;
 }
 
 int rx_stats_add(struct rx_stats *rx, const uint8_t *payload, size_t len,
@@ -350,7 +365,11 @@ int rx_stats_add(struct rx_stats *rx, const uint8_t *payload, size_t len,
 		rx->first_ns = now_ns;
 	rx->last_ns = now_ns;
 	rv = payload_parse(payload, len, &h);
-	if (rv < 0) {
+	if (rv >= 0 && !header_plausible(rx, &h, now_ns)) {
+		r.invalid = 1;
+		rx->invalid++;
+	}
+	if (rv < 0 || r.invalid) {
 		rx->foreign_messages++;
 		rx->foreign_bytes += len;
 		if (rv == PAYLOAD_EVERSION)
@@ -381,6 +400,11 @@ done:
 	return ret;
 }
 
+static void add_sat(uint64_t *sum, uint64_t v)
+{
+	*sum = *sum > UINT64_MAX - v ? UINT64_MAX : *sum + v;
+}
+
 void rx_stats_totals(const struct rx_stats *rx, struct rx_totals *tot)
 {
 	const struct seq_tracker *t;
@@ -390,11 +414,11 @@ void rx_stats_totals(const struct rx_stats *rx, struct rx_totals *tot)
 	tot->publishers = rx->pubs.n;
 	for (i = 0; i < rx->pubs.n; i++) {
 		t = &rx->pubs.entries[i].t;
-		tot->unique += seq_tracker_unique(t);
-		tot->lost += seq_tracker_lost(t);
-		tot->duplicates += t->duplicates;
-		tot->reordered += t->reordered;
-		tot->too_old += t->too_old;
-		tot->gaps += t->gaps;
+		add_sat(&tot->unique, seq_tracker_unique(t));
+		add_sat(&tot->lost, seq_tracker_lost(t));
+		add_sat(&tot->duplicates, t->duplicates);
+		add_sat(&tot->reordered, t->reordered);
+		add_sat(&tot->too_old, t->too_old);
+		add_sat(&tot->gaps, t->gaps);
 	}
 }

@@ -144,18 +144,35 @@ struct seq_tracker *seq_table_get(struct seq_table *tab, uint32_t publisher);
  * here (not in the sink's main) so that the fuzz target drives the same code
  * with hostile payloads.
  *
- * Every message counts in messages/bytes. A payload with the benchmark
- * header counts in bench_*, feeds the publisher's sequence tracker, and its
- * one-way latency (now - send time) goes into `latency`. Anything else is
- * "foreign" (e.g. from mosquitto_pub): counted, never an error, never in the
- * latency. A header whose send time lies in the future cannot come from the
- * shared clock: it is counted in `clock_errors` and left out of the latency.
+ * Every message counts in messages/bytes. A payload with a plausible
+ * benchmark header counts in bench_*, feeds the publisher's sequence tracker,
+ * and its one-way latency (now - send time) goes into `latency`. Anything
+ * else is "foreign" (e.g. from mosquitto_pub): counted, never an error, never
+ * in the latency, never in the sequence figures. Foreign includes:
+ *
+ *   bad_version  our magic, a version or flags this code does not know
+ *   invalid      our magic and version, values no load generator of this run
+ *                can have sent: a sequence number above PAYLOAD_SEQ_MAX, a
+ *                send time before not_before_ns (the sink's start), or one
+ *                more than RX_FUTURE_TOLERANCE_NS in the future. One such
+ *                stray (say, a mosquitto_pub payload that happens to start
+ *                with the magic) must not invent a publisher with 2^64 lost
+ *                messages or a latency of hours.
+ *
+ * A header whose send time lies in the future by less than the tolerance is
+ * a benchmark message with a clock problem (all hosts of a topology share one
+ * kernel clock, so this should never happen): counted in `clock_errors`,
+ * tracked in the sequence, left out of the latency.
  */
+#define RX_FUTURE_TOLERANCE_NS UINT64_C(1000000000) /* 1 s */
+
 struct rx_stats {
+	uint64_t not_before_ns; /* earliest plausible send time, 0: none */
 	uint64_t messages, bytes;
 	uint64_t bench_messages, bench_bytes;
 	uint64_t foreign_messages, foreign_bytes;
 	uint64_t bad_version; /* foreign ones that carried our magic */
+	uint64_t invalid;     /* foreign ones with an impossible header */
 	uint64_t clock_errors;
 	uint64_t first_ns, last_ns; /* receive times; 0 before the first */
 	struct stats_hist latency;
@@ -164,7 +181,8 @@ struct rx_stats {
 
 /* What rx_stats_add() found, for the caller's raw per-message record. */
 struct rx_result {
-	int bench;            /* 1 with a benchmark header, else 0 */
+	int bench;            /* 1 with a plausible benchmark header, else 0 */
+	int invalid;          /* foreign: the magic, but impossible values */
 	enum seq_kind seq;    /* bench only */
 	uint32_t publisher;   /* bench only */
 	uint64_t seq_no;      /* bench only */
@@ -172,7 +190,12 @@ struct rx_result {
 	int clock_error;      /* bench only: send time in the future */
 };
 
-void rx_stats_init(struct rx_stats *rx);
+/*
+ * not_before_ns: send times before it are invalid; the sink passes the
+ * CLOCK_MONOTONIC time it started at (0 turns the check off, e.g. for a
+ * persistent session that may hold messages from before the start).
+ */
+void rx_stats_init(struct rx_stats *rx, uint64_t not_before_ns);
 void rx_stats_free(struct rx_stats *rx);
 /*
  * Account one payload received at now_ns (CLOCK_MONOTONIC). Returns 0, or
@@ -182,7 +205,7 @@ void rx_stats_free(struct rx_stats *rx);
 int rx_stats_add(struct rx_stats *rx, const uint8_t *payload, size_t len,
                  uint64_t now_ns, struct rx_result *out);
 
-/* Sums over all publishers. */
+/* Sums over all publishers; they saturate at UINT64_MAX instead of wrapping. */
 struct rx_totals {
 	uint64_t publishers, unique, lost, duplicates, reordered, too_old, gaps;
 };

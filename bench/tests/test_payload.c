@@ -127,6 +127,22 @@ static void test_version(void)
 	TT_CHECK(payload_strerror(12345)[0] != '\0');
 }
 
+/*
+ * The sequence bound is 2^53 - 1: the largest integer a double (what most
+ * JSON readers use) holds exactly, so every sequence number a sink reports
+ * reads back unchanged.
+ */
+static void test_seq_max(void)
+{
+	double d = (double)PAYLOAD_SEQ_MAX;
+
+	TT_CHECK(PAYLOAD_SEQ_MAX == UINT64_C(9007199254740991));
+	TT_CHECK((uint64_t)d == PAYLOAD_SEQ_MAX);
+	/* one more is where doubles start to skip integers */
+	TT_CHECK((double)(PAYLOAD_SEQ_MAX + 2) ==
+	         (double)(PAYLOAD_SEQ_MAX + 1));
+}
+
 int main(void)
 {
 	TT_RUN(test_encode_layout);
@@ -136,5 +152,6 @@ int main(void)
 	TT_RUN(test_truncated);
 	TT_RUN(test_foreign);
 	TT_RUN(test_version);
+	TT_RUN(test_seq_max);
 	return TT_DONE();
 }

@@ -7,6 +7,9 @@ temporary directory, on free loopback ports:
   tls      the same, over TLS, with a certificate for 127.0.0.1 and
            "localhost" signed by a CA generated at test time (certtool)
   noanon   TCP with allow_anonymous false: every CONNECT is refused
+  maxqos1  TCP with max_qos 1: a QoS 2 subscription is granted QoS 1
+  readonly TCP with an ACL that allows reading only: every PUBLISH is
+           refused (MQTT 5: PUBACK/PUBREC reason 0x87 "not authorized")
 
 The broker's queues are unlimited (max_inflight_messages 0,
 max_queued_messages 0), so it never drops a message on purpose and any loss
@@ -95,7 +98,11 @@ class Broker:
         self.dir = tempfile.mkdtemp(prefix="bench-mosquitto-")
         self.tcp, self.tls, self.noanon = free_port(), free_port(), \
             free_port()
+        self.maxqos1, self.readonly = free_port(), free_port()
         self.conf = os.path.join(self.dir, "mosquitto.conf")
+        acl = os.path.join(self.dir, "readonly.acl")
+        with open(acl, "w") as f:
+            f.write("topic read #\n")
         self.log = os.path.join(self.dir, "mosquitto.log")
         with open(self.conf, "w") as f:
             f.write(f"""# written by bench/tests/integration/conftest.py
@@ -122,11 +129,20 @@ keyfile {certs['broker_key']}
 
 listener {self.noanon} 127.0.0.1
 allow_anonymous false
+
+listener {self.maxqos1} 127.0.0.1
+allow_anonymous true
+max_qos 1
+
+listener {self.readonly} 127.0.0.1
+allow_anonymous true
+acl_file {acl}
 """)
         self.proc = subprocess.Popen(["mosquitto", "-c", self.conf],
                                      stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL)
-        for port in (self.tcp, self.tls, self.noanon):
+        for port in (self.tcp, self.tls, self.noanon, self.maxqos1,
+                     self.readonly):
             if not wait_listening(port, self.proc):
                 log = self.read_log()
                 self.stop()
@@ -307,7 +323,8 @@ COMMON_KEYS = {
 
 TOOL_KEYS = {
     "loadgen": {"totals": dict, "throughput": dict, "connect": dict,
-                "memory": dict, "connections": list},
+                "memory": dict, "connections": list,
+                "schedule_lag": (dict, type(None))},
     "sink": {"subscription": dict, "messages": dict, "throughput": dict,
              "latency": dict, "sequence": dict, "transfer": dict},
 }
@@ -330,7 +347,7 @@ def check_doc(doc, tool):
     assert doc is not None, "no JSON document written"
     for k, t in list(COMMON_KEYS.items()) + list(TOOL_KEYS[tool].items()):
         assert k in doc, f"{tool}: key {k} missing"
-        assert isinstance(doc[k], t), f"{tool}: {k} is not {t.__name__}"
+        assert isinstance(doc[k], t), f"{tool}: {k} is not {t}"
     assert doc["tool"] == tool
     for k in ("hostname", "kernel", "pid", "versions", "build"):
         assert k in doc["meta"], f"meta.{k} missing"
@@ -357,9 +374,31 @@ def check_doc(doc, tool):
                 assert k in c, f"connections[].{k} missing"
         if conn["qos"] > 0:
             check_hist(doc["ack_latency"], "ack_latency")
+        for k in ("publish_span_s", "messages_per_s", "steady_state",
+                  "configured_messages_per_s"):
+            assert k in doc["throughput"], f"throughput.{k} missing"
+        for k in ("rss_start_kib", "rss_connected_kib", "per_connection_kib",
+                  "ack_histograms_kib"):
+            assert k in doc["memory"], f"memory.{k} missing"
+        # a schedule exists exactly when a rate is set
+        scheduled = doc["config"]["rate_per_client"] > 0 and \
+            not doc["config"]["idle"]
+        assert (doc["schedule_lag"] is not None) == scheduled
+        if scheduled:
+            check_hist(doc["schedule_lag"], "schedule_lag")
+            assert doc["schedule_lag"]["late_threshold_us"] == 1000.0
+            assert 0 <= doc["schedule_lag"]["late_messages"] <= \
+                doc["schedule_lag"]["count"]
+            # every message sent records its lag
+            assert doc["schedule_lag"]["count"] == \
+                doc["totals"]["messages_sent"]
     else:
-        for k in ("received", "bytes", "bench", "foreign", "foreign_bytes"):
+        for k in ("received", "bytes", "bench", "foreign", "foreign_bytes",
+                  "invalid", "bad_version"):
             assert k in doc["messages"], f"messages.{k} missing"
+        m = doc["messages"]
+        assert m["bench"] + m["foreign"] == m["received"]
+        assert m["invalid"] + m["bad_version"] <= m["foreign"]
         check_hist(doc["latency"], "latency")
         assert "buckets" in doc["latency"]
         for k in ("publishers", "lost", "duplicates", "reordered",

@@ -1,9 +1,13 @@
 """How runs start and end: signals, durations, idle connections, ramp-up,
-persistent sessions, and where the document goes."""
+persistent sessions, lost connections, and where the documents go."""
 import json
 import os
 import signal
+import stat
+import subprocess
 import time
+
+from conftest import check_doc
 
 
 def test_sink_sigterm_writes_document(bench):
@@ -131,3 +135,135 @@ def test_json_file_atomic_and_unwritable(bench, tmp_path):
     assert r.rc == 0, r
     assert json.loads(out.read_text())["status"] == "ok"
     assert os.listdir(tmp_path / "sub") == ["lg.json"]
+
+
+def idle_memory(bench, qos, n=500):
+    lg = bench.start("loadgen", *bench.conn_args(), "--idle", "--clients",
+                     n, "--qos", qos, "--no-per-connection")
+    lg.signal(signal.SIGTERM)
+    g = lg.result(timeout=20)
+    assert g.rc == 0, g
+    assert g.doc["totals"]["connected"] == n
+    return g.doc["memory"]
+
+
+def test_idle_memory_does_not_depend_on_qos(bench):
+    """The QoS changes nothing an idle connection holds: the per-connection
+    figure must not carry the load generator's ack histograms (31 KiB
+    each), which only a connection that receives acks gets."""
+    m0 = idle_memory(bench, 0)
+    m1 = idle_memory(bench, 1)
+    assert m0["per_connection_kib"] > 0 and m1["per_connection_kib"] > 0
+    assert abs(m1["per_connection_kib"] - m0["per_connection_kib"]) < 4, \
+        (m0, m1)
+    assert m1["ack_histograms_kib"] == 0
+
+
+def test_byte_counts_of_lost_connections(bench):
+    """Connections the broker drops (a client with the same id takes the
+    session over) still report the bytes they moved."""
+    topic = bench.topic()
+    cid = "lost-" + topic.replace("/", "-")
+    conn = bench.conn_args()
+    sink = bench.start("sink", *conn, "--client-id", cid + "-s", "--topic",
+                       topic)
+    lg = bench.start("loadgen", *conn, "--client-id", cid, "--rate", 200,
+                     "--qos", 1, "--topic", topic)
+    time.sleep(0.2)
+    for c in (cid, cid + "-s"):
+        subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p",
+                        str(bench.broker.tcp), "-i", c, "-t", topic + "/x",
+                        "-E"], capture_output=True, timeout=10, check=True)
+    g = lg.result(timeout=20)
+    s = sink.result(timeout=20)
+    assert g.rc == 1, g
+    assert s.rc == 1, s
+    c = g.doc["connections"][0]
+    assert c["state"] == "lost"
+    assert c["sent"] > 10
+    assert c["wire_bytes_out"] >= c["mqtt_bytes_out"] > c["payload_bytes"]
+    assert c["wire_bytes_in"] > 0
+    assert g.doc["totals"]["wire_bytes_out"] == c["wire_bytes_out"]
+    t = s.doc["transfer"]
+    assert s.doc["messages"]["bytes"] > 0
+    assert t["wire_bytes_in"] >= t["mqtt_bytes_in"] > \
+        s.doc["messages"]["bytes"]
+    assert t["wire_bytes_out"] > 0
+
+
+def test_outputs_to_dev_null(bench):
+    """A device is written to, never replaced by a regular file (as root,
+    a rename over /dev/null would break the machine)."""
+    topic = bench.topic()
+    r = bench.run("loadgen", *bench.conn_args(), "--count", 3, "--rate", 0,
+                  "--topic", topic, "--json", "/dev/null", json_out=False,
+                  timeout=15)
+    assert r.rc == 0, r
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    r = bench.run("sink", *bench.conn_args(), "--topic", topic,
+                  "--duration", "50ms", "--json", "/dev/null", "--raw",
+                  "/dev/null", "--ready-file", "/dev/null", json_out=False,
+                  timeout=15)
+    assert r.rc == 0, r
+    assert r.stdout == ""
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    assert not [n for n in os.listdir("/dev") if n.startswith("null.tmp")]
+
+
+def test_outputs_through_symlinks(bench, tmp_path):
+    """A symbolic link is followed: its target gets the new file, the link
+    stays a link (JSON, raw file and ready file alike)."""
+    links = {}
+    for name in ("lg.json", "sink.json", "raw.txt", "ready"):
+        target = tmp_path / ("real-" + name)
+        target.write_text("old\n")
+        link = tmp_path / name
+        link.symlink_to(target)
+        links[name] = (link, target)
+    topic = bench.topic()
+    sink = bench.start("sink", *bench.conn_args(), "--topic", topic,
+                       "--count", 3, "--raw", links["raw.txt"][0])
+    r = bench.run("loadgen", *bench.conn_args(), "--count", 3, "--rate", 0,
+                  "--topic", topic, "--json", links["lg.json"][0],
+                  "--ready-file", links["ready"][0], json_out=False,
+                  timeout=15)
+    assert r.rc == 0, r
+    s = sink.result()
+    assert s.rc == 0, s
+    # the sink's own document, through a link as well
+    r2 = bench.run("sink", *bench.conn_args(), "--topic", topic,
+                   "--duration", "50ms", "--json", links["sink.json"][0],
+                   json_out=False, timeout=15)
+    assert r2.rc == 0, r2
+    for link, target in links.values():
+        assert link.is_symlink(), link
+        assert os.readlink(link) == str(target)
+        assert stat.S_ISREG(os.lstat(target).st_mode)
+    assert json.loads(links["lg.json"][1].read_text())["tool"] == "loadgen"
+    assert json.loads(links["sink.json"][1].read_text())["tool"] == "sink"
+    assert links["ready"][1].read_text() == "ready\n"
+    raw = links["raw.txt"][1].read_text().splitlines()
+    assert raw[0].startswith("#") and len(raw) == 1 + 3
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_json_to_fifo(bench, tmp_path):
+    """A named pipe (what /dev/stdout is under a shell pipe) is written to
+    directly: the reader gets the document, the pipe stays a pipe."""
+    fifo = tmp_path / "doc.fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        r = bench.run("loadgen", *bench.conn_args(), "--count", 2, "--rate",
+                      0, "--topic", bench.topic(), "--json", fifo,
+                      json_out=False, timeout=15)
+        assert r.rc == 0, r
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+        out, _ = reader.communicate(timeout=10)
+        doc = json.loads(out)
+        check_doc(doc, "loadgen")
+        assert doc["totals"]["messages_sent"] == 2
+    finally:
+        reader.kill()
+        reader.wait()

@@ -12,11 +12,13 @@ COUNT = 400  # per client
 def deliver(bench, *, qos, mqtt, transport="tcp", extra_lg=(),
             extra_sink=(), env=None):
     """Run a sink (idle timeout: it must see everything, duplicates
-    included, not stop at a count) and a loadgen; return both results."""
+    included, not stop at a count; the messages come back to back, so half
+    a second of silence means the end) and a loadgen; return both
+    results."""
     topic = bench.topic()
     conn = bench.conn_args(transport)
     sink = bench.start("sink", *conn, "--qos", qos, "--mqtt", mqtt,
-                       "--topic", topic + "/#", "--idle-timeout", "1",
+                       "--topic", topic + "/#", "--idle-timeout", "500ms",
                        *extra_sink, env=env)
     lg = bench.run("loadgen", *conn, "--qos", qos, "--mqtt", mqtt,
                    "--clients", CLIENTS, "--count", COUNT, "--rate", 0,
@@ -159,7 +161,7 @@ def test_rate_and_duration(bench, arrival):
     """2 clients at 50/s for 1 s: about 100 messages, all delivered."""
     topic = bench.topic()
     sink = bench.start("sink", *bench.conn_args(), "--topic", topic + "/#",
-                       "--idle-timeout", "1")
+                       "--idle-timeout", "500ms")
     lg = bench.run("loadgen", *bench.conn_args(), "--clients", 2, "--rate",
                    50, "--duration", "1s", "--arrival", arrival, "--seed",
                    7, "--qos", 1, "--topic", topic + "/{n}")
@@ -171,6 +173,56 @@ def test_rate_and_duration(bench, arrival):
     assert lg.doc["stop_reason"] == "duration"
     assert s.doc["messages"]["received"] == sent
     assert s.doc["sequence"]["lost"] == 0
+    # the achieved rate beside the configured one; every message's lag
+    check_doc(lg.doc, "loadgen")
+    tp = lg.doc["throughput"]
+    assert tp["configured_messages_per_s"] == 100.0
+    assert lo <= tp["steady_state"]["messages_per_s"] <= hi
+    assert lg.doc["schedule_lag"]["count"] == sent
+
+
+def test_falling_behind_is_visible(bench):
+    """QoS 1 with one message in flight cannot keep up with a million
+    messages/s: the window closes the loop. The schedule lag, the late
+    messages and the achieved rate say so (the sink's latency cannot: it
+    starts at the actual send)."""
+    lg = bench.run("loadgen", *bench.conn_args(), "--qos", 1, "--inflight",
+                   1, "--rate", 1000000, "--duration", "300ms", "--topic",
+                   bench.topic())
+    assert lg.rc == 0, lg
+    check_doc(lg.doc, "loadgen")
+    sent = lg.doc["totals"]["messages_sent"]
+    assert sent > 10
+    lag = lg.doc["schedule_lag"]
+    assert lag["count"] == sent
+    assert lag["late_messages"] > sent / 2
+    assert lg.doc["connections"][0]["late_messages"] == lag["late_messages"]
+    # due times run ahead of the sends all along: by the end far behind
+    assert lag["max_us"] > 100e3
+    assert lag["p50_us"] > 1e3
+    tp = lg.doc["throughput"]
+    assert tp["configured_messages_per_s"] == 1e6
+    assert tp["steady_state"]["messages_per_s"] < 0.5e6
+
+
+def test_steady_state_after_ramp_up(bench):
+    """4 clients at 100/s, started over 600 ms, then 400 ms more: the whole
+    run's rate is diluted by the ramp-up; the steady state (all connected,
+    ramp-up over) is the configured 400/s."""
+    lg = bench.run("loadgen", *bench.conn_args(), "--clients", 4, "--rate",
+                   100, "--ramp-up", "600ms", "--duration", "400ms",
+                   "--topic", bench.topic() + "/{n}")
+    assert lg.rc == 0, lg
+    check_doc(lg.doc, "loadgen")
+    tp = lg.doc["throughput"]
+    st = tp["steady_state"]
+    assert tp["configured_messages_per_s"] == 400.0
+    assert 0.59 < st["start_after_s"] < 0.9
+    assert 0.1 < st["span_s"] <= 0.41
+    assert 340 <= st["messages_per_s"] <= 460
+    # about 310 messages over about 1 s
+    assert tp["messages_per_s"] < 0.9 * st["messages_per_s"]
+    assert st["messages"] < lg.doc["totals"]["messages_sent"]
 
 
 @pytest.mark.parametrize("transport,qos", [("tcp", 2), ("tls", 1)])

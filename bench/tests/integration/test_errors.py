@@ -48,6 +48,13 @@ LOADGEN_BAD = [
     (["--arrival", "poisson", "--rate", "0"], "poisson"),
     (["--idle", "--count", "5"], "--idle"),
     (["--duration", "-1"], "duration"),
+    # below one message per 1000 s: the due times would overflow
+    (["--rate", "1e-10", "--count", "3"], "--rate"),
+    (["--rate", "0.0009"], "--rate"),
+    # sequence numbers stay below 2^53 (the sink's plausibility bound)
+    (["--count", str(2 ** 53 + 1)], "--count"),
+    # default publisher ids leave room for 65536 clients
+    (["--clients", "65537", "--port", str(free_port())], "--id-base"),
 ]
 
 SINK_BAD = [
@@ -164,3 +171,48 @@ def test_tls_to_plain_listener(bench):
                   "--count", 1, "--connect-timeout", "3s", timeout=20)
     assert r.rc == 1, r
     one_line(r)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_refused_publishes(bench, qos):
+    """MQTT 5 broker refuses every PUBLISH (ACL: read only): PUBACK/PUBREC
+    reason 0x87. Counted, kept out of the ack latency, the run failed.
+    One message per connection: Mosquitto 2.0.11 with max_queued_messages
+    0 resets the connection at a client's second refused QoS 1/2 publish."""
+    r = bench.run("loadgen", "--port", bench.broker.readonly, "--mqtt", "5",
+                  "--qos", qos, "--clients", 3, "--count", 1, "--rate", 0,
+                  "--topic", bench.topic() + "/{n}", timeout=20)
+    assert r.rc == 1, r
+    one_line(r, "refused 3 of 3 publishes", "not authorized", "0x87")
+    check_doc(r.doc, "loadgen")
+    assert r.doc["status"] == "failed"
+    t = r.doc["totals"]
+    assert t["messages_sent"] == 3 and t["connected"] == 3
+    assert t["acks"] == 3 and t["acks_failed"] == 3 and t["unacked"] == 0
+    assert r.doc["ack_latency"]["count"] == 0
+    for c in r.doc["connections"]:
+        assert c["state"] == "closed"
+        assert c["acks_failed"] == 1 and c["ack_latency"]["count"] == 0
+    assert any("refused" in e["message"] for e in r.doc["errors"])
+
+
+def test_sink_lower_granted_qos(bench):
+    """The broker grants QoS 1 for a QoS 2 subscription (max_qos 1): the
+    run would measure QoS 1, so the sink fails unless told to accept it."""
+    args = ["--port", bench.broker.maxqos1, "--qos", 2, "--topic",
+            bench.topic(), "--duration", "100ms"]
+    r = bench.run("sink", *args, timeout=20)
+    assert r.rc == 1, r
+    one_line(r, "granted qos 1", "qos 2", "--accept-lower-qos")
+    check_doc(r.doc, "sink")
+    assert r.doc["status"] == "failed"
+    assert r.doc["stop_reason"] == "error"
+    sub = r.doc["subscription"]
+    assert sub["filters"][0]["granted_qos"] == 1
+    assert sub["qos_downgraded"] is True
+    r = bench.run("sink", *args, "--accept-lower-qos", timeout=20)
+    assert r.rc == 0, r
+    assert r.doc["status"] == "ok" and r.doc["stop_reason"] == "duration"
+    assert r.doc["subscription"]["filters"][0]["granted_qos"] == 1
+    assert r.doc["subscription"]["qos_downgraded"] is True
+    assert r.doc["config"]["accept_lower_qos"] is True

@@ -85,18 +85,31 @@ def test_sink_counts_mosquitto_pub(bench, tmp_path):
          "-t", topic + "/odd", "-q", "1", "-f", str(odd)],
         capture_output=True, timeout=30)
     assert pub2.returncode == 0, pub2.stderr
+    # a stray that carries the magic and version, but a header no load
+    # generator writes: sequence 2^64 - 1, send time 1 ns after boot. It
+    # once made the loss -2 and the latency max the machine's uptime.
+    stray = tmp_path / "stray.bin"
+    stray.write_bytes(b"MQTB\x01\x00\x00\x00" + (7).to_bytes(4, "big") +
+                      b"\xff" * 8 + (1).to_bytes(8, "big"))
+    pub3 = subprocess.run(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(bench.broker.tcp),
+         "-t", topic + "/stray", "-q", "1", "-f", str(stray)],
+        capture_output=True, timeout=30)
+    assert pub3.returncode == 0, pub3.stderr
     lg = bench.run("loadgen", *bench.conn_args(), "--count", 40, "--rate",
                    0, "--qos", 1, "--topic", topic + "/lg")
     assert lg.rc == 0, lg
     s = sink.result()
     assert s.rc == 0, s
     m = s.doc["messages"]
-    assert m["foreign"] == len(lines) + 1
-    assert m["foreign_bytes"] == sum(len(l) for l in lines) + 45
+    assert m["foreign"] == len(lines) + 2
+    assert m["foreign_bytes"] == sum(len(l) for l in lines) + 45 + 28
     assert m["bad_version"] == 1
+    assert m["invalid"] == 1
     assert m["bench"] == 40
-    assert m["received"] == len(lines) + 1 + 40
+    assert m["received"] == len(lines) + 2 + 40
     assert s.doc["latency"]["count"] == 40
+    assert s.doc["latency"]["max_us"] < 10e6
     assert s.doc["sequence"]["publishers"] == 1
     assert s.doc["sequence"]["lost"] == 0
     assert s.doc["status"] == "ok" and s.doc["errors"] == []
