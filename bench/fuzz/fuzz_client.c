@@ -7,11 +7,21 @@
  * leaks and UBSan, these break the run (abort with a message):
  *  - the engine sends bytes a server could not decode, anything before its
  *    CONNECT or after its DISCONNECT, or a second CONNECT;
+ *  - the engine sends a PUBREL with a success code for an id the broker
+ *    never acknowledged with a successful PUBREC (a failed v5 PUBREC ends
+ *    the flow; an unknown id gets PUBREL 0x92 in v5); to know, the broker's
+ *    bytes are framed and decoded here as the engine receives them;
+ *  - the engine holds more heap than our maximum packet size plus 64 KiB
+ *    (a claimed length must not make it reserve more than it accepts);
+ *  - in on_closed, client_stats() disagrees with the bytes the fake moved
+ *    (wire bytes, and MQTT bytes written = queued - unsent);
  *  - a completion callback names a flow we did not start or has the wrong
  *    kind, client_inflight() disagrees with the publish flows we count,
  *    CONNACK's resent/dropped counts disagree with them, or a packet id
  *    handed out is still in use;
- *  - a message reaches on_message with an invalid topic or packet id;
+ *  - a message reaches on_message with an invalid topic or packet id, or
+ *    with a Topic Alias (we allow none);
+ *  - on_publish_done reports an ack time before the publish time;
  *  - the engine asks the transport for 0 bytes, or stops making progress
  *    (1000 loop rounds with no bytes moved, no first EOF, no callback)
  *    before it closes;
@@ -24,9 +34,8 @@
  *       with would-block; bit 4 hostile sends (partial, would-block,
  *       shutdown would-block); bit 5 graceful end (client_disconnect when
  *       the input is used up, then EOF) instead of a bare EOF;
- *       bits 6-7 our maximum packet size: 1 MiB, 4096, 64, 16 bytes (not
- *       0, the spec's 256 MiB: a claimed length makes the engine allocate
- *       up to 512 MiB, about a second per run under ASan)
+ *       bits 6-7 our maximum packet size: the engine's default (1 MiB),
+ *       4096, 64, 16 bytes
  *   [1] four 2-bit operations, issued in turn (wrapping) at every CONNACK:
  *       publish QoS 0, 1, 2, or (un)subscribe (subscribe at even turns)
  *   [2] seed of the chunking and fault generator
@@ -66,6 +75,8 @@
 
 #define HDR_LEN 7
 #define SENT_MAX 8192      /* the engine's partial output we are framing */
+#define RECV_MAX 8192      /* the broker's partial output we are framing */
+#define HEAP_SLACK 65536   /* engine heap allowed beyond the packet limit */
 #define FLOW_MAX 128       /* flows outstanding, bounded by ISSUE_BUDGET */
 #define ISSUE_BUDGET 96    /* operations we start per run */
 #define MAX_IDLE_ROUNDS 1000
@@ -145,6 +156,16 @@ static struct {
 	unsigned sent_pkts;
 	int sent_disconnect;
 	int bye; /* graceful end: client_disconnect called */
+	uint64_t sent_total; /* bytes the fake took, every connection */
+	/* the current connection's input, framed and decoded as we hand it
+	 * over; rx_dead: a packet we could not follow (too long for rx[], or
+	 * malformed) ends, for the rest of the run, the checks that need to
+	 * know every PUBREC (a PUBREL may be resent in a later connection) */
+	uint8_t rx[RECV_MAX];
+	size_t rx_len;
+	int rx_dead;
+	/* ids the broker acked with a successful PUBREC, in any connection */
+	uint8_t pubrec_ok[65536 / 8];
 	struct flow flows[FLOW_MAX];
 	unsigned n_flows, n_pub;
 } g;
@@ -406,6 +427,7 @@ static void on_message(struct client *c, const struct mqtt_publish *m,
 	(void)now;
 	CHECK(m->qos <= 2);
 	CHECK((m->packet_id != 0) == (m->qos != 0));
+	CHECK(!(m->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)));
 	CHECK(mqtt_valid_topic_name(m->topic.data, m->topic.len) == 0);
 	touch(m->payload.data, m->payload.len);
 	touch_props(&m->props);
@@ -425,9 +447,9 @@ static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
 	TRACE("publish done: id %u, QoS %u, reason 0x%02x, %lld ns after "
 	      "the publish\n", id, qos, reason, (long long)(now - t_sent));
 	CHECK(f && f->kind == qos);
-	/* not t_sent <= now: `now` is read once per chunk received, and a
-	 * broker here may ack a publish in the chunk whose parsing issued it */
-	CHECK(t_sent > 0 && now > 0);
+	/* also when the ack came in the read whose CONNACK or message made
+	 * a callback issue the publish */
+	CHECK(t_sent > 0 && now >= t_sent);
 	flow_del(f);
 	CHECK(client_inflight(c) == g.n_pub);
 	if (act(c, 0))
@@ -481,6 +503,14 @@ static void on_closed(struct client *c, int err, const char *msg)
 	 * flows too unless the session persists */
 	flow_drop(!g.cfg.persistent);
 	CHECK(client_inflight(c) == g.n_pub);
+	{
+		const struct client_stats *st = client_stats(c);
+
+		CHECK(st->wire_in == g.in_off);
+		CHECK(st->wire_out == g.sent_total);
+		CHECK(st->bytes_out - st->bytes_unsent == g.sent_total);
+		CHECK(st->bytes_in <= st->wire_in);
+	}
 	TRACE("closed: %d %s\n", err, msg);
 	if (act(c, 1))
 		return;
@@ -530,6 +560,7 @@ static int fz_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
 	g.sent_pkts = 0;
 	g.sent_disconnect = 0;
 	g.bye = 0;
+	g.rx_len = 0;
 	*out = &f->base;
 	return 0;
 }
@@ -580,9 +611,54 @@ static void check_sent(const uint8_t *buf, size_t len)
 			CHECK(p.u.connect.version == g.cfg.version);
 		CHECK(!g.sent_disconnect);
 		g.sent_disconnect = p.type == MQTT_DISCONNECT;
+		if (p.type == MQTT_PUBREL) {
+			uint16_t id = p.u.ack.packet_id;
+
+			if (p.u.ack.reason == 0x92)
+				CHECK(g.cfg.version == MQTT_V5);
+			else
+				CHECK(p.u.ack.reason == 0 &&
+				      (g.rx_dead ||
+				       (g.pubrec_ok[id / 8] >> (id % 8) & 1)));
+		}
 		g.sent_pkts++;
 		g.sent_len -= (size_t)n;
 		memmove(g.sent, g.sent + n, g.sent_len);
+	}
+}
+
+/* Frame and decode, as the engine should, what the broker sent; note the
+ * successful PUBRECs. */
+static void track_recv(const uint8_t *buf, size_t len)
+{
+	if (g.rx_dead)
+		return;
+	if (g.rx_len + len > sizeof(g.rx)) {
+		g.rx_dead = 1;
+		return;
+	}
+	memcpy(g.rx + g.rx_len, buf, len);
+	g.rx_len += len;
+	for (;;) {
+		struct mqtt_packet p;
+		ssize_t n = mqtt_frame(g.rx, g.rx_len, 0, NULL, NULL), r;
+
+		if (n == MQTT_ENEEDMORE)
+			break;
+		if (n < 0) {
+			g.rx_dead = 1;
+			return;
+		}
+		r = mqtt_decode(g.rx, (size_t)n, g.cfg.version, 0, &p);
+		if (r != n) {
+			g.rx_dead = 1;
+			return;
+		}
+		if (p.type == MQTT_PUBREC && p.u.ack.reason < 0x80)
+			g.pubrec_ok[p.u.ack.packet_id / 8] |=
+				(uint8_t)(1u << (p.u.ack.packet_id % 8));
+		g.rx_len -= (size_t)n;
+		memmove(g.rx, g.rx + n, g.rx_len);
 	}
 }
 
@@ -603,6 +679,8 @@ static ssize_t fz_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	}
 	check_sent(buf, len);
 	g.progress++;
+	g.sent_total += len;
+	c->wire_out += len;
 	return (ssize_t)len;
 }
 
@@ -651,7 +729,9 @@ static ssize_t fz_recv(struct tr_conn *c, uint8_t *buf, size_t len,
 	if (n > len)
 		n = len;
 	memcpy(buf, g.in + g.in_off, n);
+	track_recv(buf, n);
 	g.in_off += n;
+	c->wire_in += n;
 	g.progress++;
 	return (ssize_t)n;
 }
@@ -694,7 +774,8 @@ static const struct transport_ops fz_ops = {
 
 static void parse_cfg(const uint8_t *data, size_t size)
 {
-	static const uint32_t max_packet[4] = { 1u << 20, 4096, 64, 16 };
+	/* 0: leave the engine's default */
+	static const uint32_t max_packet[4] = { 0, 4096, 64, 16 };
 	uint8_t h[HDR_LEN] = { 0 };
 	struct fz_cfg *f = &g.cfg;
 
@@ -764,7 +845,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cc.clean_start = 0;
 		cc.session_expiry = 300;
 	}
-	cc.max_packet_size = g.cfg.max_packet;
+	if (g.cfg.max_packet)
+		cc.max_packet_size = g.cfg.max_packet;
+	g.cfg.max_packet = cc.max_packet_size;
+	CHECK(g.cfg.max_packet > 0);
 	cc.inflight_window = g.cfg.small_window ? 2 : 20;
 	if (g.cfg.receive_max && g.cfg.version == MQTT_V5)
 		cc.receive_max = 4;
@@ -793,6 +877,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			enum client_state s = client_state(g.c);
 
 			CHECK(client_inflight(g.c) == g.n_pub);
+			CHECK(client_heap_bytes(g.c) <=
+			      g.cfg.max_packet + HEAP_SLACK);
 			if (g.cfg.graceful_end && g.in_off == g.in_len &&
 			    !g.bye && (s == CLIENT_CONNECTED ||
 			               s == CLIENT_CONNECT_SENT)) {

@@ -9,10 +9,19 @@
  * client, so after each one the engine checks alive(): the client was not
  * freed, not closed, not reconnected (c->gen counts connections).
  *
- * Receiving: bytes are read into a per-thread scratch buffer and packets are
- * framed and decoded in place; only the tail of a partial packet is copied
- * to the client's own buffer (c->in), which later reads extend until the
- * packet is whole. An idle client holds no input buffer.
+ * Receiving: every read goes into a per-thread 64 KiB scratch buffer, and
+ * packets are framed and decoded in place, so one system call brings as
+ * many packets as are waiting. Only a packet that spans reads is copied to
+ * the client's own buffer (c->in), allocated at its exact size once its
+ * fixed header is complete, and completed from the scratch buffer of the
+ * following reads (or read into directly when what is missing is at least
+ * the scratch buffer's size, which then could hold nothing else). An idle
+ * client holds no input buffer.
+ *
+ * Receive time: `now` handed to on_message and on_publish_done is read once
+ * per read, and again after any application callback (c->ncb counts them):
+ * a callback may publish, stamping t_sent from the same clock, and a later
+ * ack from the same read must not look older than that publish.
  *
  * Sending: packets are encoded into c->out and written at once; what the
  * transport does not take waits for EV_WRITE. The buffer is released when it
@@ -33,7 +42,6 @@
 
 #define SCRATCH_SIZE 65536
 #define OUT_KEEP 1024     /* keep a drained output buffer up to this size */
-#define IN_MIN 256        /* smallest partial-packet buffer */
 #define INF_MIN 8         /* first inflight table size */
 
 enum inf_kind {
@@ -85,8 +93,14 @@ struct client {
 
 	uint8_t *out;
 	size_t out_off, out_len, out_cap;
+	/* One packet that spans reads: in_len bytes of it held; in_need its
+	 * total length, 0 while its fixed header is incomplete; in_cap is
+	 * in_need, or MQTT_MAX_FIXED_HEADER before it is known. */
 	uint8_t *in;
-	size_t in_len, in_cap;
+	size_t in_len, in_need, in_cap;
+	uint32_t ncb;      /* application callbacks run (wraps) */
+	uint32_t rx_ncb;   /* ncb when rx_now was read */
+	int64_t rx_now;    /* receive time of the bytes being parsed */
 
 	struct inflight *inf;
 	uint32_t inf_cap, inf_n, n_pub;
@@ -106,6 +120,8 @@ struct client {
 
 	char *errmsg; /* message of the last close with an error */
 	struct client_stats st;
+	/* wire bytes of the connections already closed */
+	uint64_t wire_in_done, wire_out_done;
 };
 
 static _Thread_local uint8_t scratch[SCRATCH_SIZE];
@@ -221,6 +237,7 @@ void client_config_init(struct client_config *cfg)
 	cfg->connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	cfg->linger_ns = 2 * EV_NS_PER_SEC;
 	cfg->max_outbuf = 1u << 20;
+	cfg->max_packet_size = CLIENT_MAX_PACKET_DEFAULT;
 }
 
 /* ---- small helpers ---- */
@@ -258,6 +275,25 @@ static size_t out_pending(const struct client *c)
 static int64_t ns_of_s(uint32_t s)
 {
 	return (int64_t)s * EV_NS_PER_SEC;
+}
+
+/* Before an application callback: it may do anything to the client (busy
+ * defers a free), and it takes time (ncb makes the receive time fresh). */
+static void cb_enter(struct client *c)
+{
+	c->busy++;
+	c->ncb++;
+}
+
+/* The receive time for a packet being handled: read at the last read, or
+ * again if a callback ran since (see "Receive time" above). */
+static int64_t rx_time(struct client *c)
+{
+	if (c->ncb != c->rx_ncb) {
+		c->rx_now = evloop_clock_ns();
+		c->rx_ncb = c->ncb;
+	}
+	return c->rx_now;
 }
 
 /* ---- QoS 2 receive id set ---- */
@@ -519,7 +555,9 @@ static int queue_raw(struct client *c, const uint8_t *pkt, size_t len)
 	return 0;
 }
 
-static int queue_ack(struct client *c, uint8_t type, uint16_t id)
+/* Queue PUBACK/PUBREC/PUBREL/PUBCOMP; reason is written in v5 only. */
+static int queue_ack(struct client *c, uint8_t type, uint16_t id,
+                     uint8_t reason)
 {
 	struct mqtt_packet p;
 	ssize_t r;
@@ -527,6 +565,7 @@ static int queue_ack(struct client *c, uint8_t type, uint16_t id)
 	memset(&p, 0, sizeof(p));
 	p.type = type;
 	p.u.ack.packet_id = id;
+	p.u.ack.reason = c->cfg.version == MQTT_V5 ? reason : 0;
 	r = queue_packet(c, &p);
 	return r < 0 ? (int)r : 0;
 }
@@ -579,21 +618,32 @@ static void fail_tr(struct client *c, int r)
 	fail(c, map_tr_error(r), "%s", tr_errmsg(c->tr));
 }
 
-/* Tear the connection down without calling back. */
+static void in_release(struct client *c)
+{
+	free(c->in);
+	c->in = NULL;
+	c->in_len = c->in_need = c->in_cap = 0;
+}
+
+/* Tear the connection down without calling back. Its byte counts stay in
+ * the client's stats: what the socket moved, and what was never sent. */
 static void teardown(struct client *c)
 {
 	uint32_t dropped;
 
 	ev_io_stop(c->loop, &c->io);
 	ev_timer_stop(c->loop, &c->timer);
+	if (c->tr) {
+		c->wire_in_done += c->tr->wire_in;
+		c->wire_out_done += c->tr->wire_out;
+	}
 	tr_close(c->tr);
 	c->tr = NULL;
+	c->st.bytes_unsent += out_pending(c);
 	free(c->out);
 	c->out = NULL;
 	c->out_off = c->out_len = c->out_cap = 0;
-	free(c->in);
-	c->in = NULL;
-	c->in_len = c->in_cap = 0;
+	in_release(c);
 	/* A persistent session keeps its publish flows for the next
 	 * connection; everything else ends with this one. */
 	dropped = inf_drop(c, !c->persistent);
@@ -614,7 +664,7 @@ static void close_now(struct client *c, int err, const char *msg)
 	c->gen++;
 	c->want_writable = 0;
 	if (c->cbs->on_closed) {
-		c->busy++;
+		cb_enter(c);
 		c->cbs->on_closed(c, err,
 		                  err ? (c->errmsg ? c->errmsg : msg)
 		                      : "disconnected");
@@ -699,10 +749,13 @@ static int send_connect(struct client *c)
 			pr->present |= MQTT_PROP_BIT(MQTT_PROP_RECEIVE_MAX);
 			pr->receive_max = c->cfg.receive_max;
 		}
+		/* The broker must not send more (MQTT 5.0 3.1.2.11.4); 0 is
+		 * the spec's limit, said by leaving the property out. */
 		if (c->cfg.max_packet_size) {
 			pr->present |= MQTT_PROP_BIT(MQTT_PROP_MAX_PACKET_SIZE);
 			pr->max_packet_size = c->cfg.max_packet_size;
 		}
+		/* Topic Alias Maximum left out means 0: no aliases. */
 	}
 	r = queue_packet(c, &p);
 	if (r < 0) {
@@ -737,17 +790,55 @@ static void disconnect_progress(struct client *c)
 
 /* ---- receiving ---- */
 
-/* Total length of the packet at b once its header is complete, 0 before. */
-static size_t frame_need(const uint8_t *b, size_t len)
+/*
+ * Total length of the packet whose first len bytes are at b, from its fixed
+ * header: > 0 once the header is complete, 0 before, or MQTT_EVARINT.
+ * mqtt_frame() gives the total of a whole packet only, but it compares the
+ * total with a size limit as soon as the header is complete (MQTT_ETOOBIG);
+ * so the total of a partial packet is the smallest limit it accepts, found
+ * by bisection: about 28 calls of a few instructions, once per packet that
+ * spans reads. The codec thus stays the only parser of lengths.
+ */
+static ssize_t frame_total(const uint8_t *b, size_t len)
 {
-	uint32_t v = 0;
-	size_t i;
+	size_t lo = 2, hi = MQTT_MAX_FIXED_HEADER + MQTT_MAX_REMAINING;
+	ssize_t r = mqtt_frame(b, len, 0, NULL, NULL);
 
-	for (i = 1; i < len && i <= 4; i++) {
-		v |= (uint32_t)(b[i] & 0x7F) << (7 * (i - 1));
-		if (!(b[i] & 0x80))
-			return 1 + i + v;
+	if (r != MQTT_ENEEDMORE)
+		return r; /* whole, or malformed */
+	r = mqtt_frame(b, len, 1, NULL, NULL);
+	if (r == MQTT_ENEEDMORE)
+		return 0; /* the header itself is incomplete */
+	if (r != MQTT_ETOOBIG)
+		return r;
+	while (lo < hi) { /* the total lies in [lo, hi] */
+		size_t mid = lo + (hi - lo) / 2;
+
+		if (mqtt_frame(b, len, mid, NULL, NULL) == MQTT_ETOOBIG)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
+	return (ssize_t)lo;
+}
+
+/* The largest packet we accept: cfg.max_packet_size, 0 the spec's. */
+static size_t max_in(const struct client *c)
+{
+	return c->cfg.max_packet_size
+	               ? c->cfg.max_packet_size
+	               : MQTT_MAX_FIXED_HEADER + (size_t)MQTT_MAX_REMAINING;
+}
+
+/* 1 if a packet of `total` bytes is within our limit; else fail() and 0. */
+static int size_ok(struct client *c, size_t total)
+{
+	if (total <= max_in(c))
+		return 1;
+	fail(c, CLIENT_EPROTO,
+	     "broker %s sent a packet of %zu bytes, over our maximum packet "
+	     "size of %zu bytes (raise the client's max_packet_size)", peer(c),
+	     total, max_in(c));
 	return 0;
 }
 
@@ -832,7 +923,7 @@ static void deliver_connack(struct client *c, const struct mqtt_connack *ca,
 				e->pkt[0] |= 0x08; /* DUP */
 				r = queue_raw(c, e->pkt, e->pkt_len);
 			} else if (e->kind == INF_PUBREL) {
-				r = queue_ack(c, MQTT_PUBREL, e->id);
+				r = queue_ack(c, MQTT_PUBREL, e->id, 0);
 			}
 			if (r < 0) {
 				free(order);
@@ -865,7 +956,7 @@ static void deliver_connack(struct client *c, const struct mqtt_connack *ca,
 	info.dropped = dropped;
 	info.tls_resumed = ti.resumed;
 	info.connack = ca;
-	c->busy++;
+	cb_enter(c);
 	c->cbs->on_connected(c, &info);
 	c->busy--;
 	(void)gen;
@@ -876,18 +967,26 @@ static void handle_publish(struct client *c, const struct mqtt_publish *pb,
 {
 	int r = 0;
 
-	if (pb->topic.len == 0) {
-		/* we never allow topic aliases (Topic Alias Maximum 0) */
+	/* We never allow topic aliases (our CONNECT leaves Topic Alias
+	 * Maximum out, which means 0), so any alias is a protocol error
+	 * (MQTT 5.0 3.3.2.3.4), with or without a topic name. */
+	if (pb->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)) {
 		fail(c, CLIENT_EPROTO,
-		     "broker %s sent a PUBLISH with a topic alias we did not "
-		     "allow", peer(c));
+		     "broker %s sent a PUBLISH with Topic Alias %u, but we "
+		     "allow no topic aliases (Topic Alias Maximum 0)", peer(c),
+		     (unsigned)pb->props.topic_alias);
+		return;
+	}
+	if (pb->topic.len == 0) {
+		fail(c, CLIENT_EPROTO,
+		     "broker %s sent a PUBLISH without a topic name", peer(c));
 		return;
 	}
 	if (pb->qos == 2) {
 		if (idset_has(&c->q2, pb->packet_id)) {
 			/* already delivered; its PUBREC may have been lost */
 			c->st.dup_qos2_in++;
-			r = queue_ack(c, MQTT_PUBREC, pb->packet_id);
+			r = queue_ack(c, MQTT_PUBREC, pb->packet_id, 0);
 			goto acked;
 		}
 		if (idset_add(&c->q2, pb->packet_id) < 0) {
@@ -897,7 +996,7 @@ static void handle_publish(struct client *c, const struct mqtt_publish *pb,
 	}
 	c->st.msgs_in++;
 	if (c->cbs->on_message) {
-		c->busy++;
+		cb_enter(c);
 		c->cbs->on_message(c, pb, now);
 		c->busy--;
 		if (!alive(c, gen))
@@ -908,9 +1007,9 @@ static void handle_publish(struct client *c, const struct mqtt_publish *pb,
 	if (c->state != CLIENT_CONNECTED)
 		return;
 	if (pb->qos == 1)
-		r = queue_ack(c, MQTT_PUBACK, pb->packet_id);
+		r = queue_ack(c, MQTT_PUBACK, pb->packet_id, 0);
 	else if (pb->qos == 2)
-		r = queue_ack(c, MQTT_PUBREC, pb->packet_id);
+		r = queue_ack(c, MQTT_PUBREC, pb->packet_id, 0);
 acked:
 	if (r < 0)
 		fail(c, CLIENT_ENOMEM, "out of memory");
@@ -926,10 +1025,51 @@ static void publish_done(struct client *c, struct inflight *e, uint8_t reason,
 	inf_release(c, e);
 	c->st.pub_done++;
 	if (c->cbs->on_publish_done) {
-		c->busy++;
+		cb_enter(c);
 		c->cbs->on_publish_done(c, id, qos, reason, t_sent, now);
 		c->busy--;
 	}
+}
+
+/*
+ * PUBREC (MQTT 5.0 4.3.3, 3.6.2.1):
+ *  - for a QoS 2 publish awaiting PUBREC: reason < 0x80 moves the flow on
+ *    to PUBREL; a failure reason (>= 0x80, v5) ends the flow, and no PUBREL
+ *    follows;
+ *  - for a flow already awaiting PUBCOMP (our PUBREL was lost, or the
+ *    broker resent after a reconnect): PUBREL again; a failure reason there
+ *    makes no sense and is ignored;
+ *  - for an id with no QoS 2 flow: v5 answers PUBREL with 0x92 "Packet
+ *    Identifier not found", which ends the broker's flow and tells it the
+ *    session states differ; a failed PUBREC is ignored (that flow already
+ *    ended). 3.1.1 has no reason codes: a plain PUBREL ends the broker's
+ *    flow (as Mosquitto's client library does).
+ */
+static void handle_pubrec(struct client *c, const struct mqtt_ack *a,
+                          int64_t now)
+{
+	struct inflight *e = inf_find(c, a->packet_id);
+	uint8_t reason = 0;
+
+	if (e && e->kind == INF_PUB && e->qos == 2) {
+		if (a->reason >= 0x80) {
+			publish_done(c, e, a->reason, now);
+			return;
+		}
+		e->kind = INF_PUBREL;
+		free(e->pkt); /* never resent after PUBREC */
+		e->pkt = NULL;
+		e->pkt_len = 0;
+	} else if (e && e->kind == INF_PUBREL) {
+		if (a->reason >= 0x80)
+			return;
+	} else {
+		if (a->reason >= 0x80)
+			return;
+		reason = 0x92;
+	}
+	if (queue_ack(c, MQTT_PUBREL, a->packet_id, reason) < 0)
+		fail(c, CLIENT_ENOMEM, "out of memory");
 }
 
 /* Act on one whole packet. */
@@ -985,26 +1125,11 @@ static void handle_packet(struct client *c, const uint8_t *buf, size_t len,
 			publish_done(c, e, p.u.ack.reason, now);
 		return;
 	case MQTT_PUBREC:
-		e = inf_find(c, p.u.ack.packet_id);
-		if (e && e->kind == INF_PUB && e->qos == 2 &&
-		    p.u.ack.reason >= 0x80) {
-			/* v5: the broker refused it; the flow ends here */
-			publish_done(c, e, p.u.ack.reason, now);
-			return;
-		}
-		if (e && e->kind == INF_PUB && e->qos == 2) {
-			e->kind = INF_PUBREL;
-			free(e->pkt); /* never resent after PUBREC */
-			e->pkt = NULL;
-			e->pkt_len = 0;
-		}
-		/* Unknown ids get a PUBREL too: it ends the broker's flow. */
-		if (queue_ack(c, MQTT_PUBREL, p.u.ack.packet_id) < 0)
-			fail(c, CLIENT_ENOMEM, "out of memory");
+		handle_pubrec(c, &p.u.ack, now);
 		return;
 	case MQTT_PUBREL:
 		idset_del(&c->q2, p.u.ack.packet_id);
-		if (queue_ack(c, MQTT_PUBCOMP, p.u.ack.packet_id) < 0)
+		if (queue_ack(c, MQTT_PUBCOMP, p.u.ack.packet_id, 0) < 0)
 			fail(c, CLIENT_ENOMEM, "out of memory");
 		return;
 	case MQTT_PUBCOMP:
@@ -1020,7 +1145,7 @@ static void handle_packet(struct client *c, const uint8_t *buf, size_t len,
 			uint16_t id = e->id;
 
 			inf_release(c, e);
-			c->busy++;
+			cb_enter(c);
 			if (p.type == MQTT_SUBACK && c->cbs->on_subscribed)
 				c->cbs->on_subscribed(c, id,
 				                      p.u.suback.reasons.data,
@@ -1061,34 +1186,37 @@ disconnect:
 	}
 }
 
-/* Frame and handle the packets in buf. Returns bytes consumed, or -1 when
- * the client went away (closed, freed, reconnected) on the way. */
+/*
+ * Frame and handle the whole packets at the start of buf. Returns the bytes
+ * consumed (the rest is the start of a packet that is not whole yet, within
+ * our limit), or -1 when the client went away (closed, freed, reconnected)
+ * on the way.
+ */
 static ssize_t parse(struct client *c, const uint8_t *buf, size_t len,
-                     int64_t now, uint32_t gen)
+                     uint32_t gen)
 {
 	size_t off = 0;
 
 	while (off < len) {
-		uint8_t type;
-		size_t hl;
-		ssize_t tot = mqtt_frame(buf + off, len - off,
-		                         c->cfg.max_packet_size, &type, &hl);
+		ssize_t tot = mqtt_frame(buf + off, len - off, 0, NULL, NULL);
 
-		if (tot == MQTT_ENEEDMORE)
+		if (tot == MQTT_ENEEDMORE) {
+			/* Refuse a packet over our limit as soon as its header
+			 * says so, before buffering any of it. */
+			tot = frame_total(buf + off, len - off);
+			if (tot > 0 && !size_ok(c, (size_t)tot))
+				return -1;
 			break;
+		}
 		if (tot < 0) {
-			if (tot == MQTT_ETOOBIG)
-				fail(c, CLIENT_EPROTO,
-				     "broker %s sent a packet over our maximum "
-				     "packet size of %u bytes", peer(c),
-				     (unsigned)c->cfg.max_packet_size);
-			else
-				fail(c, CLIENT_EPROTO,
-				     "broker %s sent a malformed packet: %s",
-				     peer(c), mqtt_strerror((int)tot));
+			fail(c, CLIENT_EPROTO,
+			     "broker %s sent a malformed packet: %s", peer(c),
+			     mqtt_strerror((int)tot));
 			return -1;
 		}
-		handle_packet(c, buf + off, (size_t)tot, now, gen);
+		if (!size_ok(c, (size_t)tot))
+			return -1;
+		handle_packet(c, buf + off, (size_t)tot, rx_time(c), gen);
 		if (!alive(c, gen))
 			return -1;
 		off += (size_t)tot;
@@ -1096,82 +1224,111 @@ static ssize_t parse(struct client *c, const uint8_t *buf, size_t len,
 	return (ssize_t)off;
 }
 
-/* Make room in c->in for the rest of the partial packet it holds. */
-static int in_reserve(struct client *c)
+/*
+ * The partial packet's header may have grown complete: learn its total
+ * length, check it against our limit, and size c->in to exactly that.
+ * 0, or -1 after fail().
+ */
+static int in_sized(struct client *c)
 {
-	size_t need = frame_need(c->in, c->in_len), cap;
+	ssize_t tot;
 	uint8_t *b;
 
-	if (need == 0) /* header incomplete: at most 4 more header bytes */
-		need = c->in_len + MQTT_MAX_FIXED_HEADER;
-	if (need < IN_MIN)
-		need = IN_MIN;
-	if (c->in_cap >= need)
+	if (c->in_need)
 		return 0;
-	cap = c->in_cap ? c->in_cap : IN_MIN;
-	while (cap < need)
-		cap *= 2;
-	b = realloc(c->in, cap);
-	if (!b)
-		return CLIENT_ENOMEM;
-	c->in = b;
-	c->in_cap = cap;
-	return 0;
-}
-
-/* Keep the unparsed tail [off, len) of buf as the start of c->in. */
-static int keep_tail(struct client *c, const uint8_t *buf, size_t off,
-                     size_t len)
-{
-	size_t rest = len - off;
-
-	if (buf == c->in) {
-		if (rest && off)
-			memmove(c->in, c->in + off, rest);
-		c->in_len = rest;
-	} else if (rest) {
-		if (c->in_cap < rest) {
-			size_t cap = IN_MIN;
-			uint8_t *b;
-
-			while (cap < rest)
-				cap *= 2;
-			b = realloc(c->in, cap);
-			if (!b)
-				return CLIENT_ENOMEM;
-			c->in = b;
-			c->in_cap = cap;
+	tot = frame_total(c->in, c->in_len);
+	if (tot == 0)
+		return 0;
+	if (tot < 0) {
+		fail(c, CLIENT_EPROTO, "broker %s sent a malformed packet: %s",
+		     peer(c), mqtt_strerror((int)tot));
+		return -1;
+	}
+	if (!size_ok(c, (size_t)tot))
+		return -1;
+	if ((size_t)tot > c->in_cap) {
+		b = realloc(c->in, (size_t)tot);
+		if (!b) {
+			fail(c, CLIENT_ENOMEM, "out of memory");
+			return -1;
 		}
-		memcpy(c->in, buf + off, rest);
-		c->in_len = rest;
+		c->in = b;
+		c->in_cap = (size_t)tot;
 	}
-	if (c->in_len == 0 && c->in) {
-		free(c->in);
-		c->in = NULL;
-		c->in_cap = 0;
-	}
+	c->in_need = (size_t)tot;
 	return 0;
 }
 
-/* Read until the transport would block. */
+/*
+ * Keep buf[0, len), the start of a packet that parse() found incomplete and
+ * within our limit, as the client's partial packet (none is held now).
+ * 0, or -1 after fail().
+ */
+static int in_keep(struct client *c, const uint8_t *buf, size_t len)
+{
+	ssize_t tot = frame_total(buf, len);
+	size_t cap = tot > 0 ? (size_t)tot : MQTT_MAX_FIXED_HEADER;
+
+	c->in = malloc(cap);
+	if (!c->in) {
+		fail(c, CLIENT_ENOMEM, "out of memory");
+		return -1;
+	}
+	memcpy(c->in, buf, len);
+	c->in_len = len;
+	c->in_cap = cap;
+	c->in_need = tot > 0 ? (size_t)tot : 0;
+	return 0;
+}
+
+/*
+ * Complete the partial packet from the start of buf: header bytes one at a
+ * time until its length is known, then as much of the rest as buf holds.
+ * When it is whole, handle it and release the buffer. Returns the bytes of
+ * buf used, or -1 when the client went away or failed.
+ */
+static ssize_t in_complete(struct client *c, const uint8_t *buf, size_t len,
+                           uint32_t gen)
+{
+	size_t off = 0, take;
+
+	while (!c->in_need && off < len) {
+		/* in_len < MQTT_MAX_FIXED_HEADER = in_cap here: a header
+		 * that long is complete or malformed */
+		c->in[c->in_len++] = buf[off++];
+		if (in_sized(c) < 0)
+			return -1;
+	}
+	if (!c->in_need)
+		return (ssize_t)off;
+	take = c->in_need - c->in_len;
+	if (take > len - off)
+		take = len - off;
+	memcpy(c->in + c->in_len, buf + off, take);
+	c->in_len += take;
+	off += take;
+	if (c->in_len == c->in_need) {
+		handle_packet(c, c->in, c->in_len, rx_time(c), gen);
+		if (!alive(c, gen))
+			return -1;
+		in_release(c);
+	}
+	return (ssize_t)off;
+}
+
+/* Read until the transport would block (see "Receiving" above). */
 static void do_read(struct client *c, uint32_t gen)
 {
 	for (;;) {
-		uint8_t *dst;
-		size_t cap;
+		uint8_t *dst = scratch;
+		size_t cap = sizeof(scratch), off = 0;
 		ssize_t n, used;
-		int64_t now;
 
-		if (c->in_len) {
-			if (in_reserve(c) < 0) {
-				fail(c, CLIENT_ENOMEM, "out of memory");
-				return;
-			}
+		/* A big partial packet reads its rest in place: the scratch
+		 * buffer could hold nothing else, and a copy is saved. */
+		if (c->in_need && c->in_need - c->in_len >= sizeof(scratch)) {
 			dst = c->in + c->in_len;
-			cap = c->in_cap - c->in_len;
-		} else {
-			dst = scratch;
-			cap = sizeof(scratch);
+			cap = c->in_need - c->in_len;
 		}
 		n = tr_recv(c->tr, dst, cap, evloop_now(c->loop));
 		if (n == TR_AGAIN)
@@ -1198,22 +1355,32 @@ static void do_read(struct client *c, uint32_t gen)
 				fail_tr(c, (int)n);
 			return;
 		}
-		now = evloop_clock_ns();
-		if (dst == scratch) {
-			used = parse(c, scratch, (size_t)n, now, gen);
-			if (used < 0)
-				return;
-			if (keep_tail(c, scratch, (size_t)used, (size_t)n) < 0) {
-				fail(c, CLIENT_ENOMEM, "out of memory");
-				return;
-			}
-		} else {
+		c->rx_now = evloop_clock_ns();
+		c->rx_ncb = c->ncb;
+		if (dst != scratch) {
 			c->in_len += (size_t)n;
-			used = parse(c, c->in, c->in_len, now, gen);
+			if (c->in_len == c->in_need) {
+				handle_packet(c, c->in, c->in_len, rx_time(c),
+				              gen);
+				if (!alive(c, gen))
+					return;
+				in_release(c);
+			}
+			continue;
+		}
+		if (c->in_len) {
+			used = in_complete(c, scratch, (size_t)n, gen);
 			if (used < 0)
 				return;
-			keep_tail(c, c->in, (size_t)used, c->in_len);
+			off = (size_t)used;
 		}
+		used = parse(c, scratch + off, (size_t)n - off, gen);
+		if (used < 0)
+			return;
+		off += (size_t)used;
+		if (off < (size_t)n &&
+		    in_keep(c, scratch + off, (size_t)n - off) < 0)
+			return;
 	}
 }
 
@@ -1309,7 +1476,7 @@ static void maybe_writable(struct client *c)
 		return;
 	c->want_writable = 0;
 	if (c->cbs->on_writable) {
-		c->busy++;
+		cb_enter(c);
 		c->cbs->on_writable(c);
 		c->busy--;
 	}
@@ -1760,8 +1927,10 @@ enum client_state client_state(const struct client *c)
 	return c->state;
 }
 
-const struct client_stats *client_stats(const struct client *c)
+const struct client_stats *client_stats(struct client *c)
 {
+	c->st.wire_in = c->wire_in_done + (c->tr ? c->tr->wire_in : 0);
+	c->st.wire_out = c->wire_out_done + (c->tr ? c->tr->wire_out : 0);
 	return &c->st;
 }
 

@@ -13,11 +13,16 @@
  *   After on_closed the client may connect again (same session objects:
  *   TLS session resumption, and the MQTT session if it is persistent).
  *
- * Memory: an idle connected client holds no I/O buffers. Received bytes are
- * read into a per-thread scratch buffer and parsed in place; only a partial
- * packet is kept per client. The output buffer grows on demand and is freed
- * when drained (small ones are kept). Inflight tracking grows with use,
- * bounded by the window, and is freed when empty.
+ * Memory: an idle connected client holds no input buffer, and an output
+ * buffer only when it is small (up to 1 KiB is kept when it drains, to save
+ * an allocation per packet sent; bigger ones are freed). Every read goes
+ * into one per-thread 64 KiB buffer and whole packets are parsed in place,
+ * so one read brings as many packets as are waiting; only a packet that
+ * spans reads is copied to a buffer of its exact size, freed once it is
+ * handled. Incoming packets are limited to cfg.max_packet_size (1 MiB by
+ * default), so a broker's claimed length cannot make the client reserve
+ * more. Inflight tracking grows with use, bounded by the window, and is
+ * freed when empty.
  *
  * Re-entrancy: callbacks may call any client function on any client,
  * including client_free() and client_connect() on the client being called
@@ -86,8 +91,13 @@ struct client_config {
 	/* QoS 1/2 publishes awaiting their final ack; capped at the broker's
 	 * Receive Maximum (v5). Default 20 (Mosquitto's default). */
 	uint16_t inflight_window;
-	uint32_t max_packet_size; /* largest packet we accept (v5 advertises
-	                             it); 0: the spec's limit */
+	/* Largest packet we accept from the broker, whole (fixed header
+	 * included); v5 advertises it in CONNECT as Maximum Packet Size.
+	 * A bigger packet closes the connection with CLIENT_EPROTO as soon as
+	 * its header arrives. Default CLIENT_MAX_PACKET_DEFAULT (1 MiB);
+	 * 0: the spec's limit (256 MiB), which lets a broker make the client
+	 * reserve that much by announcing a length. */
+	uint32_t max_packet_size;
 	uint16_t receive_max;     /* v5: our Receive Maximum, 0: not sent */
 	int64_t connect_timeout_ns; /* client_connect() to CONNACK; 10 s */
 	int64_t ping_timeout_ns;    /* PINGREQ to PINGRESP; 0: keepalive */
@@ -95,6 +105,8 @@ struct client_config {
 	                      broker to close; default 2 s */
 	size_t max_outbuf; /* publish says CLIENT_EBUSY above; default 1 MiB */
 };
+
+#define CLIENT_MAX_PACKET_DEFAULT (1u << 20)
 
 void client_config_init(struct client_config *cfg);
 
@@ -121,12 +133,20 @@ struct client;
 struct client_callbacks {
 	void (*on_connected)(struct client *c,
 	                     const struct client_connected_info *info);
-	/* A PUBLISH from the broker, delivered once per QoS 2 message. */
+	/* A PUBLISH from the broker, delivered once per QoS 2 message.
+	 * A v5 PUBLISH never carries a Topic Alias: we allow none, and one
+	 * that does closes the connection with CLIENT_EPROTO.
+	 * now_ns: CLOCK_MONOTONIC when the bytes were read (refreshed after
+	 * every callback, see on_publish_done). */
 	void (*on_message)(struct client *c, const struct mqtt_publish *msg,
 	                   int64_t now_ns);
 	/* QoS 1 PUBACK or QoS 2 PUBCOMP (or a v5 PUBREC with a failure
-	 * reason >= 0x80, which ends the flow). t_sent_ns: when
-	 * client_publish() was called. */
+	 * reason >= 0x80, which ends the flow: no PUBREL follows it).
+	 * t_sent_ns: evloop_clock_ns() when client_publish() was called;
+	 * now_ns: when the ack was read, from the same clock, and never
+	 * before t_sent_ns: the receive time is read again after every
+	 * callback, so an ack parsed from the same read as the packet whose
+	 * callback published does not look older than that publish. */
 	void (*on_publish_done)(struct client *c, uint16_t packet_id,
 	                        uint8_t qos, uint8_t reason, int64_t t_sent_ns,
 	                        int64_t now_ns);
@@ -144,11 +164,25 @@ struct client_callbacks {
 	void (*on_closed)(struct client *c, int err, const char *msg);
 };
 
-/* Counters since client_new(), across connections. MQTT level: bytes are
- * the MQTT packets (counted when queued for sending, and when parsed), not
- * TLS records or QUIC packets (see tr_info for the bytes on the socket). */
+/*
+ * Counters since client_new(), summed over every connection, the current
+ * one included. They stay valid after a close of any kind: in on_closed
+ * (graceful, lost, refused, timed out, protocol error) they already count
+ * everything that connection moved, our DISCONNECT and the TLS close_notify
+ * included. So the final counts of a client are client_stats(c) read in
+ * on_closed, or at any later time.
+ *
+ * MQTT level: bytes_in/bytes_out are MQTT packets (counted when parsed, and
+ * when queued for sending), not TLS records or QUIC packets. Queued bytes
+ * that a connection never handed to its transport before it closed are
+ * also counted in bytes_unsent, so bytes_out - bytes_unsent were written.
+ * Wire level: wire_in/wire_out are the bytes through the socket (TCP
+ * payload; with TLS, whole records including the handshake and alerts).
+ */
 struct client_stats {
 	uint64_t bytes_in, bytes_out;
+	uint64_t bytes_unsent;     /* queued, then dropped by a close */
+	uint64_t wire_in, wire_out; /* bytes through the transport's socket */
 	uint64_t pkts_in, pkts_out;
 	uint64_t in_by_type[16], out_by_type[16]; /* index: enum mqtt_type */
 	uint64_t msgs_in;          /* messages delivered to on_message */
@@ -218,7 +252,10 @@ int client_unsubscribe(struct client *c,
 int client_disconnect(struct client *c, uint8_t reason);
 
 enum client_state client_state(const struct client *c);
-const struct client_stats *client_stats(const struct client *c);
+/* The counters above, brought up to date with the current connection's
+ * wire bytes. The pointer stays valid until client_free(); the values are
+ * refreshed by the next call. */
+const struct client_stats *client_stats(struct client *c);
 /* QoS 1/2 publishes in flight, and the window in effect. */
 unsigned client_inflight(const struct client *c);
 unsigned client_window(const struct client *c);

@@ -79,12 +79,6 @@ int64_t evloop_now(const struct evloop *loop)
 	return loop->now;
 }
 
-int64_t evloop_update_now(struct evloop *loop)
-{
-	loop->now = evloop_clock_ns();
-	return loop->now;
-}
-
 void evloop_stop(struct evloop *loop)
 {
 	loop->stop = 1;
@@ -109,11 +103,6 @@ void ev_io_init(struct ev_io *w, int fd, ev_io_cb cb, void *arg)
 	w->active = 0;
 	w->cb = cb;
 	w->arg = arg;
-}
-
-void ev_io_set_fd(struct ev_io *w, int fd)
-{
-	w->fd = fd;
 }
 
 int ev_io_start(struct evloop *loop, struct ev_io *w, uint32_t events)

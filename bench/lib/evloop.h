@@ -72,12 +72,12 @@ struct evloop *evloop_new(void);
 void evloop_del(struct evloop *loop);
 
 /*
- * The loop's cached time: taken when the loop last woke up (before it ran
- * callbacks) and by evloop_update_now(). Cheap; good enough for deadlines.
- * Read evloop_clock_ns() for timestamps that are measured results.
+ * The loop's cached time: taken when the loop last woke up, before it ran
+ * callbacks, so it lags behind the clock by the time callbacks of the round
+ * have taken. Cheap; good enough for deadlines. Read evloop_clock_ns() for
+ * timestamps that are measured results.
  */
 int64_t evloop_now(const struct evloop *loop);
-int64_t evloop_update_now(struct evloop *loop);
 
 /*
  * Run until evloop_stop() is called from a callback, or until no watcher
@@ -115,9 +115,6 @@ int ev_io_start(struct evloop *loop, struct ev_io *w, uint32_t events);
 
 /* Unregister w; harmless if it is not registered. Pending events dropped. */
 void ev_io_stop(struct evloop *loop, struct ev_io *w);
-
-/* Change the fd of a stopped watcher (after a reconnect, say). */
-void ev_io_set_fd(struct ev_io *w, int fd);
 
 /* Prepare a timer; does not arm it. */
 void ev_timer_init(struct ev_timer *t, ev_timer_cb cb, void *arg);

@@ -138,13 +138,20 @@ struct tr_conn {
 	struct tr_ctx *ctx;
 	struct tr_session *sess; /* may be NULL */
 	int fd;                  /* the fd to watch, -1 when none */
-	/* Timestamps (CLOCK_MONOTONIC ns) are read when the step completes,
-	 * not taken from the `now` arguments, so they include our own
-	 * processing (key exchange, certificate checks). */
-	int64_t t_start;         /* just before connect() */
-	int64_t t_connected;     /* TCP connect done (QUIC: first reply) */
+	/* Timestamps, CLOCK_MONOTONIC ns. t_start is the `now` given to
+	 * tr_open(): the caller's time just before it, so socket creation
+	 * and options count as connecting. t_connected and t_ready are read
+	 * from the clock (not taken from `now` arguments) in the call that
+	 * finds the step done: tr_handshake(), which the caller's loop runs
+	 * when the socket becomes writable (TCP) or readable (handshake
+	 * records). They include our own processing (key exchange,
+	 * certificate checks) and are late by the loop's reaction time. */
+	int64_t t_start;         /* the caller's time before tr_open() */
+	int64_t t_connected;     /* TCP connect seen done (QUIC: first reply) */
 	int64_t t_ready;         /* handshake done, 0 until then */
-	uint64_t wire_in, wire_out; /* bytes through the socket, incl. TLS */
+	/* Bytes through the socket (with TLS: whole records, handshake and
+	 * alerts included), counted as send()/recv() move them. */
+	uint64_t wire_in, wire_out;
 	char *err;               /* last error message (heap), NULL if none */
 	int sys_errno;           /* errno of the last failed socket call */
 };
@@ -212,9 +219,6 @@ int tr_session_store(struct tr_session *s, const void *data, size_t len);
 /* For transports: the stored data, NULL/0 when empty. */
 const uint8_t *tr_session_data(const struct tr_session *s, size_t *len);
 void tr_session_clear(struct tr_session *s);
-/* How many connections resumed with this cache (for tests and results). */
-unsigned tr_session_resumed_count(const struct tr_session *s);
-void tr_session_note_resumed(struct tr_session *s);
 
 /* Calls through the table. */
 static inline int tr_open(struct tr_ctx *ctx, struct tr_session *sess,

@@ -216,7 +216,6 @@ void tr_ctx_del(struct tr_ctx *ctx)
 struct tr_session {
 	uint8_t *data;
 	size_t len;
-	unsigned resumed;
 };
 
 struct tr_session *tr_session_new(void)
@@ -261,16 +260,6 @@ void tr_session_clear(struct tr_session *s)
 	free(s->data);
 	s->data = NULL;
 	s->len = 0;
-}
-
-unsigned tr_session_resumed_count(const struct tr_session *s)
-{
-	return s->resumed;
-}
-
-void tr_session_note_resumed(struct tr_session *s)
-{
-	s->resumed++;
 }
 
 /* ---- connection base ---- */
@@ -402,7 +391,12 @@ int tr_sock_connected(struct tr_conn *c, int64_t now)
 		return tr_fail(c, TR_ECONNECT, "connect to %s: %s",
 		               c->ctx->peer, strerror(errno));
 	}
-	(void)now; /* stamped when it happened, not when the caller looked */
+	/* Stamped from the clock now, when the caller's loop has seen the
+	 * socket writable and asked: late by the loop's reaction time (the
+	 * wake-up and the callbacks before this one in the round), not the
+	 * instant the kernel completed the connect. Fresher than `now`,
+	 * which the loop read before it ran callbacks. */
+	(void)now;
 	c->t_connected = evloop_clock_ns();
 	return 0;
 }

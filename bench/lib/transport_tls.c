@@ -352,8 +352,6 @@ static int tls_handshake(struct tr_conn *c, int64_t now)
 	t->want_write = 0;
 	c->t_ready = evloop_clock_ns(); /* after our last flight */
 	t->resumed = gnutls_session_is_resumed(t->s) != 0;
-	if (t->resumed && c->sess)
-		tr_session_note_resumed(c->sess);
 	save_session(t);
 	return 0;
 }

@@ -196,6 +196,7 @@ struct rec {
 	uint32_t next_seq[3]; /* per QoS: the sequence we expect next */
 	int order_ok;
 	int dup_qos2;
+	struct client_stats st; /* client_stats() in on_closed */
 };
 
 static void on_connected(struct client *c,
@@ -261,6 +262,7 @@ static void on_closed(struct client *c, int err, const char *msg)
 	r->closed++;
 	r->close_err = err;
 	snprintf(r->close_msg, sizeof(r->close_msg), "%s", msg);
+	r->st = *client_stats(c);
 }
 
 static const struct client_callbacks cbs = {
@@ -667,6 +669,80 @@ static void test_persistent_session(void)
 	tr_ctx_del(ctx);
 }
 
+/*
+ * Final byte counts in on_closed, on real sockets: after our graceful
+ * close they include the DISCONNECT (and with TLS the close_notify record);
+ * after the broker drops us (a second client takes the client id over)
+ * they include everything read up to the end. Plain TCP has no framing, so
+ * there wire bytes equal MQTT bytes exactly.
+ */
+static void stats_close_case(const char *tr, uint16_t port, const char *ca)
+{
+	struct tr_ctx *ctx = make_ctx(tr, port, ca, NULL, 0);
+	struct rec r, r2;
+	struct client *c = make_client(ctx, &r, "mqb-stats", MQTT_V311, 1);
+	struct client *c2;
+	struct client_stats before;
+	const struct client_stats *st = &r.st;
+	int tls = strcmp(tr, "tls") == 0, i;
+
+	/* graceful */
+	TT_CHECK(connect_wait(c, &r));
+	for (i = 0; i < 3; i++)
+		TT_CHECK(client_publish(c, (const uint8_t *)"mqb/stats", 9,
+		                        (const uint8_t *)"1 0 ", 4, 1, 0,
+		                        NULL) > 0);
+	TT_CHECK(wait_for(&r.done, 3));
+	before = *client_stats(c);
+	TT_CHECK(before.wire_out > 0 && before.wire_in > 0);
+	disconnect_wait(c, &r);
+	TT_CHECK(st->out_by_type[MQTT_DISCONNECT] == 1);
+	TT_CHECK(st->bytes_unsent == 0);
+	if (tls) {
+		/* TLS 1.3 records: 5 + 2 + 1 + 16 bytes for DISCONNECT, and as
+		 * many for the close_notify alert */
+		TT_CHECK(st->wire_out - before.wire_out >= 48);
+		TT_CHECK(st->wire_in > st->bytes_in);
+	} else {
+		TT_CHECK(st->wire_out - before.wire_out == 2);
+		TT_CHECK(st->wire_out == st->bytes_out);
+		TT_CHECK(st->wire_in == st->bytes_in);
+	}
+	printf("     %s graceful: wire %llu out, %llu in; mqtt %llu out, "
+	       "%llu in\n", tr, (unsigned long long)st->wire_out,
+	       (unsigned long long)st->wire_in,
+	       (unsigned long long)st->bytes_out,
+	       (unsigned long long)st->bytes_in);
+
+	/* lost: counts add up over both connections */
+	before = *client_stats(c);
+	TT_CHECK(connect_wait(c, &r));
+	c2 = make_client(ctx, &r2, "mqb-stats", MQTT_V311, 1);
+	TT_CHECK(connect_wait(c2, &r2));
+	TT_CHECK(wait_for(&r.closed, 2));
+	TT_CHECK(r.close_err == CLIENT_ECLOSED);
+	TT_CHECK(st->wire_in > before.wire_in);
+	TT_CHECK(st->wire_out > before.wire_out);
+	TT_CHECK(st->connects == 2);
+	if (tls) {
+		TT_CHECK(st->wire_in - before.wire_in >
+		         st->bytes_in - before.bytes_in);
+	} else {
+		TT_CHECK(st->wire_out == st->bytes_out - st->bytes_unsent);
+		TT_CHECK(st->wire_in == st->bytes_in);
+	}
+	disconnect_wait(c2, &r2);
+	client_free(c2);
+	client_free(c);
+	tr_ctx_del(ctx);
+}
+
+static void test_stats_after_close(void)
+{
+	stats_close_case("tcp", tcp_port, NULL);
+	stats_close_case("tls", tls_port, ca_pem);
+}
+
 static void test_hostile_io(void)
 {
 	static const size_t sizes[] = { 1, 9, 300, 4000, 17000, 65000 };
@@ -785,6 +861,7 @@ int main(void)
 	TT_RUN(test_tls_to_plain_port);
 	TT_RUN(test_keylog_written);
 	TT_RUN(test_persistent_session);
+	TT_RUN(test_stats_after_close);
 	TT_RUN(test_hostile_env);
 	TT_RUN(test_hostile_io);
 	TT_RUN(test_many_idle_connections);
