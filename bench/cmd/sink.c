@@ -65,7 +65,11 @@ struct sink_opts {
 	const char *ready_file;
 	uint64_t coalesce_ns; /* --coalesce, 0: off */
 	int accept_lower_qos; /* --accept-lower-qos */
+	uint64_t max_packet;  /* --max-packet: largest packet we accept */
 };
+
+/* loadgen's largest payload (64 MiB) with room for topic and header */
+#define SINK_MAX_PACKET_DEFAULT (UINT64_C(64) * 1024 * 1024 + 64 * 1024)
 
 struct sink {
 	struct sink_opts o;
@@ -118,6 +122,10 @@ static const char usage[] =
 	"  --accept-lower-qos     measure even when the broker grants a lower\n"
 	"                         QoS than --qos (default: that is an error,\n"
 	"                         exit 1; granted_qos is in the JSON either way)\n"
+	"  --max-packet BYTES     largest MQTT packet accepted from the broker\n"
+	"                         (default 64M + 64k: loadgen's largest payload\n"
+	"                         with room for topic and header; MQTT 5\n"
+	"                         advertises it as Maximum Packet Size)\n"
 	"  --coalesce DUR         when reads bring more than one message, wait\n"
 	"                         DUR before reading again (e.g. 200us): fewer\n"
 	"                         wake-ups, less broker CPU, more throughput;\n"
@@ -157,6 +165,7 @@ enum {
 	OPT_READY,
 	OPT_COALESCE,
 	OPT_ACCEPT_LOWER_QOS,
+	OPT_MAX_PACKET,
 };
 
 static const struct option longopts[] = {
@@ -170,6 +179,7 @@ static const struct option longopts[] = {
 	{ "ready-file", required_argument, 0, OPT_READY },
 	{ "coalesce", required_argument, 0, OPT_COALESCE },
 	{ "accept-lower-qos", no_argument, 0, OPT_ACCEPT_LOWER_QOS },
+	{ "max-packet", required_argument, 0, OPT_MAX_PACKET },
 	{ 0, 0, 0, 0 },
 };
 
@@ -238,6 +248,9 @@ static int handle_opt(void *ctx, int code, const char *arg)
 	case OPT_ACCEPT_LOWER_QOS:
 		o->accept_lower_qos = 1;
 		return 0;
+	case OPT_MAX_PACKET:
+		return cli_parse_size("--max-packet", arg, 64, MQTT_MAX_REMAINING + 5,
+		                      &o->max_packet);
 	default:
 		cli_error("internal: unhandled option %d", code);
 		return CLI_EBADARG;
@@ -615,6 +628,7 @@ static json_t *config_json(const struct sink *s)
 	           json_string(o->raw_binary ? "binary" : "text"));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
 	report_set(c, "coalesce_us", report_us(o->coalesce_ns));
+	report_set(c, "max_packet", report_u64(o->max_packet));
 	report_set(c, "accept_lower_qos", json_boolean(o->accept_lower_qos));
 	report_set(c, "not_before_check",
 	           json_boolean(s->rx.not_before_ns != 0));
@@ -757,6 +771,7 @@ static int sink_setup(struct sink *s)
 	ccfg.clean_start = (uint8_t)s->o.conn.clean;
 	ccfg.session_expiry = s->o.conn.clean ? 0 : s->o.conn.session_expiry;
 	ccfg.connect_timeout_ns = (int64_t)s->o.conn.connect_timeout_ns;
+	ccfg.max_packet_size = (uint32_t)s->o.max_packet;
 	s->cl = client_new(s->loop, s->tr, &ccfg, &callbacks, s);
 	if (s->cl == NULL) {
 		sink_note_error(s, "out of memory");
@@ -787,6 +802,7 @@ int main(int argc, char **argv)
 	cli_prog = "sink";
 	s->sigfd = -1;
 	cli_conn_init(&s->o.conn);
+	s->o.max_packet = SINK_MAX_PACKET_DEFAULT;
 	rv = cli_parse(argc, argv, longopts, &s->o.conn, handle_opt, &s->o,
 	               usage);
 	if (rv == 1)

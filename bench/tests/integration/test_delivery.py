@@ -156,6 +156,35 @@ def test_total_split_and_sizes(bench):
     assert s.doc["sequence"]["lost"] == 0
 
 
+@pytest.mark.parametrize("mqtt", ["3.1.1", "5"])
+def test_large_payloads_and_packet_limit(bench, mqtt):
+    """Payloads over the engine's 1 MiB default reach a default sink (its
+    limit covers loadgen's largest payload); a sink whose --max-packet is
+    below the packet size stops with a clear error instead of counting
+    loss."""
+    topic = bench.topic()
+    sink = bench.start("sink", *bench.conn_args(), "--mqtt", mqtt,
+                       "--topic", topic, "--count", 3)
+    lg = bench.run("loadgen", *bench.conn_args(), "--mqtt", mqtt,
+                   "--count", 3, "--rate", 0, "--size", "2m",
+                   "--topic", topic)
+    s = sink.result()
+    assert lg.rc == 0 and s.rc == 0, (lg, s)
+    assert s.doc["messages"]["bytes"] == 3 * 2 * 1024 * 1024
+    assert s.doc["config"]["max_packet"] == 64 * 1024 * 1024 + 64 * 1024
+    if mqtt == "3.1.1":
+        # 3.1.1 has no way to tell the broker: the sink sees the packet
+        small = bench.start("sink", *bench.conn_args(), "--mqtt", mqtt,
+                            "--topic", topic, "--count", 1,
+                            "--max-packet", "1m")
+        lg = bench.run("loadgen", *bench.conn_args(), "--mqtt", mqtt,
+                       "--count", 1, "--rate", 0, "--size", "2m",
+                       "--topic", topic)
+        r = small.result()
+        assert lg.rc == 0 and r.rc == 1, (lg, r)
+        assert "maximum packet size" in r.stderr
+
+
 @pytest.mark.parametrize("arrival", ["constant", "poisson"])
 def test_rate_and_duration(bench, arrival):
     """2 clients at 50/s for 1 s: about 100 messages, all delivered."""
