@@ -25,8 +25,12 @@ For each profile, on a 2+2 dumbbell, from l1 across to r1:
         the link idle: 40 frames are 5 ms at 100 Mbit/s); the delivery
         rate over the steady-state seconds, converted from iperf3's
         payload to whole Ethernet frames (+ UDP 8, IPv4 20, Ethernet 14
-        bytes per datagram, as the link counts), within 3 % of the rate.
-  TCP   iperf3 goodput over 5 s (after 1 s not counted) on the profile
+        bytes per datagram, as the link counts), within 3 % of what the
+        path delivers: the rate, or, where the profile also shapes the
+        access links, each hop's rate less the losses of the hops after
+        it (tolerance.PathModel.delivered_rate_bps).
+  TCP   iperf3 for 5 s (after 1 s not counted), goodput over the
+        receiver's full seconds but the first, on the profile
         as it is, queue included, reported with the link's ceiling for
         full-size segments (1448 of 1514 bytes); no pass/fail: it depends
         on the congestion control's answer to the loss (the kernel's
@@ -39,13 +43,17 @@ alone; the loss part's show that only the loss model dropped frames.
 Writes results/calibration-<timestamp>/calibration.json (everything,
 including raw RTTs and the emulator's statistics) and calibration.md
 (the table), atomically, after every profile. Prints the table. Exit
-status 0 if every check passes, 1 if one fails, 2 on a usage error.
+status 0 if every check passes, 1 if one fails or a measurement cannot
+be made, 2 on a usage error, 130 after Ctrl-C and 128+N after signal N
+(SIGTERM, SIGHUP), each with one line saying so.
 """
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import os
+import signal
 import sys
 import time
 
@@ -53,8 +61,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from topologies import backends, measure, profiles, tolerance  # noqa: E402
-from topologies.dumbbell import (Terminated, TopologyError,   # noqa: E402
-                                 dumbbell)
+from topologies.dumbbell import (MAX_SEED, Terminated,        # noqa: E402
+                                 TopologyError, check_tools, dumbbell)
 from topologies.state import atomic_write                     # noqa: E402
 
 PING_COUNT = 100
@@ -71,6 +79,7 @@ MIN_UDP_PAYLOAD = 16       # iperf3's UDP header fits in 16 bytes
 MAX_UDP_PAYLOAD = 1400
 TCP_SECONDS = 5
 TCP_MSS_FRAME = (1448, 1514)   # payload and frame of a full TCP segment
+MEASURE_TOOLS = {"iperf3": "iperf3", "ping": "iputils-ping"}
 
 
 def loss_plan(model):
@@ -141,8 +150,9 @@ def calibrate(prof, backend, seed, log):
     model = tolerance.PathModel(prof)
     res = {"profile": prof.to_dict(), "path": model.hops,
            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    rate = model.rate_bps()
-    p_loss = model.loss()
+    rate = model.rate_bps()                 # what the offered load is set by
+    delivered = model.delivered_rate_bps()  # what reaches r1 (= rate when
+    p_loss = model.loss()                   # only the bottleneck is shaped)
     checks = {}
 
     deep = deep_queue(prof)
@@ -174,9 +184,10 @@ def calibrate(prof, backend, seed, log):
         "tolerance_ms": tolerance.rtt_tolerance_ms(exp_rtt),
         "pass": tolerance.within_rtt(ping["median_ms"], exp_rtt)}
     checks["rate"] = {
-        "expected_bps": rate, "measured_bps": udp["delivered_frame_bps"],
-        "tolerance_bps": tolerance.RATE_REL * rate,
-        "pass": tolerance.within_rate(udp["delivered_frame_bps"], rate)}
+        "configured_bps": rate,
+        "expected_bps": delivered, "measured_bps": udp["delivered_frame_bps"],
+        "tolerance_bps": tolerance.RATE_REL * delivered,
+        "pass": tolerance.within_rate(udp["delivered_frame_bps"], delivered)}
     n, k = loss["datagrams"], loss["lost"]
     lo, hi = model.loss_interval(n)
     checks["loss"] = {
@@ -193,7 +204,7 @@ def calibrate(prof, backend, seed, log):
           if h in em]
     checks["loss"]["emulator_queue_drops"] = sum(qd) if qd else None
     checks["loss"]["receiver_drops"] = sum(loss["receiver_drops"].values())
-    ceiling = rate * TCP_MSS_FRAME[0] / TCP_MSS_FRAME[1]
+    ceiling = delivered * TCP_MSS_FRAME[0] / TCP_MSS_FRAME[1]
     checks["tcp"] = {"goodput_bps": tcp["goodput_bps"],
                      "ceiling_bps": ceiling,
                      "share": tcp["goodput_bps"] / ceiling}
@@ -241,8 +252,14 @@ def _queue_note(loss):
 
 def markdown(doc):
     rows = [
+        f"Rate and loss are measured with every queue forced to "
+        f"{LOSS_QUEUE:,} frames, not the profile's own (so that a sender's "
+        f"catch-up burst after a CPU stall cannot turn into queue drops); "
+        f"RTT is measured on that deep queue too, but idle, and TCP on "
+        f"the profile as it is.",
+        "",
         "| profile | backend | RTT expected (ms) | RTT median (ms) | | "
-        "rate configured (Mb/s) | UDP delivered (Mb/s, frames) | | "
+        "rate expected (Mb/s) | UDP delivered (Mb/s, frames) | | "
         "loss configured | loss measured (95% interval, n) | | "
         "TCP goodput (Mb/s) | result |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | --- | ---: | ---: "
@@ -287,7 +304,9 @@ def markdown(doc):
         f"tolerance max({tolerance.RTT_ABS_MS:g} ms, "
         f"{tolerance.RTT_REL * 100:g}%). Rate: UDP at "
         f"{RATE_LOAD * 100:.0f}% of the rate, delivered whole Ethernet "
-        f"frames per second, tolerance {tolerance.RATE_REL * 100:g}%. "
+        f"frames per second, tolerance {tolerance.RATE_REL * 100:g}%; "
+        f"expected: the configured rate, less the losses of later hops "
+        f"where access links are shaped too. "
         f"Loss: UDP at up to {LOSS_LOAD * 100:.0f}% of the rate, datagrams "
         f"lost "
         f"against the central {tolerance.CONFIDENCE * 100:g}% interval of "
@@ -299,7 +318,41 @@ def markdown(doc):
     return "\n".join(rows) + "\n"
 
 
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv=None):
+    """Exit status as the module says; SIGTERM and SIGHUP, like Ctrl-C,
+    end the run with one line wherever they arrive (a topology being
+    built or measured is torn down first)."""
+    saved = {}
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) == signal.SIG_DFL:
+            saved[s] = signal.signal(s, _raise_terminated)
+    progress = {"out": None, "created": False, "saved": False}
+    try:
+        return _main(argv, progress)
+    except (KeyboardInterrupt, Terminated) as e:
+        out = progress["out"]
+        if progress["saved"]:
+            where = f"partial results in {out}"
+        else:
+            where = "no results written"
+            if progress["created"]:       # the empty folder we made
+                with contextlib.suppress(OSError):
+                    os.rmdir(out)
+        if isinstance(e, KeyboardInterrupt):
+            print(f"error: interrupted ({where})", file=sys.stderr)
+            return 130
+        print(f"error: {e} ({where})", file=sys.stderr)
+        return 128 + e.signum
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+def _main(argv, progress):
     ap = argparse.ArgumentParser(
         prog="scripts/calibrate.py",
         description="Measure every link profile (RTT, UDP rate and loss, "
@@ -316,24 +369,41 @@ def main(argv=None):
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
+    def usage(msg):
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
+
     try:
         names = args.profile or profiles.profile_names()
         profs = [profiles.load_profile(n) for n in names]
     except profiles.ProfileError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        return usage(e)
     if not profs:
-        print("error: no profiles in topologies/profiles/", file=sys.stderr)
-        return 2
+        return usage("no profiles in topologies/profiles/")
+    if not 0 <= args.seed <= MAX_SEED:
+        return usage(f"--seed must be a whole number from 0 to {MAX_SEED}")
     if os.geteuid() != 0:
-        print("error: must run as root (Mininet)", file=sys.stderr)
-        return 2
+        return usage("must run as root (Mininet)")
+    try:
+        check_tools(MEASURE_TOOLS)
+    except TopologyError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or os.path.join(REPO, "results", f"calibration-{stamp}")
+    created = not os.path.exists(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        if not os.access(out, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        return usage(f"--out {out}: cannot write results there: "
+                     f"{e.strerror or e}; give a folder that can be "
+                     f"created and written")
+    progress["out"], progress["created"] = out, created
 
     from mininet.log import setLogLevel
     setLogLevel("warning")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or os.path.join(REPO, "results", f"calibration-{stamp}")
-    os.makedirs(out, exist_ok=True)
     doc = {"tool": "calibrate", "started_at": stamp, "backend": args.backend,
            "seed": args.seed, "versions": measure.tool_versions(),
            "method": {
@@ -350,9 +420,14 @@ def main(argv=None):
            "profiles": []}
 
     def save():
-        atomic_write(os.path.join(out, "calibration.json"),
-                     json.dumps(doc, indent=1) + "\n")
-        atomic_write(os.path.join(out, "calibration.md"), markdown(doc))
+        try:
+            atomic_write(os.path.join(out, "calibration.json"),
+                         json.dumps(doc, indent=1) + "\n")
+            atomic_write(os.path.join(out, "calibration.md"), markdown(doc))
+        except OSError as e:
+            raise _SaveError(f"cannot write the results to {out}: "
+                             f"{e.strerror or e}") from None
+        progress["saved"] = True
 
     t0 = time.monotonic()
     failed = False
@@ -362,36 +437,38 @@ def main(argv=None):
             measure.MeasureError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    for prof in profs:
-        t = time.monotonic()
-        log(f"{prof.name}: measuring ...")
-        try:
-            r = calibrate(prof, args.backend, args.seed, log)
-        except (TopologyError, backends.BackendError,
-                measure.MeasureError) as e:
-            r = {"profile": prof.to_dict(), "error": str(e), "pass": False}
-            log(f"error: {prof.name}: {e}")
-        except KeyboardInterrupt:
-            print("error: interrupted (partial results in " + out + ")",
-                  file=sys.stderr)
-            return 130
-        except Terminated as e:
-            print(f"error: {e} (partial results in {out})", file=sys.stderr)
-            return 128 + e.signum
-        r["seconds"] = round(time.monotonic() - t, 1)
-        doc["profiles"].append(r)
-        failed |= not r["pass"]
+    try:
+        for prof in profs:
+            t = time.monotonic()
+            log(f"{prof.name}: measuring ...")
+            try:
+                r = calibrate(prof, args.backend, args.seed, log)
+            except (TopologyError, backends.BackendError,
+                    measure.MeasureError) as e:
+                r = {"profile": prof.to_dict(), "error": str(e),
+                     "pass": False}
+                log(f"error: {prof.name}: {e}")
+            r["seconds"] = round(time.monotonic() - t, 1)
+            doc["profiles"].append(r)
+            failed |= not r["pass"]
+            save()
+            if "error" in r and "sch_netem" in r["error"]:
+                break      # same for every profile
+        doc["seconds"] = round(time.monotonic() - t0, 1)
+        doc["pass"] = not failed
         save()
-        if "error" in r and "sch_netem" in r["error"]:
-            break      # same for every profile
-    doc["seconds"] = round(time.monotonic() - t0, 1)
-    doc["pass"] = not failed
-    save()
+    except _SaveError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(markdown(doc), end="")
     print(f"\n{'all checks pass' if not failed else 'SOME CHECKS FAIL'}; "
           f"results in {os.path.relpath(out)} "
           f"({doc['seconds']:.0f} s)")
     return 1 if failed else 0
+
+
+class _SaveError(Exception):
+    """The results could not be written; one line."""
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ PKGS=(
 	# broker, peers, certificates
 	mosquitto mosquitto-clients gnutls-bin
 	# network emulation and measurement
-	mininet bridge-utils iproute2 iputils-ping ethtool iperf3 procps psmisc jq
+	mininet net-tools bridge-utils iproute2 util-linux iputils-ping ethtool iperf3 procps psmisc jq
 	# tests, figures
 	python3 python3-pytest gnuplot-nox
 )

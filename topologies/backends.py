@@ -19,10 +19,16 @@ each direction, with netem's own `rate`, not htb:
   - netem's `limit` counts every frame it holds: those waiting for the
     transmitter and those on the delay line. It is set to the profile's
     queue, plus the one in transmission, plus the full-size frames in
-    flight over delay + jitter at the link rate, plus a quarter of those
-    as margin for arrivals faster than the rate. The drop-tail point is
-    exact for full-size frames at the link rate; traffic of small frames
-    sees a somewhat smaller queue (more of them fit on the delay line).
+    flight over delay + jitter at the link rate, and nothing more: with
+    a saturated link of full-size frames, netem then holds exactly as
+    many frames waiting as linkem's drop-tail queue does. One limit for
+    two things cannot do better than that; what differs is written in
+    profiles/README.md ("What netem cannot match"): a burst into an idle
+    link finds the delay line's share empty and is accepted up to the
+    whole limit; small frames crowd the delay line, leaving less queue
+    (and, past rate x delay > limit frames, less than the rate); and
+    netem draws jitter before serialisation, so with little queued a
+    frame that drew more delay than the one ahead leaves the link idle.
     The userspace backend counts only waiting frames, exactly.
   - offloads (TSO, GSO, GRO) are turned off on every emulated interface
     (dumbbell.py), so netem sees wire-size frames, never 64 kB ones.
@@ -44,7 +50,9 @@ from pathlib import Path
 from . import procs
 
 MTU_FRAME = 1514          # 1500-byte MTU + 14-byte Ethernet header
-NETEM_MARGIN = 0.25       # share of the in-flight frames added to limit
+# linkem's largest --queue-packets: a byte limit alone goes with this
+# packet limit, so that however small the frames, the byte limit binds.
+LINKEM_MAX_QUEUE_PACKETS = 2**32 - 1
 READY_TIMEOUT_S = 5.0
 # linkem runs SCHED_FIFO at this priority: the emulated link must keep its
 # timing while the benchmark's own processes load both cores. Measured on
@@ -83,8 +91,7 @@ def netem_limit(d):
     """netem's `limit` for Direction d (see the module comment)."""
     inflight = math.ceil(d.rate_bps * (d.delay_us + d.jitter_us) / 1e6 /
                          (8 * MTU_FRAME))
-    margin = math.ceil(inflight * NETEM_MARGIN)
-    return queue_packets(d) + 1 + inflight + margin
+    return queue_packets(d) + 1 + inflight
 
 
 def netem_args(d):
@@ -199,9 +206,11 @@ def linkem_link_args(a2b, b2a):
         if d.queue_packets is not None:
             args.append(f"--{pre}-queue-packets={d.queue_packets}")
         else:
-            # A byte limit alone: the packet limit must never bind first.
-            args += [f"--{pre}-queue-packets="
-                     f"{d.queue_bytes // 60 + 1}",
+            # A byte limit alone: the packet limit must never bind
+            # first, whatever the frames' size (the bridge hands over
+            # frames of 14 bytes and up, not just 60), so it is linkem's
+            # maximum; linkem allocates per frame, not per limit.
+            args += [f"--{pre}-queue-packets={LINKEM_MAX_QUEUE_PACKETS}",
                      f"--{pre}-queue-bytes={d.queue_bytes}"]
     return args
 

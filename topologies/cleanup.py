@@ -5,18 +5,22 @@
 Works from the state files runs keep in /run/mqb/ (topologies/state.py):
 for each run whose process is gone it stops the processes it recorded (by
 pid *and* start time), the processes still inside its hosts' network
-namespaces (by namespace inode, checked against the host's interface
-name), deletes the interfaces and bridges it recorded, and restores the
-kernel settings it changed (only if they still hold the value the run
-set). Then it deletes root-namespace interfaces whose names match the
-dumbbell's own naming scheme (mqbs1, mqbs1-l1, mqbbn-a, ...) that no
-record covers. It touches nothing else: no process is matched by name.
+namespaces (by namespace inode, and only while that namespace still holds
+the host's interface under its name and MAC: a namespace inode is reused
+once the namespace is gone), deletes the interfaces and bridges it
+recorded, and restores the kernel settings it changed (only if they still
+hold the value the run set). It removes the temporary files and run
+folders of writers that are gone. It touches nothing else: no process is
+matched by name, and an interface named like the dumbbell's that no record
+covers is reported (with the command that would delete it), not deleted.
 
 It refuses to run while a live run holds the network (it would pull the
 bridges from under it). Exit status 0 if everything is clean afterwards.
 """
 import argparse
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -40,22 +44,34 @@ def _our_name(name):
 
 
 def _host_ns_pids(data, host):
-    """Pids inside a recorded host's namespace that are provably that
-    host's: the namespace still holds the host's interface, or the process
-    started after the run did (a recycled namespace inode would hold
-    neither)."""
+    """(ours, unproven): the pids inside a recorded host's namespace, as
+    (pid, starttime), split by whether the namespace is provably still
+    the host's: it holds one of the host's interfaces by name, with the
+    MAC the run gave it (when the record has MACs). A start time after
+    the run's is no proof: after the namespace died, the kernel may give
+    its inode to a namespace of somebody else's."""
     ns = host.get("netns")
     if not ns:
-        return []
-    run_start = data.get("starttime") or 0
-    out = []
-    for pid in procs.pids_in_netns(ns):
-        ifaces = procs.netns_ifaces(pid) or set()
-        st = procs.starttime(pid)
-        if ifaces & set(host.get("ifaces", ())) or \
-                (st is not None and st >= run_start):
-            out.append((pid, st))
-    return out
+        return [], []
+    pids = procs.pids_in_netns(ns)
+    if not pids:
+        return [], []
+    links = None
+    for pid in pids:
+        links = procs.netns_links(pid, ns)
+        if links is not None:
+            break
+    found = [(pid, procs.starttime(pid)) for pid in pids]
+    if links is None:       # they all left in the meantime
+        return [], []
+    macs = host.get("macs") or {}
+    for name in host.get("ifaces", ()):
+        if name not in links:
+            continue
+        want = macs.get(name)
+        if want is None or links[name].lower() == want.lower():
+            return found, []
+    return [], found
 
 
 def restore_sysctls(data, log):
@@ -86,7 +102,7 @@ def leftovers(data, wait=2.0):
         for h in data.get("hosts", []):
             if procs.alive(h["pid"], h.get("starttime")):
                 left.append(f"process {h['pid']} (shell of {h['name']})")
-            for pid, _ in _host_ns_pids(data, h):
+            for pid, _ in _host_ns_pids(data, h)[0]:
                 if pid != h["pid"]:
                     left.append(f"process {pid} (in {h['name']}'s "
                                 f"namespace)")
@@ -108,9 +124,16 @@ def clean_run(data, log, dry_run=False):
         if procs.alive(h["pid"], h.get("starttime")):
             victims.append((h["pid"], h["starttime"],
                             f"shell of {h['name']}"))
-        for pid, st in _host_ns_pids(data, h):
+        ours, unproven = _host_ns_pids(data, h)
+        for pid, st in ours:
             if pid != h["pid"]:
                 victims.append((pid, st, f"in {h['name']}'s namespace"))
+        if unproven:
+            log(f"not touching process(es) "
+                f"{', '.join(str(p) for p, _ in unproven)}: their network "
+                f"namespace has the inode {h['name']}'s had, but not its "
+                f"interface {'/'.join(h.get('ifaces', ()))} with the run's "
+                f"MAC, so they may not be the run's")
     for pid, _, what in victims:
         log(f"stopping process {pid} ({what})")
     if not dry_run:
@@ -141,44 +164,92 @@ def clean_run(data, log, dry_run=False):
     return leftovers(data)
 
 
-def sweep(log, dry_run=False, keep=()):
-    """Delete unrecorded root-namespace interfaces named like ours."""
-    left = []
-    for name in _root_ifaces():
-        if _our_name(name) and name not in keep:
-            log(f"deleting unrecorded interface {name}")
-            if not dry_run:
-                subprocess.run(["ip", "link", "del", name],
-                               capture_output=True)
-                if _iface_exists(name):
-                    left.append(f"interface {name}")
-    return left
+def unrecorded_ifaces(recorded):
+    """Root-namespace interfaces named like the dumbbell's that are not in
+    `recorded`. Nothing proves they are ours, so they are reported, never
+    deleted."""
+    return [n for n in _root_ifaces() if _our_name(n) and n not in recorded]
+
+
+def unrecorded_line(names):
+    """One line about interfaces no record covers, with the command that
+    deletes them for a user who knows they are leftovers."""
+    return (f"interface{'s' if len(names) > 1 else ''} "
+            f"{', '.join(names)} named like the dumbbell's but recorded by "
+            f"no run, left alone; if nothing else uses "
+            f"{'them' if len(names) > 1 else 'it'}, delete with: " +
+            "; ".join(f"ip link del {n}" for n in names))
+
+
+def _pid_gone(pid):
+    return not os.path.exists(f"/proc/{pid}")
+
+
+def stale_files(live, directory=None):
+    """Paths in the state folder that a writer which is gone left: temp
+    files of atomic_write (<pid>.json.tmp<writer>, a run killed while it
+    wrote) and run folders (<pid>.d) with no state file (killed during
+    its first save). `live`: pids of live runs, never touched."""
+    d = directory or state.STATE_DIR
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        m = state.TMP_RE.match(n)
+        if m:
+            writer = int(m.group(2))
+            if writer != os.getpid() and writer not in live and \
+                    _pid_gone(writer):
+                out.append(os.path.join(d, n))
+            continue
+        m = state.RUN_DIR_RE.match(n)
+        if m:
+            pid = int(m.group(1))
+            if pid != os.getpid() and pid not in live and \
+                    _pid_gone(pid) and \
+                    not os.path.exists(os.path.join(d, f"{pid}.json")):
+                out.append(os.path.join(d, n))
+    return out
 
 
 def clean_stale(log=print, dry_run=False):
-    """Clean every dead run; the caller must hold state.Lock. Returns what
-    is left (empty when clean)."""
+    """Clean every dead run; the caller must hold state.Lock.
+
+    Returns (left, unrecorded): what of the records could not be removed
+    (empty when clean), and interfaces named like the dumbbell's that no
+    record covers (not deleted; unrecorded_line() says so to a user)."""
     left = []
     recorded = set()
+    live = set()
     for path, data in state.read_states():
         if data is None:
             log(f"ignoring {path}: not a state file of this version")
             continue
+        recorded.update(data.get("interfaces", []) + data.get("bridges", []))
         if state.run_alive(data) and data["pid"] != os.getpid():
             # Only possible if the run lost its lock; leave it alone. (Our
             # own pid: an earlier topology of this process that could not
             # be torn down completely; we hold the lock, so it is over.)
             log(f"run {data['pid']} is alive; not touching it")
+            live.add(data["pid"])
             continue
         log(f"cleaning up after run {data['pid']} (started "
             f"{data.get('started_at', '?')}, no longer running)")
-        recorded.update(data.get("interfaces", []) + data.get("bridges", []))
         rest = clean_run(data, log, dry_run)
         left += rest
         if not rest and not dry_run:
             os.unlink(path)
-    left += sweep(log, dry_run, keep=recorded if dry_run else ())
-    return left
+    for path in stale_files(live):
+        log(f"removing {path} (its writer is gone)")
+        if not dry_run:
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+    return left, unrecorded_ifaces(recorded)
 
 
 def main(argv=None):
@@ -207,15 +278,22 @@ def main(argv=None):
         actions.append(msg)
         print(msg)
     try:
-        left = clean_stale(log, args.dry_run)
+        left, unrecorded = clean_stale(log, args.dry_run)
+    except KeyboardInterrupt:
+        print("error: interrupted; run it again to finish", file=sys.stderr)
+        return 130
     finally:
         lock.release()
+    status = 0
     if left:
         print("error: could not remove: " + ", ".join(left), file=sys.stderr)
-        return 1
-    if not actions:
+        status = 1
+    if unrecorded:
+        print(f"error: {unrecorded_line(unrecorded)}", file=sys.stderr)
+        status = 1
+    if not actions and not unrecorded:
         print("nothing to clean")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

@@ -42,11 +42,14 @@ import contextlib
 import os
 import re
 import resource
+import select
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 from . import backends, cleanup, procs, profiles, state
 
@@ -57,6 +60,21 @@ MAX_HOSTS = 99
 OFFLOADS = ["tso", "off", "gso", "off", "gro", "off"]
 BRIDGE_NF = ("arptables", "iptables", "ip6tables")
 SWITCH_KINDS = ("linuxbridge", "ovs")
+# What building needs from the system, by command and Debian package.
+# Mininet would find some of them missing only half way through (and then
+# print three lines and exit the process); the rest it would not notice
+# (a missing ifconfig leaves hosts without addresses).
+REQUIRED_TOOLS = {
+    "ip": "iproute2", "tc": "iproute2", "brctl": "bridge-utils",
+    "ethtool": "ethtool", "mnexec": "mininet", "ifconfig": "net-tools",
+    "arp": "net-tools", "sysctl": "procps", "nsenter": "util-linux",
+}
+# linkem's seed for a link is seed * SEED_STRIDE + the link's index
+# (link_seed); seeds up to MAX_SEED keep that inside 64 bits.
+SEED_STRIDE = 1000
+MAX_SEED = (2**64 - 1) // SEED_STRIDE - 1
+SHELL_SETTLE_S = 0.3     # a busy Mininet shell's command may still finish
+SHELL_INTERRUPT_S = 2.0  # ... or, after a Ctrl-C (sendInt), come back
 
 
 
@@ -82,6 +100,36 @@ def host_ip(name):
 def host_mac(name):
     side, i = name[0], int(name[1:])
     return f"02:00:00:00:{1 if side == 'l' else 2:02x}:{i:02x}"
+
+
+def link_seed(seed, label):
+    """The loss-model seed of one emulated link: seed * 1000 plus the
+    link's index (bottleneck 0, access-lI I, access-rI 100 + I). Every
+    link draws its own stream, so losses on the access links and the
+    bottleneck are independent (as the calibration's loss interval
+    assumes), and the same --seed repeats every one of them."""
+    if label == "bottleneck":
+        idx = 0
+    else:
+        m = re.fullmatch(r"access-([lr])(\d+)", label)
+        if not m or not 1 <= int(m.group(2)) <= MAX_HOSTS:
+            raise ValueError(f"no link {label!r}")
+        idx = int(m.group(2)) + (100 if m.group(1) == "r" else 0)
+    return seed * SEED_STRIDE + idx
+
+
+def check_tools(tools):
+    """Raise TopologyError naming every command of `tools` ({command:
+    Debian package}) that is not on PATH, and the packages to install."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if not missing:
+        return
+    pkgs = sorted({tools[t] for t in missing})
+    raise TopologyError(
+        f"missing command{'s' if len(missing) > 1 else ''} "
+        f"{', '.join(missing)}: install the Debian "
+        f"package{'s' if len(pkgs) > 1 else ''} {' '.join(pkgs)} "
+        f"(apt-get install {' '.join(pkgs)}, or make deps)")
 
 
 def _run(argv, check=True):
@@ -127,6 +175,9 @@ class Dumbbell:
         if switch not in SWITCH_KINDS:
             raise TopologyError(f"unknown switch {switch!r}; use "
                                 f"linuxbridge or ovs")
+        if not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise TopologyError(f"--seed must be a whole number from 0 to "
+                                f"{MAX_SEED}, got {seed}")
         self.n = hosts
         self.switch_kind = switch
         self.seed = seed
@@ -146,6 +197,14 @@ class Dumbbell:
         self._state = None
         self._procs = []
         self._hostinfo = {}
+        self._guard = None    # the _SignalGuard of dumbbell(), if any
+
+    def _held(self):
+        """Context in which SIGINT, SIGTERM and SIGHUP wait: around a step
+        that creates something and records it, so that no signal can
+        leave it made but unrecorded."""
+        return self._guard.held() if self._guard else \
+            contextlib.nullcontext()
 
     # ---- what a runner uses ---------------------------------------------
 
@@ -178,9 +237,10 @@ class Dumbbell:
             ours()
             if theirs:
                 theirs()
-        p = h.popen(list(argv), preexec_fn=preexec, **kwargs)
-        self._procs.append((p, procs.starttime(p.pid)))
-        self._state.add_process(p.pid, f"{name}: {argv[0]}")
+        with self._held():
+            p = h.popen(list(argv), preexec_fn=preexec, **kwargs)
+            self._procs.append((p, procs.starttime(p.pid)))
+            self._state.add_process(p.pid, f"{name}: {argv[0]}")
         return p
 
     def run(self, name, argv, timeout=None, **kwargs):
@@ -211,7 +271,13 @@ class Dumbbell:
             "hosts": {h: host_ip(h) for h in self.left + self.right},
             "switch": self.switch_kind, "switches": [S1, S2],
             "backend": self.backend, "backend_note": self.backend_note,
-            "seed": self.seed, "profile": self.profile.to_dict(),
+            "seed": self.seed,
+            # Each emulated link's own loss stream (link_seed); netem's
+            # draws cannot be seeded (iproute2 6.1 has no option for it).
+            "link_seeds": ({lab: link_seed(self.seed, lab)
+                            for lab in self.linkems}
+                           if self.backend == "userspace" else None),
+            "profile": self.profile.to_dict(),
             "shaped": [{"link": lab, "direction": d, "interface": dev,
                         "namespace": h or "root"}
                        for lab, d, dev, h in self.shaped],
@@ -226,10 +292,30 @@ class Dumbbell:
 
     # ---- building --------------------------------------------------------
 
+    def _planned_names(self):
+        """(interfaces, bridges) this build will create in the root
+        namespace: ports before bridges, the order cleanup deletes them."""
+        access = "access" in self.profile.applies
+        bottleneck = "bottleneck" in self.profile.applies
+        userspace = self.backend == "userspace"
+        names = [f"{S1}-{h}" for h in self.left] + \
+            [f"{S2}-{h}" for h in self.right]
+        bridges = [S1, S2]
+        if not (userspace and bottleneck):
+            names += BN_PORTS
+        if userspace and bottleneck:
+            names += BN_TAPS
+        if userspace and access:
+            for h in self.left + self.right:
+                names += [f"mqb{h}-a", f"mqb{h}-b"]
+                bridges.append(f"mqbx-{h}")
+        return names, bridges
+
     def build(self):
         if os.geteuid() != 0:
             raise TopologyError("must run as root (Mininet creates "
                                 "namespaces, bridges and veths)")
+        check_tools(REQUIRED_TOOLS)
         self.backend, self.backend_note = \
             backends.choose_backend(self.requested_backend)
         if self.backend == "userspace":
@@ -244,32 +330,41 @@ class Dumbbell:
         from mininet.node import OVSBridge
         from mininet.nodelib import LinuxBridge
 
-        self._lock = state.Lock()
-        try:
-            self._lock.acquire()
-        except state.Busy as e:
-            self._lock = None
-            raise TopologyError(str(e)) from None
-        cleanup.clean_stale(log=self.log)
-        self._state = state.RunState(argv=sys.argv)
-        self._bridge_nf_off()
+        with self._held():      # taken only with self._lock set: released
+            self._lock = state.Lock()
+            try:
+                self._lock.acquire()
+            except state.Busy as e:
+                self._lock = None
+                raise TopologyError(str(e)) from None
+        left, unrecorded = cleanup.clean_stale(log=self.log)
+        names, bridges = self._planned_names()
+        taken = [n for n in names + bridges if _iface_exists(n)]
+        if taken:
+            them = "it" if len(taken) == 1 else "them"
+            if set(taken) <= set(unrecorded):
+                how = (f"no run recorded {them}, so {them} may not be "
+                       f"ours; if nothing else uses {them}, delete with: " +
+                       "; ".join(f"ip link del {n}" for n in taken))
+            else:
+                how = "a dead run's cleanup could not remove " \
+                    f"{them}; see what `make clean-net` says"
+            raise TopologyError(
+                f"cannot build: {', '.join(taken)} already "
+                f"exist{'s' if len(taken) == 1 else ''} ({how})")
+        if left:
+            self.log("warning: leftovers of a dead run could not be "
+                     "removed: " + ", ".join(left))
+        if unrecorded:
+            self.log("warning: " + cleanup.unrecorded_line(unrecorded))
+        with self._held():
+            self._state = state.RunState(argv=sys.argv)
+            self._bridge_nf_off()
 
         access = "access" in self.profile.applies
         bottleneck = "bottleneck" in self.profile.applies
         userspace = self.backend == "userspace"
-        # Recorded before they exist (state.py); ports before bridges, the
-        # order cleanup deletes them in.
-        names = [f"{S1}-{h}" for h in self.left] + \
-            [f"{S2}-{h}" for h in self.right]
-        bridges = [S1, S2]
-        if not (userspace and bottleneck):
-            names += BN_PORTS
-        if userspace and bottleneck:
-            names += BN_TAPS
-        if userspace and access:
-            for h in self.left + self.right:
-                names += [f"mqb{h}-a", f"mqb{h}-b"]
-                bridges.append(f"mqbx-{h}")
+        # Recorded before they exist (state.py).
         self._state.data["switch"] = self.switch_kind
         self._state.add_interfaces(names)
         self._state.add_interfaces(bridges, bridge=True)
@@ -286,13 +381,19 @@ class Dumbbell:
         net = Mininet(topo=None, build=False, controller=None, switch=sw,
                       link=Link, ipBase="10.0.0.0/16", autoStaticArp=True)
         self.net = net
+        # Each node's shell is started and recorded with signals held: a
+        # shell Mininet has started but not yet listed would outlive us.
         for s in (S1, S2):
-            node = net.addSwitch(s)
-            self._state.add_process(node.pid, f"switch shell {s}")
+            with self._held():
+                node = net.addSwitch(s)
+                self._state.add_process(node.pid, f"switch shell {s}")
         for h in self.left + self.right:
-            node = net.addHost(h, ip=host_ip(h) + "/16", mac=host_mac(h))
-            self._hostinfo[h] = node
-            self._state.add_host(h, node.pid, [f"{h}-eth0"])
+            with self._held():
+                node = net.addHost(h, ip=host_ip(h) + "/16",
+                                   mac=host_mac(h))
+                self._hostinfo[h] = node
+                self._state.add_host(h, node.pid, [f"{h}-eth0"],
+                                     {f"{h}-eth0": host_mac(h)})
         for h in self.left:
             net.addLink(h, S1, intfName1=f"{h}-eth0", intfName2=f"{S1}-{h}")
         for h in self.right:
@@ -391,12 +492,14 @@ class Dumbbell:
         rd = self._state.run_dir
         lk = backends.Linkem(
             self.linkem_bin, tap_a, tap_b, p.left_to_right, p.right_to_left,
-            os.path.join(rd, f"linkem-{label}.json"), self.seed,
+            os.path.join(rd, f"linkem-{label}.json"),
+            link_seed(self.seed, label),
             os.path.join(rd, f"linkem-{label}.log"), label,
             rt_priority=self.linkem_rt_priority)
         self.linkems[label] = lk
-        pid = lk.start()
-        self._state.add_process(pid, f"linkem {label}")
+        with self._held():     # started (milliseconds) and recorded
+            pid = lk.start()
+            self._state.add_process(pid, f"linkem {label}")
         if self.linkem_rt_priority and \
                 not (lk.scheduling or "").startswith("SCHED_FIFO") and \
                 len(self.linkems) == 1:
@@ -462,12 +565,12 @@ class Dumbbell:
             try:
                 fn(*args)
             except Exception as e:     # keep tearing down
-                self.problems.append(f"{what}: {e}")
+                self.problems.append(f"{what}: {str(e) or repr(e)}")
 
         step("stopping host processes", self._stop_host_procs)
         step("collecting link statistics", self._collect_stats)
         if self.net is not None:
-            step("stopping Mininet", self.net.stop)
+            step("stopping Mininet", self._stop_mininet)
         step("removing interfaces", self._remove_ifaces)
         if self._state is not None:
             step("restoring kernel settings", cleanup.restore_sysctls,
@@ -502,6 +605,44 @@ class Dumbbell:
             others = procs.pids_in_netns(ns, exclude={node.pid})
             procs.terminate([(pid, procs.starttime(pid)) for pid in others])
 
+    def _stop_mininet(self):
+        """net.stop(), made safe for a build or a command cut short.
+
+        Mininet talks to its nodes through their shells, and refuses to
+        (an assertion) while a shell still runs a command that a signal
+        interrupted; a shell that never returns would hang it. So each
+        busy shell first gets a moment to finish (its host's processes are
+        gone by now), then a Ctrl-C; a shell still busy after that is not
+        handed to net.stop() at all. Whatever net.stop() did or did not
+        do, the shells recorded for this run are stopped afterwards, as
+        cleanup does for a killed run, and their ptys closed."""
+        net = self.net
+        nodes = list(net.hosts) + list(net.switches) + list(net.controllers)
+        stuck = [n.name for n in nodes if not _settle_shell(n)]
+        if stuck:
+            self.log(f"note: teardown: the shell of {', '.join(stuck)} "
+                     f"stayed busy; stopping the shells directly instead "
+                     f"of through Mininet")
+        else:
+            try:
+                net.stop()
+            except Exception as e:
+                self.log(f"note: teardown: Mininet's stop failed ({e!r}); "
+                         f"stopping its shells directly")
+        shells = [(h["pid"], h["starttime"])
+                  for h in self._state.data["hosts"]] + \
+            [(p["pid"], p["starttime"])
+             for p in self._state.data["processes"]
+             if p["what"].startswith("switch shell ")]
+        left = procs.terminate(shells)
+        for n in nodes:
+            if n.shell is not None and n.shell.poll() is not None:
+                with contextlib.suppress(Exception):
+                    n.cleanup()        # closes its pty
+        if left:
+            raise TopologyError("shells still running: " +
+                                ", ".join(str(p) for p, _ in left))
+
     def _collect_stats(self):
         links, logs = {}, {}
         if self.backend == "userspace":
@@ -530,9 +671,51 @@ class Dumbbell:
         if self._state is None:
             return
         d = self._state.data
+        if self.switch_kind == "ovs":
+            # Open vSwitch bridges are not ip links to delete (net.stop()
+            # does this too, unless it was skipped or failed).
+            for br in (S1, S2):
+                if _iface_exists(br):
+                    _run(["ovs-vsctl", "--timeout=5", "--if-exists",
+                          "del-br", br], check=False)
         for name in d["interfaces"] + d["bridges"]:
             if _iface_exists(name):
                 _run(["ip", "link", "del", name], check=False)
+
+
+def _settle_shell(node):
+    """Bring a Mininet node's shell back to its prompt: True if it is
+    (or was) idle, False if it stays busy. Reads what a command cut short
+    left; sends a Ctrl-C if the command does not end by itself (or if a
+    signal made us lose the prompt it printed). Never blocks: Mininet's
+    own monitor() polls for POLLOUT too, which a pty always has, and then
+    blocks in read(); here a read happens only when select() says there
+    is something to read."""
+    if node.shell is None or not node.waiting:
+        return True
+    fd = node.stdout.fileno()
+    try:
+        for wait, interrupt in ((SHELL_SETTLE_S, False),
+                                (SHELL_INTERRUPT_S, True)):
+            if interrupt:
+                node.sendInt()
+            deadline = time.monotonic() + wait
+            while node.waiting:
+                if chr(127) in node.readbuf:   # the prompt, read already
+                    node.readbuf = ""
+                    node.waiting = False
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                r, _, _ = select.select([fd], [], [], min(left, 0.05))
+                if r:
+                    node.monitor(timeoutms=0, findPid=False)
+            if not node.waiting:
+                return True
+    except (OSError, ValueError):
+        return False
+    return False
 
 
 def _mininet_version():
@@ -544,41 +727,84 @@ def _mininet_version():
 
 
 class _SignalGuard:
-    """Turns SIGTERM and SIGHUP into Terminated while the topology exists
-    (where nobody else handles them), and holds off SIGINT, SIGTERM and
-    SIGHUP while it is torn down, so a second Ctrl-C cannot cut teardown
-    short; they are delivered right after."""
-    SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-    BLOCK = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    """Signals while a topology exists.
+
+    SIGTERM and SIGHUP, where nobody else handles them, become Terminated
+    (SIGINT stays KeyboardInterrupt, a handler someone installed stays
+    theirs). Any of the three that arrives inside held() waits until the
+    held step is over and is then delivered as it would have been: the
+    steps that create something and record it (so a signal cannot leave
+    it made but unrecorded), and teardown (so a second Ctrl-C cannot cut
+    it short; there the signal goes, after teardown, to the handlers that
+    were in place before the topology, and SIGTERM's default then ends
+    the process by it).
+
+    It is all done in Python's handlers, which run in the main thread
+    whichever thread the kernel delivered the signal to; outside the main
+    thread no handler can interrupt the topology's code, and the guard
+    does nothing."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.saved = {}
+        self.depth = 0
+        self.pending = []
         self.main = threading.current_thread() is threading.main_thread()
 
     def install(self):
         if not self.main:
             return
         for s in self.SIGNALS:
-            if signal.getsignal(s) in (signal.SIG_DFL, None):
-                self.saved[s] = signal.signal(s, self._raise)
+            old = signal.getsignal(s)
+            if old is None or old == signal.SIG_IGN or \
+                    (s == signal.SIGINT and old == signal.SIG_DFL):
+                continue
+            self.saved[s] = old
+            signal.signal(s, self._handle)
 
-    @staticmethod
-    def _raise(signum, frame):
-        raise Terminated(signum)
+    def _handle(self, signum, frame):
+        if self.depth:
+            if signum not in self.pending:
+                self.pending.append(signum)
+            return
+        self._deliver(signum, frame)
+
+    def _deliver(self, signum, frame):
+        old = self.saved.get(signum, signal.SIG_DFL)
+        if callable(old):
+            old(signum, frame)       # KeyboardInterrupt, or the caller's
+        else:
+            raise Terminated(signum)
 
     @contextlib.contextmanager
-    def blocked(self):
-        old = signal.pthread_sigmask(signal.SIG_BLOCK, self.BLOCK)
+    def held(self):
+        self.depth += 1
         try:
             yield
         finally:
-            self.restore()
-            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+            self.depth -= 1
+            if not self.depth and self.pending:
+                signum = self.pending[0]
+                self.pending = []
+                self._deliver(signum, None)
 
-    def restore(self):
-        for s, h in self.saved.items():
-            signal.signal(s, h)
-        self.saved = {}
+    @contextlib.contextmanager
+    def final(self):
+        """Hold signals for teardown, then give the handlers back and
+        deliver what was held to them."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            # Not held while the handlers go back: one arriving meanwhile
+            # is delivered at once, as it would be by the handler it finds.
+            self.depth -= 1
+            pending, self.pending = self.pending, []
+            for s in list(self.saved):
+                signal.signal(s, self.saved[s])
+                del self.saved[s]
+            for signum in pending:
+                signal.raise_signal(signum)
 
 
 @contextlib.contextmanager
@@ -594,11 +820,12 @@ def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
                   seed=seed, log=log, linkem_rt_priority=linkem_rt_priority)
     guard = _SignalGuard()
     guard.install()
+    db._guard = guard
     try:
         db.build()
         yield db
     finally:
-        with guard.blocked():
+        with guard.final():
             db.teardown()
 
 
@@ -654,7 +881,9 @@ def main(argv=None):
                     help="hosts per side (default 5)")
     ap.add_argument("--switch", default="linuxbridge", choices=SWITCH_KINDS)
     ap.add_argument("--seed", type=int, default=1,
-                    help="seed of the userspace emulator's loss model")
+                    help="seed of the userspace emulators' loss models "
+                    "(default 1; each link draws from seed x 1000 + its "
+                    "index)")
     ap.add_argument("--cmd", nargs=2, action="append", default=[],
                     metavar=("HOST", "COMMAND"),
                     help="run a shell command on a host (repeatable)")
@@ -680,6 +909,11 @@ def main(argv=None):
         return 0
     if not args.profile:
         return fail("--profile is required (see --list-profiles)", 2)
+    if not 1 <= args.hosts <= MAX_HOSTS:
+        return fail(f"--hosts must be between 1 and {MAX_HOSTS}", 2)
+    if not 0 <= args.seed <= MAX_SEED:
+        return fail(f"--seed must be a whole number from 0 to {MAX_SEED}",
+                    2)
     for host, _ in args.cmd:
         if not re.fullmatch(r"[lr]\d+", host) or \
                 not 1 <= int(host[1:]) <= args.hosts:

@@ -6,8 +6,10 @@ here names a process by (pid, start time in clock ticks since boot, field
 /proc/PID/ns/net, so cleanup never signals a stranger.
 """
 import ctypes
+import json
 import os
 import signal
+import subprocess
 import threading
 import time
 
@@ -65,14 +67,32 @@ def pids_in_netns(inode, exclude=()):
     return found
 
 
-def netns_ifaces(pid):
-    """Interface names in pid's network namespace, or None."""
+def netns_links(pid, inode):
+    """{interface name: MAC address} in network namespace `inode`, entered
+    through process pid, or None (pid gone, or no longer in that
+    namespace). The namespace is opened once and its inode checked on the
+    open file, so a pid reused in between cannot mislead."""
     try:
-        with open(f"/proc/{pid}/net/dev") as f:
-            lines = f.read().splitlines()[2:]
+        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return None
-    return {ln.split(":", 1)[0].strip() for ln in lines if ":" in ln}
+    try:
+        if os.fstat(fd).st_ino != inode:
+            return None
+        r = subprocess.run(["nsenter", f"--net=/proc/self/fd/{fd}", "ip",
+                            "-j", "link", "show"], pass_fds=(fd,),
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    finally:
+        os.close(fd)
+    if r.returncode != 0:
+        return None
+    try:
+        return {ln["ifname"]: ln.get("address", "")
+                for ln in json.loads(r.stdout)}
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def terminate(procs, timeout=3.0):

@@ -10,11 +10,13 @@ Only one run at a time may own the network names (mqbs1, mqbs2, ...):
 /run/mqb/lock is held with flock for the whole run, and the kernel drops
 the lock when the holder dies, however it dies.
 """
+import contextlib
 import fcntl
 import json
 import os
 import re
 import shutil
+import signal
 import time
 
 from . import procs
@@ -29,14 +31,43 @@ OUR_NAME_RE = re.compile(
     r"[lr]\d{1,2}-[ab])$")
 
 
+# A state folder's own files: <pid>.json, its temporaries
+# <pid>.json.tmp<writer pid>, and the run folder <pid>.d.
+TMP_RE = re.compile(r"^(\d+)\.json\.tmp(\d+)$")
+RUN_DIR_RE = re.compile(r"^(\d+)\.d$")
+
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Hold off SIGINT, SIGTERM and SIGHUP in this thread for a short
+    critical section; they are delivered (and their handlers run) when it
+    ends. (Python runs handlers in the main thread: a signal that another
+    thread takes can still raise inside the section, which is why
+    atomic_write also cleans up on any exception.)"""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
 def atomic_write(path, text):
-    """Write text to path through a temp file and rename."""
+    """Write text to path through a temp file and rename. Neither an
+    error nor a signal leaves the temp file behind."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    with signals_held():
+        try:
+            with open(tmp, "w") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
 
 
 class Busy(Exception):
@@ -86,8 +117,11 @@ class RunState:
             "interfaces": [], "bridges": [], "processes": [], "hosts": [],
             "sysctl": {},
         }
-        os.makedirs(self.run_dir, exist_ok=True)
+        # The record first, then the folder it names (a run killed in
+        # between leaves a record of a folder that does not exist, which
+        # cleanup shrugs at; the reverse would leave an orphan folder).
         self.save()
+        os.makedirs(self.run_dir, exist_ok=True)
 
     def save(self):
         atomic_write(self.path, json.dumps(self.data, indent=1) + "\n")
@@ -104,10 +138,14 @@ class RunState:
             {"pid": pid, "starttime": procs.starttime(pid), "what": what})
         self.save()
 
-    def add_host(self, name, pid, ifaces):
+    def add_host(self, name, pid, ifaces, macs=None):
+        """A host's shell and namespace; ifaces: its interface names,
+        macs: {name: MAC} they will carry (what cleanup checks before it
+        trusts that a namespace with that inode is still the host's)."""
         self.data["hosts"].append(
             {"name": name, "pid": pid, "starttime": procs.starttime(pid),
-             "netns": procs.netns_inode(pid), "ifaces": list(ifaces)})
+             "netns": procs.netns_inode(pid), "ifaces": list(ifaces),
+             "macs": dict(macs or {})})
         self.save()
 
     def add_sysctl(self, name, old, new):

@@ -9,8 +9,11 @@ the emulation by the same rules:
            of the one-way delay plus the ping frame's serialisation time
            (a 98-byte frame takes 3.1 ms at 250 kbit/s).
   rate     the UDP delivery rate under overload, counted in whole
-           Ethernet frames as the link counts them, is within 3 % of the
-           narrowest link's rate.
+           Ethernet frames as the link counts them, is within 3 % of
+           what the path delivers: each link's rate thinned by the loss
+           of every link after it (a link's own loss acts before its
+           queue, so a saturated link still sends at its full rate), the
+           smallest of these over the path.
   loss     the number of datagrams lost out of n sent below the link
            rate is inside the central 95 % interval of what the loss
            model gives for n frames: exact binomial quantiles for
@@ -73,8 +76,25 @@ class PathModel:
         return us / 1000.0
 
     def rate_bps(self, direction="left_to_right"):
+        """The narrowest link's rate: load below this reaches no queue."""
         dirs = self.l2r if direction == "left_to_right" else self.r2l
         return min(d.rate_bps for d in dirs)
+
+    def delivered_rate_bps(self, direction="left_to_right"):
+        """Frame rate arriving at the far host when the path is overloaded:
+        min over hops i of rate_i x product over later hops j of
+        (1 - loss_j). A hop's own loss drops frames as they arrive,
+        before its queue, so a saturated hop still sends at its rate; the
+        hops after it then lose their share of that. (Long-run loss for
+        Gilbert-Elliott.)"""
+        dirs = self.l2r if direction == "left_to_right" else self.r2l
+        best = None
+        for i, d in enumerate(dirs):
+            r = float(d.rate_bps)
+            for later in dirs[i + 1:]:
+                r *= 1.0 - later.loss
+            best = r if best is None else min(best, r)
+        return best
 
     def loss(self, direction="left_to_right"):
         """Long-run probability that a frame l1->r1 is lost."""

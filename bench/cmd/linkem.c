@@ -35,6 +35,7 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -43,6 +44,7 @@
 
 #include <jansson.h>
 
+#include "afile.h"
 #include "linkem_lead.h"
 #include "linkem_queue.h"
 
@@ -903,72 +905,51 @@ static json_t *stats_json(const struct emu *e)
 	                 "max_rss_kb", (json_int_t)ru.ru_maxrss);
 }
 
-/* The temporary name next to path: "path.tmp.PID". NULL on overflow. */
-static const char *tmp_name(const char *path, char *buf, size_t cap)
+/* Write doc to path atomically (afile.h: a regular file is replaced by
+ * rename, a device or pipe such as /dev/null is written in place).
+ * 0, or -errno. */
+static int write_stats(const char *path, json_t *doc)
 {
-	int n = snprintf(buf, cap, "%s.tmp.%ld", path, (long)getpid());
+	struct afile af;
+	int rv;
 
-	return n > 0 && (size_t)n < cap ? buf : NULL;
-}
-
-/* Write doc to path through a temporary file and rename. 0 or -1. */
-static int write_atomic(const char *path, json_t *doc)
-{
-	char tmp[PATH_MAX];
-	FILE *f;
-	int fd;
-
-	if (!tmp_name(path, tmp, sizeof(tmp))) {
-		errno = ENAMETOOLONG;
-		return -1;
-	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return -1;
-	f = fdopen(fd, "w");
-	if (!f) {
-		close(fd);
-		goto fail;
-	}
+	rv = afile_open(&af, path);
+	if (rv != 0)
+		return rv;
 	/* 12 significant digits: ns resolution for anything under 11 days,
 	 * and 0.3 stays "0.3" */
-	if (json_dumpf(doc, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
-	                               JSON_REAL_PRECISION(12)) != 0 ||
-	    fputc('\n', f) == EOF || fflush(f) != 0 || fsync(fileno(f)) != 0) {
-		fclose(f);
-		goto fail;
+	errno = 0;
+	if (json_dumpf(doc, af.fp, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+	                                   JSON_REAL_PRECISION(12)) != 0 ||
+	    fputc('\n', af.fp) == EOF) {
+		rv = errno ? -errno : -EIO;
+		afile_abort(&af);
+		return rv;
 	}
-	if (fclose(f) != 0)
-		goto fail;
-	if (rename(tmp, path) != 0)
-		goto fail;
-	return 0;
-
-fail:
-	{
-		int saved = errno;
-
-		unlink(tmp);
-		errno = saved ? saved : EIO;
-	}
-	return -1;
+	return afile_commit(&af);
 }
 
 /* Fail early, before any device exists, if the stats file cannot be
- * written where asked. */
+ * written where asked: open it as the final write will, and throw that
+ * away. A named pipe is only checked for write permission (opening it
+ * would wait for a reader). */
 static void check_stats_path(const char *path)
 {
-	char tmp[PATH_MAX];
-	int fd;
+	struct afile af;
+	struct stat st;
+	int rv;
 
-	if (!tmp_name(path, tmp, sizeof(tmp)))
-		die_usage("--stats '%s': path too long", path);
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0)
-		die_usage("--stats '%s': cannot create a file there: %s",
-		          path, strerror(errno));
-	close(fd);
-	unlink(tmp);
+	if (stat(path, &st) == 0 && S_ISFIFO(st.st_mode)) {
+		if (access(path, W_OK) != 0)
+			die_usage("--stats '%s': cannot write there: %s", path,
+			          strerror(errno));
+		return;
+	}
+	rv = afile_open(&af, path);
+	if (rv != 0)
+		die_usage("--stats '%s': cannot create a file there: %s", path,
+		          strerror(-rv));
+	afile_abort(&af);
 }
 
 /* ---- main ---------------------------------------------------------------- */
@@ -1083,9 +1064,11 @@ int main(int argc, char **argv)
 			err_line("out of memory building the stats");
 			rc = EXIT_RUNTIME;
 		} else {
-			if (write_atomic(o.stats, doc) != 0) {
+			int wr = write_stats(o.stats, doc);
+
+			if (wr != 0) {
 				err_line("cannot write stats to %s: %s",
-				         o.stats, strerror(errno));
+				         o.stats, strerror(-wr));
 				rc = EXIT_RUNTIME;
 			}
 			json_decref(doc);

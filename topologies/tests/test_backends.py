@@ -10,6 +10,7 @@ import os
 import pytest
 
 from topologies import backends, profiles, tolerance
+from topologies import dumbbell as dumbbell_mod
 from topologies.dumbbell import Dumbbell, dumbbell
 
 
@@ -26,9 +27,9 @@ def direction(name):
 def test_netem_command_zigbee():
     cmds = backends.netem_commands("mqbs1-bn", direction("zigbee"))
     # queue 20 + 1 in transmission + ceil(250k * 5ms / 12112 bit) = 1 in
-    # flight + ceil(25 % of 1) = 1 margin
+    # flight, no margin
     assert cmds == [["tc", "qdisc", "replace", "dev", "mqbs1-bn", "root",
-                     "handle", "1:", "netem", "limit", "23",
+                     "handle", "1:", "netem", "limit", "22",
                      "delay", "5000us", "rate", "250000bit",
                      "loss", "random", "1%"]]
 
@@ -38,17 +39,19 @@ def test_netem_command_wifi():
     args = cmd[cmd.index("netem") + 1:]
     inflight = math.ceil(30e6 * 0.010 / (8 * 1514))        # 25 frames
     assert inflight == 25
-    assert args == ["limit", str(100 + 1 + 25 + 7), "delay", "10000us",
+    assert args == ["limit", str(100 + 1 + 25), "delay", "10000us",
                     "rate", "30000000bit", "loss", "random", "2%"]
 
 
 @pytest.mark.parametrize("name", ["wifi", "zigbee", "4g", "3g", "ethernet"])
 def test_netem_limit_holds_queue_and_delay_line(name):
+    # The queue, the frame in transmission and the full-size frames on the
+    # delay line, rounded up, nothing more: a saturated link of full-size
+    # frames then keeps as many waiting as linkem's queue.
     d = direction(name)
     inflight = d.rate_bps * d.delay_us / 1e6 / (8 * 1514)
-    limit = backends.netem_limit(d)
-    assert limit >= d.queue_packets + 1 + inflight * 1.25
-    assert limit <= d.queue_packets + 1 + inflight * 1.25 + 2
+    assert backends.netem_limit(d) == \
+        d.queue_packets + 1 + math.ceil(inflight)
 
 
 def test_netem_no_token_bucket():
@@ -73,8 +76,8 @@ def test_netem_jitter_gemodel_and_bytes():
     assert "distribution" not in args          # kernel's uniform draw
     assert args[args.index("loss"):] == \
         ["loss", "gemodel", "1%", "30%", "90%", "0.1%"]
-    # 10 frames of bytes, +1, in flight over 25 ms at 4 Mbit/s: 9, +3
-    assert args[1] == str(10 + 1 + 9 + 3)
+    # 10 frames of bytes, +1, in flight over 25 ms at 4 Mbit/s: 9
+    assert args[1] == str(10 + 1 + 9)
 
 
 def test_netem_zero_loss_has_no_loss_clause():
@@ -137,8 +140,24 @@ def test_linkem_args_per_direction():
         "--a2b-rate=1000000", "--a2b-delay-us=40000", "--a2b-loss=0.015",
         "--a2b-queue-packets=20",
         "--b2a-rate=250000", "--b2a-delay-us=40000", "--b2a-jitter-us=2000",
-        "--b2a-loss=0.015", "--b2a-queue-packets=51",
+        "--b2a-loss=0.015", "--b2a-queue-packets=4294967295",
         "--b2a-queue-bytes=3028"]
+
+
+@pytest.mark.parametrize("queue", ["1514B", "3028B", "64KiB", "100MB"])
+def test_linkem_byte_queue_is_never_bound_by_packets(queue):
+    # The bridge hands linkem frames as small as the 14-byte header: the
+    # packet limit that goes with a byte limit must exceed what the bytes
+    # allow even then (the old bytes // 60 + 1 let 42-byte frames hit the
+    # packet limit first), and be one linkem accepts (below).
+    p = prof(f'rate = "1Mbit"\ndelay = "1ms"\nloss = "0%"\n'
+             f'queue = "{queue}"\n')
+    args = backends.linkem_link_args(p.left_to_right, p.right_to_left)
+    qb = p.left_to_right.queue_bytes
+    pk = int(next(a for a in args if a.startswith("--a2b-queue-packets="))
+             .split("=")[1])
+    assert pk > qb // 14
+    assert pk == 2**32 - 1
 
 
 def test_linkem_args_gilbert_elliott():
@@ -159,8 +178,11 @@ def test_linkem_accepts_our_options(linkem, tmp_path):
              '[gilbert_elliott]\np = "1%"\nr = "25%"\nloss_bad = "100%"\n'
              'loss_good = "0%"\n')
     args = backends.linkem_link_args(p.left_to_right, p.right_to_left)
+    assert "--a2b-queue-packets=4294967295" in args
     r = subprocess.run([linkem, "--tap-a", "mqbt-x", "--tap-b", "mqbt-y"] +
-                       args + ["--help"], capture_output=True, text=True,
+                       args + ["--seed", str(dumbbell_mod.link_seed(
+                           dumbbell_mod.MAX_SEED, "access-r99")),
+                               "--help"], capture_output=True, text=True,
                        timeout=10)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([linkem, "--tap-a", "a", "--tap-b", "b",

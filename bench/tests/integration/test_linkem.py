@@ -17,6 +17,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -303,6 +304,73 @@ def test_bernoulli_loss_end_to_end():
     assert abs(a["dropped_loss"] - n * p) <= 3.2905 * sd
     assert st["config"]["a2b"]["loss"] == {"model": "bernoulli", "p": p}
     assert st["config"]["b2a"]["loss"] == {"model": "none"}
+
+
+BURST = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[3])):
+    s.sendto(b"", (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_byte_queue_with_small_frames():
+    """A byte limit with the largest packet limit (what the topology's
+    backend gives a byte queue): 50 empty UDP datagrams (42-byte frames)
+    in one burst into a 1000 bit/s link (336 ms per frame, so none leaves
+    during the burst): one goes into transmission, 36 wait (1512 of 1514
+    bytes), 13 are dropped. A packet limit of bytes // 60 + 1 = 26 would
+    have bound first and dropped 23."""
+    with Link("--rate", "1000", "--queue-bytes", "1514",
+              "--queue-packets", str(2**32 - 1)) as L:
+        L.in_ns(L.ns_a, sys.executable, "-c", BURST, L.ip_b, "9", "50")
+        st = L.stop()
+    a = st["a2b"]
+    assert a["frames_in"] == 50 and a["bytes_in"] == 50 * 42
+    assert a["dropped_queue"] == 13, a
+    assert a["dropped_loss"] == 0
+    check_counters(a)
+    assert st["config"]["a2b"]["queue_packets"] == 2**32 - 1
+
+
+def _stats_into(path):
+    """Run linkem with --stats path until ready, stop it; its status."""
+    a, b = f"mqbt{PID}na", f"mqbt{PID}nb"
+    p = subprocess.Popen([LINKEM, "--tap-a", a, "--tap-b", b, "--stats",
+                          path], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        assert read_line(p, 30) == "ready\n", p.stderr.read()
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+        p.stdout.close()
+        err = p.stderr.read()
+        p.stderr.close()
+    return p.returncode, err
+
+
+def test_stats_to_a_device_writes_through_it():
+    """--stats naming a character device writes to the device, never
+    renames a file over it. First a private null device (if that were
+    replaced, nothing of the system breaks and the test stops here), then
+    /dev/null itself."""
+    d = tempfile.mkdtemp(prefix="linkem-dev-")
+    try:
+        dev = os.path.join(d, "null")
+        os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        rc, err = _stats_into(dev)
+        assert rc == 0, err
+        assert stat.S_ISCHR(os.lstat(dev).st_mode)
+        assert os.listdir(d) == ["null"]          # no temporary left
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    before = set(os.listdir("/dev"))
+    rc, err = _stats_into("/dev/null")
+    assert rc == 0, err
+    st = os.lstat("/dev/null")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert set(os.listdir("/dev")) - before == set()
 
 
 def test_jumbo_frames():
