@@ -2,6 +2,7 @@
  * linkem_queue.c: one direction of the emulated link (see linkem_queue.h).
  */
 #include "linkem_queue.h"
+#include "prng.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -49,15 +50,6 @@ int linkem_dir_config_check(const linkem_dir_config *c)
 
 /* ---- PRNG: splitmix64 to seed, xoshiro256** to draw ---------------------- */
 
-static uint64_t splitmix64(uint64_t *x)
-{
-	uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint64_t rotl(uint64_t x, int k)
 {
 	return (x << k) | (x >> (64 - k));
@@ -71,9 +63,9 @@ void linkem_rng_seed(linkem_rng *r, uint64_t seed, uint64_t stream)
 	/* Mix the stream number in before expanding, so stream 0 of seed 1
 	 * and stream 1 of seed 0 do not share a state sequence. */
 	x = seed;
-	x = splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull + 1);
+	x = prng_splitmix64(&x) ^ (stream * 0xd1342543de82ef95ull + 1);
 	for (i = 0; i < 4; i++)
-		r->s[i] = splitmix64(&x);
+		r->s[i] = prng_splitmix64(&x);
 	/* xoshiro's one forbidden state is all zeros */
 	if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3]))
 		r->s[0] = 1;

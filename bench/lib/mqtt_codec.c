@@ -651,8 +651,12 @@ static int dec_props(struct rd *r, int ctx, struct mqtt_props *pr)
 	return 0;
 }
 
-int mqtt_props_next_user(const struct mqtt_props *p, size_t *pos,
-                         struct mqtt_user_prop *out)
+/*
+ * Find the next property `want` in a decoded block from *pos on. 1 with *v
+ * filled and *pos moved past it, or 0 at the end.
+ */
+static int props_next(const struct mqtt_props *p, size_t *pos, uint8_t want,
+                      struct pval *v)
 {
 	struct rd r;
 
@@ -662,14 +666,11 @@ int mqtt_props_next_user(const struct mqtt_props *p, size_t *pos,
 	r.end = p->raw.data + p->raw.len;
 	while (r.p < r.end) {
 		const struct pdesc *d;
-		struct pval v;
 		uint8_t id;
 
-		if (prop_read(&r, &id, &d, &v))
+		if (prop_read(&r, &id, &d, v))
 			break;
-		if (id == MQTT_PROP_USER) {
-			out->key = v.a;
-			out->value = v.b;
+		if (id == want) {
 			*pos = (size_t)(r.p - p->raw.data);
 			return 1;
 		}
@@ -678,30 +679,27 @@ int mqtt_props_next_user(const struct mqtt_props *p, size_t *pos,
 	return 0;
 }
 
+int mqtt_props_next_user(const struct mqtt_props *p, size_t *pos,
+                         struct mqtt_user_prop *out)
+{
+	struct pval v;
+
+	if (!props_next(p, pos, MQTT_PROP_USER, &v))
+		return 0;
+	out->key = v.a;
+	out->value = v.b;
+	return 1;
+}
+
 int mqtt_props_next_sub_id(const struct mqtt_props *p, size_t *pos,
                            uint32_t *out)
 {
-	struct rd r;
+	struct pval v;
 
-	if (!p->raw.data || *pos >= p->raw.len)
+	if (!props_next(p, pos, MQTT_PROP_SUBSCRIPTION_ID, &v))
 		return 0;
-	r.p = p->raw.data + *pos;
-	r.end = p->raw.data + p->raw.len;
-	while (r.p < r.end) {
-		const struct pdesc *d;
-		struct pval v;
-		uint8_t id;
-
-		if (prop_read(&r, &id, &d, &v))
-			break;
-		if (id == MQTT_PROP_SUBSCRIPTION_ID) {
-			*out = v.num;
-			*pos = (size_t)(r.p - p->raw.data);
-			return 1;
-		}
-	}
-	*pos = p->raw.len;
-	return 0;
+	*out = v.num;
+	return 1;
 }
 
 /* ---- decode packets ----------------------------------------------------- */
