@@ -53,7 +53,7 @@ MTU_FRAME = 1514          # 1500-byte MTU + 14-byte Ethernet header
 # linkem's largest --queue-packets: a byte limit alone goes with this
 # packet limit, so that however small the frames, the byte limit binds.
 LINKEM_MAX_QUEUE_PACKETS = 2**32 - 1
-READY_TIMEOUT_S = 5.0
+READY_TIMEOUT_S = 30.0  # device creation can wait behind another namespace's teardown
 # linkem runs SCHED_FIFO at this priority: the emulated link must keep its
 # timing while the benchmark's own processes load both cores. Measured on
 # the 2-core VM with two CPU hogs, 4 Mbit/s, 4000 frames/s: departure
