@@ -47,6 +47,8 @@
 #include "afile.h"
 #include "linkem_lead.h"
 #include "linkem_queue.h"
+#include "evloop.h"
+#include "stats.h"
 
 #define PROG "linkem"
 /* The kernel's limit for a TAP: 65535 minus the Ethernet header. */
@@ -610,20 +612,12 @@ struct emu {
 	int ep, tfd, sfd;
 	int64_t armed_ns; /* INT64_MIN: timer not armed */
 	linkem_lead lead; /* how early to wake before a departure */
-	linkem_hist wake_latency; /* timer wake-ups: woke - armed time */
+	struct stats_hist wake_latency; /* timer wake-ups: woke - armed time */
 	int stop;         /* 1: signal, 2: a TAP went away */
 	int64_t start_ns, end_ns;
 	int mtu; /* of tap-a when created */
 	uint8_t buf[LINKEM_FRAME_MAX + 1];
 };
-
-static int64_t mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
 
 /* Write every frame of s that is due at now. */
 static void flush_due(struct side *s, int64_t now)
@@ -633,7 +627,7 @@ static void flush_due(struct side *s, int64_t now)
 	ssize_t n;
 
 	while ((f = linkem_dir_pop(&s->dir, now)) != NULL) {
-		t = mono_ns();
+		t = evloop_clock_ns();
 		n = write(s->out_fd, f->data, f->len);
 		if (n != (ssize_t)f->len) {
 			/* e.g. the peer device is down; the frame is lost,
@@ -641,7 +635,7 @@ static void flush_due(struct side *s, int64_t now)
 			s->write_errors++;
 			s->bytes_write_errors += f->len;
 		}
-		linkem_hist_add(&s->dir.timing_error,
+		stats_hist_add(&s->dir.timing_error,
 		                (uint64_t)(t - f->depart_ns));
 		linkem_frame_del(f);
 	}
@@ -677,7 +671,7 @@ static int read_burst(struct emu *e, struct side *s)
 			s->read_errors++;
 			continue;
 		}
-		rc = linkem_dir_input(&s->dir, e->buf, (size_t)n, mono_ns());
+		rc = linkem_dir_input(&s->dir, e->buf, (size_t)n, evloop_clock_ns());
 		if (rc == LINKEM_ERR_NOMEM && !s->nomem_warned) {
 			err_line("out of memory queueing a frame; dropping "
 			         "such frames");
@@ -712,7 +706,7 @@ static int run(struct emu *e)
 	struct signalfd_siginfo si;
 
 	while (!e->stop) {
-		now = mono_ns();
+		now = evloop_clock_ns();
 		flush_due(&e->side[0], now);
 		flush_due(&e->side[1], now);
 		next = linkem_dir_next(&e->side[0].dir);
@@ -721,7 +715,7 @@ static int run(struct emu *e)
 		timeout = -1;
 		sleep_target = INT64_MIN;
 		if (next != INT64_MAX) {
-			now = mono_ns();
+			now = evloop_clock_ns();
 			lead = linkem_lead_get(&e->lead);
 			if (next - now <= lead) {
 				timeout = 0; /* due soon: poll, do not sleep */
@@ -743,7 +737,7 @@ static int run(struct emu *e)
 			err_line("epoll_wait: %s", strerror(errno));
 			return -1;
 		}
-		woke = mono_ns();
+		woke = evloop_clock_ns();
 		for (i = 0; i < n; i++) {
 			int fd = ev[i].data.fd;
 
@@ -762,7 +756,7 @@ static int run(struct emu *e)
 					int64_t late = woke - sleep_target;
 
 					linkem_lead_update(&e->lead, late);
-					linkem_hist_add(&e->wake_latency,
+					stats_hist_add(&e->wake_latency,
 					                (uint64_t)late);
 				}
 				e->armed_ns = INT64_MIN;
@@ -823,20 +817,19 @@ static double us(uint64_t ns)
 
 /* count, mean and percentiles of h in microseconds; p999 only if asked
  * (the contract has it for the timing error only). */
-static json_t *hist_json(const linkem_hist *h, int with_p999)
+static json_t *hist_json(const struct stats_hist *h, int with_p999)
 {
 	json_t *j;
 
 	j = json_pack("{s:I, s:f, s:f, s:f, s:f}",
 	              "count", (json_int_t)h->count,
-	              "mean", linkem_hist_mean(h) / 1000.0,
-	              "p50", us(linkem_hist_quantile(h, 0.5)),
-	              "p90", us(linkem_hist_quantile(h, 0.9)),
-	              "p99", us(linkem_hist_quantile(h, 0.99)));
+	              "mean", stats_hist_mean(h) / 1000.0,
+	              "p50", us(stats_hist_percentile(h, 50.0)),
+	              "p90", us(stats_hist_percentile(h, 90.0)),
+	              "p99", us(stats_hist_percentile(h, 99.0)));
 	if (j && with_p999)
 		json_object_set_new(j, "p999",
-		                    json_real(us(linkem_hist_quantile(h,
-		                                                      0.999))));
+		                    json_real(us(stats_hist_percentile(h, 99.9))));
 	if (j)
 		json_object_set_new(j, "max", json_real(us(h->max)));
 	return j;
@@ -980,7 +973,7 @@ int main(int argc, char **argv)
 	e.tap_a = e.tap_b = e.ep = e.tfd = e.sfd = -1;
 	e.armed_ns = INT64_MIN;
 	linkem_lead_init(&e.lead, o.spin_ns);
-	linkem_hist_init(&e.wake_latency);
+	stats_hist_init(&e.wake_latency);
 
 	/* signals through the loop, so a stop never interrupts a write half
 	 * way and the stats are written from a consistent state */
@@ -1052,10 +1045,10 @@ int main(int argc, char **argv)
 
 	printf("ready\n");
 	fflush(stdout);
-	e.start_ns = mono_ns();
+	e.start_ns = evloop_clock_ns();
 	if (run(&e) < 0)
 		goto out;
-	e.end_ns = mono_ns();
+	e.end_ns = evloop_clock_ns();
 	rc = e.stop == 2 ? EXIT_RUNTIME : 0;
 
 	if (o.stats) {

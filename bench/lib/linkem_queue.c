@@ -139,8 +139,8 @@ int linkem_dir_init(linkem_dir *d, const linkem_dir_config *c, uint64_t seed,
 	linkem_rng_seed(&d->rng, seed, stream);
 	d->tx_free_ns = INT64_MIN;
 	d->last_depart_ns = INT64_MIN;
-	linkem_hist_init(&d->queue_delay);
-	linkem_hist_init(&d->timing_error);
+	stats_hist_init(&d->queue_delay);
+	stats_hist_init(&d->timing_error);
 	return 0;
 }
 
@@ -292,7 +292,7 @@ int linkem_dir_input(linkem_dir *d, const uint8_t *data, size_t len,
 		if (!d->first_waiting)
 			d->first_waiting = f;
 	}
-	linkem_hist_add(&d->queue_delay, (uint64_t)(start_up - now));
+	stats_hist_add(&d->queue_delay, (uint64_t)(start_up - now));
 	return LINKEM_ACCEPTED;
 }
 

@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "linkem_hist.h"
+#include "stats.h"
 
 #define LINKEM_VERSION "0.1.0"
 
@@ -119,8 +119,8 @@ typedef struct linkem_dir {
 	uint64_t pending_frames, pending_bytes;
 
 	linkem_dir_stats st;
-	linkem_hist queue_delay;  /* start - arrival, accepted frames, ns */
-	linkem_hist timing_error; /* filled by the caller: write - depart */
+	struct stats_hist queue_delay;  /* start - arrival, accepted frames, ns */
+	struct stats_hist timing_error; /* filled by the caller: write - depart */
 } linkem_dir;
 
 /* The defaults: unlimited rate, no delay, no loss, 1000 frames. */

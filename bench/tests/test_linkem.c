@@ -9,7 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "linkem_hist.h"
 #include "linkem_lead.h"
 #include "linkem_queue.h"
 #include "tt.h"
@@ -67,46 +66,6 @@ static int64_t exact_ceil(uint64_t k, uint64_t len, uint64_t rate)
 	unsigned __int128 num = (unsigned __int128)k * len * 8u * 1000000000u;
 
 	return (int64_t)((num + rate - 1) / rate);
-}
-
-static void test_hist(void)
-{
-	linkem_hist h;
-	uint64_t v, q;
-	unsigned i, prev = 0;
-
-	/* indexes are monotone and each value lies in its bucket */
-	for (v = 0; v < 100000; v += 7) {
-		i = linkem_hist_index(v);
-		TT_CHECK(i >= prev);
-		TT_CHECK(linkem_hist_bucket_low(i) <= v);
-		TT_CHECK(i + 1 == LINKEM_HIST_NBUCKETS ||
-		         linkem_hist_bucket_low(i + 1) > v);
-		prev = i;
-	}
-	TT_CHECK(linkem_hist_index(UINT64_MAX) == LINKEM_HIST_NBUCKETS - 1);
-	TT_CHECK(linkem_hist_index(31) == 31);
-
-	linkem_hist_init(&h);
-	TT_CHECK(linkem_hist_quantile(&h, 0.5) == 0);
-	for (v = 1; v <= 100000; v++)
-		linkem_hist_add(&h, v * 1000);
-	TT_CHECK(h.count == 100000);
-	TT_CHECK(h.min == 1000 && h.max == 100000000);
-	TT_CHECK(linkem_hist_quantile(&h, 1.0) == 100000000);
-	q = linkem_hist_quantile(&h, 0.5);
-	TT_CHECK(fabs((double)q - 50000000.0) <= 50000000.0 / 60);
-	q = linkem_hist_quantile(&h, 0.99);
-	TT_CHECK(fabs((double)q - 99000000.0) <= 99000000.0 / 60);
-	q = linkem_hist_quantile(&h, 0.001);
-	TT_CHECK(fabs((double)q - 100000.0) <= 100000.0 / 60);
-	TT_CHECK(fabs(linkem_hist_mean(&h) - 50000500.0) < 1.0);
-
-	/* one value: every quantile is that value */
-	linkem_hist_init(&h);
-	linkem_hist_add(&h, 123456789);
-	TT_CHECK(linkem_hist_quantile(&h, 0.5) == 123456789);
-	TT_CHECK(linkem_hist_quantile(&h, 0.999) == 123456789);
 }
 
 static void test_rng(void)
@@ -610,7 +569,7 @@ static void test_queue_delay(void)
 	TT_CHECK(d.queue_delay.count == 10);
 	TT_CHECK(d.queue_delay.min == 0);
 	TT_CHECK(d.queue_delay.max == 72 * MS);
-	TT_CHECK(fabs(linkem_hist_mean(&d.queue_delay) - 36.0 * MS) < 1);
+	TT_CHECK(fabs(stats_hist_mean(&d.queue_delay) - 36.0 * MS) < 1);
 	linkem_dir_free(&d);
 }
 
@@ -645,7 +604,6 @@ static void test_lead(void)
 
 int main(void)
 {
-	TT_RUN(test_hist);
 	TT_RUN(test_rng);
 	TT_RUN(test_ser_ns);
 	TT_RUN(test_rate_spacing);
