@@ -353,7 +353,8 @@ ssize_t mqtt_encode(uint8_t *buf, size_t cap, uint8_t version,
 ssize_t mqtt_encoded_size(uint8_t version, const struct mqtt_packet *p);
 
 /*
- * Fast path for the load generator: encode a PUBLISH with no v5 properties.
+ * Fast path: encode a PUBLISH with no v5 properties (the client engine uses
+ * it for every such publish, after mqtt_encoded_size() has validated it).
  * Same return convention as mqtt_encode(). It checks QoS, DUP, packet id and
  * lengths but does not scan the topic: validate it once with
  * mqtt_valid_topic_name() before the send loop.
