@@ -24,15 +24,33 @@ OPT := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize
 else
 OPT := -O2 -g
 endif
-CFLAGS_ALL = $(WARN) $(OPT) -Ibench/lib $(PKG_CFLAGS) $(CFLAGS)
+CFLAGS_ALL = $(WARN) $(OPT) -Ibench/lib -Ibench $(PKG_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(OPT) $(LDFLAGS)
-LIBS_ALL = $(PKG_LIBS) -lm
 
+# The library is a set of modules, one folder and one archive each:
+#   util     command line, atomic files, PRNG          (libc only)
+#   measure  histograms, payload header, JSON reports  (jansson)
+#   mqtt     codec, session, client engine             (libc only)
+#   net      event loop, connections, transports       (GnuTLS, ngtcp2)
+#   app      what the MQTT client binaries share       (all of the above)
+#   linkem   the link emulator's core (bench/linkem/)  (libc only)
+# Each binary links only the archives and system libraries it uses.
 OUT := build/$(BUILD)
-LIB_SRC := $(wildcard bench/lib/*.c)
-LIB_OBJ := $(LIB_SRC:bench/lib/%.c=$(OUT)/obj/lib/%.o)
+MODULES := util measure mqtt net app
+LIB_SRC := $(foreach m,$(MODULES),$(wildcard bench/lib/$(m)/*.c))
+LINKEM_SRC := $(filter-out bench/linkem/linkem.c,$(wildcard bench/linkem/*.c))
+ARCHIVES := $(MODULES:%=$(OUT)/lib/libmqb_%.a) $(OUT)/lib/libmqb_linkem.a
+lib_of = $(foreach m,$(1),$(OUT)/lib/libmqb_$(m).a)
+pkg_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
+
+CLIENT_LIBS := $(call lib_of,app net mqtt measure util)
+CLIENT_PKGS := gnutls jansson libngtcp2 libngtcp2_crypto_gnutls
+LINKEM_LIBS := $(call lib_of,linkem measure net util)
+LINKEM_PKGS := jansson
+ALL_LIBS := $(call lib_of,app net mqtt measure linkem util)
+
 CMD_SRC := $(wildcard bench/cmd/*.c)
-BINS := $(CMD_SRC:bench/cmd/%.c=$(OUT)/bin/%)
+BINS := $(CMD_SRC:bench/cmd/%.c=$(OUT)/bin/%) $(OUT)/bin/linkem
 TEST_SRC := $(wildcard bench/tests/test_*.c)
 TESTS := $(TEST_SRC:bench/tests/%.c=$(OUT)/tests/%)
 FUZZ_SRC := $(wildcard bench/fuzz/fuzz_*.c)
@@ -53,26 +71,37 @@ check-deps:
 deps:
 	@scripts/deps.sh
 
-$(OUT)/obj/lib/%.o: bench/lib/%.c $(wildcard bench/lib/*.h)
+# Objects carry their header dependencies (-MMD).
+$(OUT)/obj/%.o: bench/%.c
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -c -o $@ $<
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
 
-$(OUT)/lib.a: $(LIB_OBJ)
-	@mkdir -p $(@D)
-	rm -f $@ && ar rcs $@ $^
+define module_archive
+$(OUT)/lib/libmqb_$(1).a: $(patsubst bench/%.c,$(OUT)/obj/%.o,$(2))
+	@mkdir -p $$(@D)
+	rm -f $$@ && ar rcs $$@ $$^
+endef
+$(foreach m,$(MODULES),$(eval $(call module_archive,$(m),$(wildcard bench/lib/$(m)/*.c))))
+$(eval $(call module_archive,linkem,$(LINKEM_SRC)))
 
-$(OUT)/bin/%: bench/cmd/%.c $(OUT)/lib.a $(wildcard bench/lib/*.h)
+$(OUT)/bin/loadgen $(OUT)/bin/sink: $(OUT)/bin/%: $(OUT)/obj/cmd/%.o $(CLIENT_LIBS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -o $@ $< $(OUT)/lib.a $(LDFLAGS_ALL) $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLIENT_LIBS) $(call pkg_libs,$(CLIENT_PKGS)) -lm
 
-$(OUT)/tests/%: bench/tests/%.c $(OUT)/lib.a $(wildcard bench/lib/*.h) bench/tests/tt.h
+$(OUT)/bin/linkem: $(OUT)/obj/linkem/linkem.o $(LINKEM_LIBS)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS_ALL) -Ibench/tests -o $@ $< $(OUT)/lib.a $(LDFLAGS_ALL) $(LIBS_ALL)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(LINKEM_LIBS) $(call pkg_libs,$(LINKEM_PKGS)) -lm
+
+$(OUT)/tests/%: bench/tests/%.c $(ALL_LIBS) bench/tests/tt.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS_ALL) -MMD -MP -Ibench/tests -o $@ $< $(ALL_LIBS) $(LDFLAGS_ALL) $(PKG_LIBS) -lm
+
+-include $(shell find build -name '*.d' 2>/dev/null)
 
 # libFuzzer targets: clang, the whole library rebuilt with coverage.
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 \
-	-fsanitize=fuzzer,address,undefined -Ibench/lib $(PKG_CFLAGS)
-build/fuzz/%: bench/fuzz/%.c $(LIB_SRC) $(wildcard bench/lib/*.h)
+	-fsanitize=fuzzer,address,undefined -Ibench/lib -Ibench $(PKG_CFLAGS)
+build/fuzz/%: bench/fuzz/%.c $(LIB_SRC) $(wildcard bench/lib/*/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(PKG_LIBS) -lm
 fuzzers: $(FUZZERS)

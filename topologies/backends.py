@@ -35,7 +35,7 @@ each direction, with netem's own `rate`, not htb:
   - Mininet's TCLink is not used: it puts the same delay and loss on both
     ends of a link (doubling them) and sizes htb's burst at a fixed 15 kB.
 
-userspace: bench/cmd/linkem on a pair of TAP devices (the contract is in
+userspace: bench/linkem/linkem.c on a pair of TAP devices (the contract is in
 the lead's linkem contract; options map one to one).
 """
 import json

@@ -36,15 +36,16 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "cli.h"
-#include "client.h"
-#include "evloop.h"
-#include "mqtt_codec.h"
-#include "payload.h"
-#include "prng.h"
-#include "report.h"
-#include "stats.h"
-#include "transport.h"
+#include "app/options.h"
+#include "app/results.h"
+#include "mqtt/client.h"
+#include "net/evloop.h"
+#include "mqtt/codec.h"
+#include "measure/payload.h"
+#include "util/prng.h"
+#include "measure/report.h"
+#include "measure/stats.h"
+#include "net/transport.h"
 
 /*
  * Per-connection ack histograms cost 31 KiB each: only for small runs, and
@@ -1448,7 +1449,7 @@ int main(int argc, char **argv)
 	stats_hist_init(&lg->conn_tcp);
 	stats_hist_init(&lg->sched_lag);
 	lg->stop_reason = "done";
-	lg->doc = report_new("loadgen");
+	lg->doc = app_report_new("loadgen");
 	if (lg->doc == NULL) {
 		cli_error("out of memory");
 		return 1;

@@ -29,15 +29,16 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "afile.h"
-#include "cli.h"
-#include "client.h"
-#include "evloop.h"
-#include "mqtt_codec.h"
-#include "payload.h"
-#include "report.h"
-#include "stats.h"
-#include "transport.h"
+#include "util/afile.h"
+#include "app/options.h"
+#include "app/results.h"
+#include "mqtt/client.h"
+#include "net/evloop.h"
+#include "mqtt/codec.h"
+#include "measure/payload.h"
+#include "measure/report.h"
+#include "measure/stats.h"
+#include "net/transport.h"
 
 #define MAX_FILTERS 64
 /* The per-publisher list in the JSON stops here (totals stay complete). */
@@ -820,7 +821,7 @@ int main(int argc, char **argv)
 	s->t0 = evloop_clock_ns();
 	rx_stats_init(&s->rx, s->o.conn.clean ? (uint64_t)s->t0 : 0);
 	s->stop_reason = "error";
-	s->doc = report_new("sink");
+	s->doc = app_report_new("sink");
 	if (s->doc == NULL) {
 		cli_error("out of memory");
 		return 1;

@@ -66,7 +66,7 @@
  * packets the engine sent, to follow a reproducer:
  *   FUZZ_CLIENT_TRACE=1 build/fuzz/fuzz_client crash-...
  */
-#include "client.h"
+#include "mqtt/client.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -16,7 +16,7 @@
  * mqtt_topic_matches() against a plain level-by-level reference.
  * Any broken invariant aborts with a message.
  */
-#include "mqtt_codec.h"
+#include "mqtt/codec.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -12,8 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "payload.h"
-#include "stats.h"
+#include "measure/payload.h"
+#include "measure/stats.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

@@ -7,7 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "afile.h"
+#include "util/afile.h"
 #include "tt.h"
 
 static char dir[] = "/tmp/test_afile.XXXXXX";

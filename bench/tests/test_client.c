@@ -7,7 +7,7 @@
  * some would-block (seeded), and the test feeds the broker's bytes one at a
  * time, so the engine's partial paths are taken on every packet.
  */
-#include "client.h"
+#include "mqtt/client.h"
 #include "tt.h"
 
 #include <errno.h>

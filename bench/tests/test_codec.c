@@ -1,11 +1,11 @@
 /*
- * test_codec.c: unit tests of the MQTT codec (bench/lib/mqtt_codec.c).
+ * test_codec.c: unit tests of the MQTT codec (bench/lib/mqtt/codec.c).
  *
  * The property placement rules are restated here from the 5.0 spec (table
  * 2-4) instead of being read from the codec, so a mistake in the codec's
  * table shows up as a disagreement.
  */
-#include "mqtt_codec.h"
+#include "mqtt/codec.h"
 #include "tt.h"
 
 #include <stdio.h>

@@ -2,7 +2,7 @@
  * test_evloop.c: timers (order, restart, stop, real waits) and I/O watchers
  * (readiness, event changes, stopping a watcher with a pending event).
  */
-#include "evloop.h"
+#include "net/evloop.h"
 #include "tt.h"
 
 #include <stdio.h>

@@ -9,8 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "linkem_lead.h"
-#include "linkem_queue.h"
+#include "linkem/lead.h"
+#include "linkem/queue.h"
 #include "tt.h"
 
 #define MS 1000000ll

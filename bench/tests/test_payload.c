@@ -3,7 +3,7 @@
  */
 #include <string.h>
 
-#include "payload.h"
+#include "measure/payload.h"
 #include "tt.h"
 
 static const struct payload_header sample = {

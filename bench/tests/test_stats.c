@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "payload.h"
-#include "stats.h"
+#include "measure/payload.h"
+#include "measure/stats.h"
 #include "tt.h"
 
 /* Relative error of a histogram answer against the exact value. */

@@ -6,7 +6,7 @@
  * private Mosquitto config (TCP and TLS listeners on free ports) and starts
  * the broker; everything lives in a temporary directory removed at the end.
  */
-#include "client.h"
+#include "mqtt/client.h"
 #include "tt.h"
 
 #include <arpa/inet.h>

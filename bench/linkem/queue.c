@@ -1,8 +1,8 @@
 /*
- * linkem_queue.c: one direction of the emulated link (see linkem_queue.h).
+ * queue.c: one direction of the emulated link (see queue.h).
  */
-#include "linkem_queue.h"
-#include "prng.h"
+#include "linkem/queue.h"
+#include "util/prng.h"
 
 #include <stdlib.h>
 #include <string.h>

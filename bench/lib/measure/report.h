@@ -16,10 +16,10 @@
 
 #include <jansson.h>
 
-#include "stats.h"
+#include "measure/stats.h"
 
-/* Version of the benchmark tools and of the JSON layout they write. */
-#define BENCH_VERSION "0.1.0"
+/* Version of the JSON layout the tools write (the tools' own version is
+ * util/version.h). */
 #define REPORT_SCHEMA 1
 
 /* Wall clock (CLOCK_REALTIME) in ns, for the documents' timestamps. The
@@ -28,7 +28,9 @@ uint64_t report_wall_ns(void);
 
 /*
  * A new document for `tool` (e.g. "loadgen") with "tool", "tool_version",
- * "schema" and "meta" filled in. NULL when memory runs out.
+ * "schema" and "meta" filled in ("meta.versions" names the tool, jansson
+ * and the compiler; binaries add the libraries they link, see
+ * report_add_version). NULL when memory runs out.
  */
 json_t *report_new(const char *tool);
 
@@ -64,16 +66,8 @@ json_t *report_resources(void);
 /* Current resident set size in KiB (from /proc/self/statm), -1 if unknown. */
 long report_rss_kib(void);
 
-/*
- * How one connection came up: "tcp_us" (TCP connect), "transport_us" (TCP
- * plus TLS handshake), "mqtt_us" (CONNECT to CONNACK), "total_us", what was
- * negotiated (TLS version and cipher, MQTT window, keepalive). ti may be
- * NULL.
- */
-struct client_connected_info;
-struct tr_info;
-json_t *report_connect(const struct client_connected_info *ci,
-                       const struct tr_info *ti);
+/* Add name: version to the document's "meta.versions". */
+void report_add_version(json_t *doc, const char *name, const char *version);
 
 /* Append {"time": <iso>, "message": ...} to the document's "errors" array. */
 void report_error(json_t *doc, const char *fmt, ...)

@@ -2,7 +2,7 @@
  * stats.c: log-linear histogram, sequence tracker, publisher table.
  * See stats.h for the guarantees.
  */
-#include "stats.h"
+#include "measure/stats.h"
 
 #include <math.h>
 #include <stdlib.h>

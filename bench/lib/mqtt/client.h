@@ -41,9 +41,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "evloop.h"
-#include "mqtt_codec.h"
-#include "transport.h"
+#include "net/evloop.h"
+#include "mqtt/codec.h"
+#include "net/transport.h"
 
 /* Error codes (negative; distinct from TR_* and MQTT_* codes). */
 #define CLIENT_EINVAL -101       /* invalid argument (topic, QoS, size) */

@@ -1,5 +1,5 @@
 /*
- * linkem_lead.h: how early the link emulator arms its timer before a
+ * lead.h: how early the link emulator arms its timer before a
  * departure.
  *
  * A timer wakes a sleeping process some tens of microseconds late on a

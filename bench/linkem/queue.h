@@ -1,5 +1,5 @@
 /*
- * linkem_queue.h: the link emulator's logic for one direction of a link,
+ * queue.h: the link emulator's logic for one direction of a link,
  * without I/O and without a clock.
  *
  * The caller hands in each frame with the time it arrived and asks for
@@ -37,7 +37,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "stats.h"
+#include "measure/stats.h"
 
 #define LINKEM_VERSION "0.1.0"
 

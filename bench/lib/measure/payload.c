@@ -1,7 +1,7 @@
 /*
  * payload.c: the benchmark payload header. See payload.h for the layout.
  */
-#include "payload.h"
+#include "measure/payload.h"
 
 static void put32(uint8_t *p, uint32_t v)
 {

@@ -1,5 +1,5 @@
 /*
- * mqtt_codec.h: MQTT 3.1.1 and 5.0 control packets, encode and decode.
+ * codec.h: MQTT 3.1.1 and 5.0 control packets, encode and decode.
  *
  * Pure functions: no I/O, no allocation, no clock. Decoders take a byte range
  * and fill a struct whose byte views (struct mqtt_bytes) point into the

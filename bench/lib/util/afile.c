@@ -1,5 +1,5 @@
 /* afile.c: atomic output files; see afile.h. */
-#include "afile.h"
+#include "util/afile.h"
 
 #include <errno.h>
 #include <fcntl.h>

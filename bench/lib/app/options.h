@@ -1,40 +1,20 @@
 /*
- * cli.h: command-line parsing shared by the benchmark binaries: strict
- * number, duration and size parsers, and the connection options every client
- * binary takes (broker, transport, TLS, MQTT version, QoS, session).
+ * options.h: the command line of the MQTT client binaries (loadgen, sink):
+ * the connection options every one of them takes (broker, transport, TLS,
+ * MQTT version, QoS, session), the getopt loop around them, and how they
+ * become a transport configuration and a JSON object.
  *
- * Every parser prints one line on stderr naming the option, the value and
- * what is accepted, and returns CLI_EBADARG; the caller exits non-zero.
+ * Every error prints one line on stderr naming the option, the value and
+ * what is accepted, and returns CLI_EBADARG; the caller exits
+ * CLI_EXIT_USAGE.
  */
-#ifndef CLI_H
-#define CLI_H
+#ifndef APP_OPTIONS_H
+#define APP_OPTIONS_H
 
 #include <getopt.h>
 #include <stdint.h>
 
-#define CLI_EBADARG -1
-
-/* Name the messages start with ("loadgen", "sink"); set once in main. */
-extern const char *cli_prog;
-
-/* "<prog>: error: <message>" on stderr, one line. */
-void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-/* Unsigned integer in [min, max], decimal only; no sign, no suffix. */
-int cli_parse_u64(const char *opt, const char *arg, uint64_t min,
-                  uint64_t max, uint64_t *out);
-/* Finite real number in [min, max]. */
-int cli_parse_double(const char *opt, const char *arg, double min, double max,
-                     double *out);
-/*
- * Duration: a number with an optional unit ns, us, ms, s (default), m, h;
- * e.g. "10", "2.5s", "500ms". Must lie in [min_ns, max_ns].
- */
-int cli_parse_duration(const char *opt, const char *arg, uint64_t min_ns,
-                       uint64_t max_ns, uint64_t *out_ns);
-/* Size in bytes: integer with optional k/K (1024) or m/M (1048576). */
-int cli_parse_size(const char *opt, const char *arg, uint64_t min,
-                   uint64_t max, uint64_t *out);
+#include "util/cli.h"
 
 struct transport_ops;
 
@@ -128,10 +108,8 @@ int cli_parse(int argc, char **argv, const struct option *longopts,
               struct cli_conn *conn, cli_handler handle, void *ctx,
               const char *usage);
 
-/* "<prog> <BENCH_VERSION> (GnuTLS x, jansson y)" on stdout. */
+/* "<prog> <BENCH_VERSION> (GnuTLS x, ngtcp2 y, jansson z)" on stdout. */
 void cli_print_version(void);
-
-/* ---- process setup shared by the client binaries ---- */
 
 struct tr_config;
 
@@ -142,26 +120,4 @@ void cli_tr_config(const struct cli_conn *c, struct tr_config *cfg);
 struct json_t;
 struct json_t *cli_conn_json(const struct cli_conn *c);
 
-/*
- * Raise RLIMIT_NOFILE's soft limit to the hard limit and check that `need`
- * descriptors fit. Returns 0, or CLI_EBADARG after printing one line that
- * says how many are needed, what the limits are, and what to do.
- */
-int cli_raise_nofile(uint64_t need);
-
-/*
- * Block SIGINT and SIGTERM and return a signalfd that reports them (for the
- * event loop), or -1 with errno set. SIGPIPE is ignored as well: a broken
- * connection is an error result, not a reason to die.
- */
-int cli_signalfd(void);
-
-/*
- * Write "ready\n" to path through afile (afile.h: a regular file appears
- * atomically, a symbolic link is followed, a device or pipe is written to
- * directly): tells a test or the runner that the process is connected (and
- * subscribed). 0 or -errno.
- */
-int cli_write_ready(const char *path);
-
-#endif /* CLI_H */
+#endif /* APP_OPTIONS_H */

@@ -1,5 +1,5 @@
 /*
- * mqtt_codec.c: MQTT 3.1.1 and 5.0 control packets, encode and decode.
+ * codec.c: MQTT 3.1.1 and 5.0 control packets, encode and decode.
  *
  * Decoding reads through a bounds-checked cursor (struct rd); running out of
  * bytes inside a packet whose remaining length has fully arrived is
@@ -9,7 +9,7 @@
  *
  * Spec references are to OASIS MQTT 3.1.1 and MQTT 5.0 section numbers.
  */
-#include "mqtt_codec.h"
+#include "mqtt/codec.h"
 
 #include <stddef.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /*
- * transport_tcp.c: plain TCP. The handshake is the non-blocking connect.
+ * tcp.c: plain TCP. The handshake is the non-blocking connect.
  */
-#include "transport.h"
+#include "net/transport.h"
 
 #include <stdlib.h>
 #include <sys/socket.h>

@@ -1,7 +1,7 @@
 /*
  * report.c: JSON documents of the benchmark processes. See report.h.
  */
-#include "report.h"
+#include "measure/report.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -13,12 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <gnutls/gnutls.h>
-#include <ngtcp2/ngtcp2.h>
-
-#include "afile.h"
-#include "client.h"
-#include "transport.h"
+#include "util/afile.h"
+#include "util/version.h"
 
 uint64_t report_wall_ns(void)
 {
@@ -77,7 +73,6 @@ static json_t *report_meta(void)
 	json_t *meta = json_object();
 	struct utsname u;
 	char host[256];
-	const ngtcp2_info *ng = ngtcp2_version(0);
 
 	if (meta == NULL)
 		return NULL;
@@ -93,10 +88,8 @@ static json_t *report_meta(void)
 	}
 	report_set(meta, "pid", json_integer((json_int_t)getpid()));
 	report_set(meta, "versions",
-	           json_pack("{s:s, s:s, s:s, s:s, s:s}", "tool", BENCH_VERSION,
-	                     "gnutls", gnutls_check_version(NULL), "jansson",
-	                     JANSSON_VERSION, "ngtcp2",
-	                     ng ? ng->version_str : "unknown", "compiler",
+	           json_pack("{s:s, s:s, s:s}", "tool", BENCH_VERSION,
+	                     "jansson", JANSSON_VERSION, "compiler",
 #ifdef __VERSION__
 	                     __VERSION__
 #else
@@ -129,6 +122,14 @@ json_t *report_new(const char *tool)
 	report_set(doc, "meta", report_meta());
 	report_set(doc, "errors", json_array());
 	return doc;
+}
+
+void report_add_version(json_t *doc, const char *name, const char *version)
+{
+	json_t *v = json_object_get(json_object_get(doc, "meta"), "versions");
+
+	if (v != NULL)
+		report_set(v, name, json_string(version ? version : "unknown"));
 }
 
 json_t *report_hist(const struct stats_hist *h, int with_buckets)
@@ -171,34 +172,6 @@ json_t *report_hist(const struct stats_hist *h, int with_buckets)
 				b, json_pack("[o, o]", report_u64(v),
 				             report_u64(n)));
 		report_set(o, "buckets", b);
-	}
-	return o;
-}
-
-json_t *report_connect(const struct client_connected_info *ci,
-                       const struct tr_info *ti)
-{
-	json_t *o = json_object();
-
-	if (o == NULL)
-		return NULL;
-	report_set(o, "tcp_us",
-	           report_span_us(ci->t_start, ci->t_transport_connected));
-	report_set(o, "transport_us",
-	           report_span_us(ci->t_start, ci->t_transport_ready));
-	report_set(o, "mqtt_us",
-	           report_span_us(ci->t_transport_ready, ci->t_connack));
-	report_set(o, "total_us", report_span_us(ci->t_start, ci->t_connack));
-	report_set(o, "session_present", json_boolean(ci->session_present));
-	report_set(o, "keepalive_s", json_integer(ci->keepalive));
-	report_set(o, "window", json_integer(ci->window));
-	report_set(o, "broker_receive_max", json_integer(ci->receive_max));
-	report_set(o, "broker_max_qos", json_integer(ci->max_qos));
-	if (ti != NULL && ti->version[0] != '\0') {
-		report_set(o, "tls",
-		           json_pack("{s:s, s:s, s:b}", "version", ti->version,
-		                     "cipher", ti->cipher, "resumed",
-		                     ti->resumed));
 	}
 	return o;
 }

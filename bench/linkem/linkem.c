@@ -3,7 +3,7 @@
  *
  * Frames read from tap-a go through direction a2b and are written to tap-b;
  * frames read from tap-b go through b2a to tap-a. Each direction is a
- * linkem_dir (bench/lib/linkem_queue.h): loss model, drop-tail queue,
+ * linkem_dir (queue.h): loss model, drop-tail queue,
  * serialisation at the rate, delay line with jitter. This file is only the
  * I/O around it: the TAP devices, one epoll loop woken by the TAPs, by a
  * timerfd armed at the next departure (absolute CLOCK_MONOTONIC time), and
@@ -13,7 +13,7 @@
  * polls without sleeping until the departure is due, so the wake-up latency
  * of the timer does not land in the emulated delay. How early it wakes
  * follows the 90th percentile of the timer wake-up latencies seen, capped
- * at --spin-us (linkem_lead.h); nothing polls while no frame is held, so an
+ * at --spin-us (lead.h); nothing polls while no frame is held, so an
  * idle link costs no CPU. Every write is stamped and its lateness (write
  * time - scheduled departure) goes into the timing_error histogram of its
  * direction.
@@ -44,11 +44,11 @@
 
 #include <jansson.h>
 
-#include "afile.h"
-#include "linkem_lead.h"
-#include "linkem_queue.h"
-#include "evloop.h"
-#include "stats.h"
+#include "util/afile.h"
+#include "linkem/lead.h"
+#include "linkem/queue.h"
+#include "net/evloop.h"
+#include "measure/stats.h"
 
 #define PROG "linkem"
 /* The kernel's limit for a TAP: 65535 minus the Ethernet header. */

@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "payload.h"
+#include "measure/payload.h"
 
 #define STATS_ENOMEM -1 /* allocation failed */
 

@@ -1,7 +1,7 @@
 /*
  * evloop.c: epoll event loop with a binary min-heap of timers.
  */
-#include "evloop.h"
+#include "net/evloop.h"
 
 #include <errno.h>
 #include <signal.h>

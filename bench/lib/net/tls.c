@@ -1,5 +1,5 @@
 /*
- * transport_tls.c: TLS 1.3 (default) or 1.2 over TCP with GnuTLS.
+ * tls.c: TLS 1.3 (default) or 1.2 over TCP with GnuTLS.
  *
  * GnuTLS reads and writes the socket through our push/pull functions, so the
  * hostile I/O switch and the wire byte counters apply to TLS as well.
@@ -9,7 +9,7 @@
  * has arrived (it comes after the handshake, with the first records read).
  * SSLKEYLOGFILE is honoured by GnuTLS itself (3.7 reads the variable).
  */
-#include "transport.h"
+#include "net/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

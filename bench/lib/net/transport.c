@@ -1,9 +1,9 @@
 /*
- * transport_common.c: what every transport shares: configuration, the
+ * transport.c: what every transport shares: configuration, the
  * shared context (address resolution), session caches, error messages,
  * non-blocking TCP socket steps and the hostile I/O switch.
  */
-#include "transport.h"
+#include "net/transport.h"
 
 #include <arpa/inet.h>
 #include <errno.h>

@@ -66,7 +66,7 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#include "evloop.h"
+#include "net/evloop.h"
 
 /* Results, all negative. */
 #define TR_AGAIN -1     /* would block: wait for tr_events(), call again */
@@ -267,7 +267,7 @@ const char *tr_errmsg(const struct tr_conn *c);
 /* Fill *out (generic fields, then the transport's extras). */
 void tr_get_info(const struct tr_conn *c, struct tr_info *out);
 
-/* ---- helpers for transport implementations (transport_common.c) ---- */
+/* ---- helpers for transport implementations (transport.c) ---- */
 
 /* Set c->err to a formatted line (replacing the previous one); returns
  * code, so that `return tr_fail(c, TR_EIO, "...", ...);` reads well. */

@@ -32,7 +32,7 @@
  * doubling never makes two ids collide, because ids that differ in the low
  * bits of the old mask also differ under the wider one.
  */
-#include "client.h"
+#include "mqtt/client.h"
 
 #include <errno.h>
 #include <stdarg.h>

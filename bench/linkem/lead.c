@@ -1,7 +1,7 @@
 /*
- * linkem_lead.c: timer lead tracker (see linkem_lead.h).
+ * lead.c: timer lead tracker (see lead.h).
  */
-#include "linkem_lead.h"
+#include "linkem/lead.h"
 
 void linkem_lead_init(linkem_lead *l, int64_t max_ns)
 {
