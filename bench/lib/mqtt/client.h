@@ -45,22 +45,27 @@
 #include "mqtt/codec.h"
 #include "net/transport.h"
 
+/*
+ * Each layer's error codes take a range of their own, so a stray code
+ * tells where it came from: codec -1xx, transport -2xx, client -3xx,
+ * measure -4xx, command line -5xx, link emulator -6xx.
+ */
 /* Error codes (negative; distinct from TR_* and MQTT_* codes). */
-#define CLIENT_EINVAL -101       /* invalid argument (topic, QoS, size) */
-#define CLIENT_ENOMEM -102       /* out of memory */
-#define CLIENT_ESTATE -103       /* not allowed in this state */
-#define CLIENT_EWINDOW -104      /* inflight window full: wait on_writable */
-#define CLIENT_EBUSY -105        /* output buffer over max_outbuf: wait */
-#define CLIENT_ETOOBIG -106      /* packet over the broker's maximum size */
-#define CLIENT_EQOS -107         /* QoS above the broker's Maximum QoS */
-#define CLIENT_ECONNECT -108     /* transport could not connect/resolve */
-#define CLIENT_ETIMEOUT -109     /* connect, CONNACK or PINGRESP timeout */
-#define CLIENT_ETLS -110         /* TLS failure, certificate rejected */
-#define CLIENT_EIO -111          /* send/recv failed (reset, ...) */
-#define CLIENT_ECLOSED -112      /* broker closed the connection */
-#define CLIENT_EREFUSED -113     /* CONNACK refused the connection */
-#define CLIENT_EPROTO -114       /* broker sent something invalid */
-#define CLIENT_EDISCONNECTED -115 /* broker sent DISCONNECT (v5) */
+#define CLIENT_EINVAL -301       /* invalid argument (topic, QoS, size) */
+#define CLIENT_ENOMEM -302       /* out of memory */
+#define CLIENT_ESTATE -303       /* not allowed in this state */
+#define CLIENT_EWINDOW -304      /* inflight window full: wait on_writable */
+#define CLIENT_EBUSY -305        /* output buffer over max_outbuf: wait */
+#define CLIENT_ETOOBIG -306      /* packet over the broker's maximum size */
+#define CLIENT_EQOS -307         /* QoS above the broker's Maximum QoS */
+#define CLIENT_ECONNECT -308     /* transport could not connect/resolve */
+#define CLIENT_ETIMEOUT -309     /* connect, CONNACK or PINGRESP timeout */
+#define CLIENT_ETLS -310         /* TLS failure, certificate rejected */
+#define CLIENT_EIO -311          /* send/recv failed (reset, ...) */
+#define CLIENT_ECLOSED -312      /* broker closed the connection */
+#define CLIENT_EREFUSED -313     /* CONNACK refused the connection */
+#define CLIENT_EPROTO -314       /* broker sent something invalid */
+#define CLIENT_EDISCONNECTED -315 /* broker sent DISCONNECT (v5) */
 
 /* One line naming the code, never NULL. */
 const char *client_strerror(int err);

@@ -68,19 +68,24 @@
 
 #include "net/evloop.h"
 
-/* Results, all negative. */
-#define TR_AGAIN -1     /* would block: wait for tr_events(), call again */
-#define TR_EOF -2       /* the peer closed the stream in order */
-#define TR_ENOMEM -3    /* out of memory */
-#define TR_ECONNECT -4  /* could not connect (refused, unreachable, ...) */
-#define TR_ETIMEOUT -5  /* connect/handshake did not finish in time */
-#define TR_EIO -6       /* send/recv failed (reset, broken pipe, ...) */
-#define TR_ETLS -7      /* TLS failure other than certificate checks */
-#define TR_ECERT -8     /* server certificate rejected */
-#define TR_ECONFIG -9   /* unusable configuration (file, address, option) */
-#define TR_ERESOLVE -10 /* host name could not be resolved */
-#define TR_EQUIC -11    /* QUIC failure (reserved for the QUIC transport) */
-#define TR_ESTATE -12   /* call not allowed in the connection's state */
+/*
+ * Each layer's error codes take a range of their own, so a stray code
+ * tells where it came from: codec -1xx, transport -2xx, client -3xx,
+ * measure -4xx, command line -5xx, link emulator -6xx.
+ */
+/* Results: errors are negative (TR_EARLY below is not an error). */
+#define TR_AGAIN -201     /* would block: wait for tr_events(), call again */
+#define TR_EOF -202       /* the peer closed the stream in order */
+#define TR_ENOMEM -203    /* out of memory */
+#define TR_ECONNECT -204  /* could not connect (refused, unreachable, ...) */
+#define TR_ETIMEOUT -205  /* connect/handshake did not finish in time */
+#define TR_EIO -206       /* send/recv failed (reset, broken pipe, ...) */
+#define TR_ETLS -207      /* TLS failure other than certificate checks */
+#define TR_ECERT -208     /* server certificate rejected */
+#define TR_ECONFIG -209   /* unusable configuration (file, address, option) */
+#define TR_ERESOLVE -210 /* host name could not be resolved */
+#define TR_EQUIC -211    /* QUIC failure (reserved for the QUIC transport) */
+#define TR_ESTATE -212   /* call not allowed in the connection's state */
 
 /* One line naming the code, never NULL. */
 const char *tr_strerror(int err);

@@ -14,7 +14,7 @@
 #include <getopt.h>
 #include <stdint.h>
 
-#define CLI_EBADARG -1
+#define CLI_EBADARG -501
 
 /* Exit statuses of every binary: 0 success, 1 a runtime failure, 2 a usage
  * error (bad option or value). */
