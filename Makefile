@@ -30,9 +30,10 @@ LDFLAGS_ALL = $(OPT) $(LDFLAGS)
 # The library is a set of modules, one folder and one archive each:
 #   util     command line, atomic files, PRNG          (libc only)
 #   measure  histograms, payload header, JSON reports  (jansson)
-#   mqtt     codec, session, client engine             (libc only)
+#   mqtt     codec, session (pure MQTT logic)          (libc only)
 #   net      event loop, connections, transports       (GnuTLS, ngtcp2)
-#   app      what the MQTT client binaries share       (all of the above)
+#   app      the MQTT client (a session on a connection),
+#            the client binaries' options and results   (all of the above)
 #   linkem   the link emulator's core (bench/linkem/)  (libc only)
 # Each binary links only the archives and system libraries it uses.
 OUT := build/$(BUILD)

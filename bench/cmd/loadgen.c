@@ -38,7 +38,7 @@
 
 #include "app/options.h"
 #include "app/results.h"
-#include "mqtt/client.h"
+#include "app/client.h"
 #include "net/evloop.h"
 #include "mqtt/codec.h"
 #include "measure/payload.h"
@@ -83,6 +83,14 @@ static const char *const pub_state_names[] = {
 struct lg;
 
 /* One publisher connection. Kept small: 10,000 of them must stay cheap. */
+/* What the transport knew of a connection when it ended (tr_stats),
+ * compact: thousands of these live for the whole run. */
+struct pub_transport {
+	uint8_t valid;
+	int32_t srtt_us, rttvar_us, min_rtt_us;
+	int64_t cwnd_bytes, retransmits, segs_out, segs_in;
+};
+
 struct pub {
 	struct lg *lg;
 	struct client *cl;
@@ -100,7 +108,9 @@ struct pub {
 	int64_t t_rate0;             /* rate mode: when the first one was due */
 	uint64_t rng;                /* Poisson gaps */
 	int64_t t_start, t_tcp, t_ready, t_connack;
+	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	int64_t t_first_pub, t_last_pub;
+	struct pub_transport tr;     /* the transport's view, at close */
 	uint64_t wire_in, wire_out, mqtt_out;
 	char *err;
 	struct ev_timer timer;
@@ -156,6 +166,7 @@ struct lg {
 
 	struct stats_hist ack_lat, conn_total, conn_transport, conn_mqtt,
 		conn_tcp, sched_lag;
+	char cc[16]; /* congestion control the transport reported */
 	uint64_t acks, acks_failed, sent, bytes, publish_errors, late;
 	uint8_t first_refusal; /* reason of the first refused publish */
 	int64_t t_first_pub, t_last_pub;
@@ -602,10 +613,35 @@ static void pub_read_counters(struct pub *p)
 	                      : 0;
 }
 
+/* Keep what the transport knows of p's connection (TCP_INFO: RTT,
+ * retransmissions, congestion window), read just before it ends. */
+static void pub_read_transport(struct pub *p)
+{
+	struct tr_conn *tc = p->cl ? client_transport(p->cl) : NULL;
+	struct tr_stats ts;
+
+	if (tc == NULL)
+		return;
+	tr_get_stats(tc, &ts);
+	p->tr.valid = 1;
+	p->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
+	p->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
+	                                   : (int32_t)(ts.rttvar_ns / 1000);
+	p->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
+	                                     : (int32_t)(ts.min_rtt_ns / 1000);
+	p->tr.cwnd_bytes = ts.cwnd_bytes;
+	p->tr.retransmits = ts.retransmits;
+	p->tr.segs_out = ts.segs_out;
+	p->tr.segs_in = ts.segs_in;
+	if (ts.cc[0] && !p->lg->cc[0])
+		memcpy(p->lg->cc, ts.cc, sizeof(p->lg->cc));
+}
+
 static void pub_close(struct pub *p)
 {
 	if (p->state != PUB_CONNECTED)
 		return;
+	pub_read_transport(p);
 	ev_timer_stop(p->lg->loop, &p->timer);
 	p->state = PUB_CLOSING;
 	if (client_disconnect(p->cl, 0) < 0) {
@@ -753,6 +789,14 @@ static void pub_timer_cb(struct evloop *loop, struct ev_timer *t)
 
 /* ---- client callbacks --------------------------------------------------- */
 
+/* Add to - from to h when both are stamped and in order (as
+ * report_span_us judges a span). */
+static void hist_span(struct stats_hist *h, int64_t from, int64_t to)
+{
+	if (from > 0 && to >= from)
+		stats_hist_add(h, (uint64_t)(to - from));
+}
+
 static void on_connected(struct client *c,
                          const struct client_connected_info *info)
 {
@@ -765,18 +809,21 @@ static void on_connected(struct client *c,
 	p->t_start = info->t_start;
 	p->t_tcp = info->t_transport_connected;
 	p->t_ready = info->t_transport_ready;
-	p->t_connack = info->t_connack;
+	/* MQTT's part starts when CONNECT could leave: at transport ready,
+	 * or, sent as early data (0-RTT), when it was queued */
+	p->t_connect_sent = info->early ? info->mqtt->t_connect_queued
+	                                : info->t_transport_ready;
+	p->t_connack = info->mqtt->t_connack;
 	p->tls_resumed = (uint8_t)info->tls_resumed;
 	lg->n_ok++;
 	lg->pending--;
-	stats_hist_add(&lg->conn_total,
-	               (uint64_t)(info->t_connack - info->t_start));
-	stats_hist_add(&lg->conn_transport,
-	               (uint64_t)(info->t_transport_ready - info->t_start));
-	stats_hist_add(&lg->conn_tcp,
-	               (uint64_t)(info->t_transport_connected - info->t_start));
-	stats_hist_add(&lg->conn_mqtt,
-	               (uint64_t)(info->t_connack - info->t_transport_ready));
+	/* A span is recorded only when the transport stamped both ends: a
+	 * 0 stamp would count as a connect time of months. */
+	hist_span(&lg->conn_total, info->t_start, info->mqtt->t_connack);
+	hist_span(&lg->conn_transport, info->t_start,
+	          info->t_transport_ready);
+	hist_span(&lg->conn_tcp, info->t_start, info->t_transport_connected);
+	hist_span(&lg->conn_mqtt, p->t_connect_sent, info->mqtt->t_connack);
 	if (lg->tls_version[0] == '\0' && (tc = client_transport(c)) != NULL) {
 		tr_get_info(tc, &ti);
 		snprintf(lg->tls_version, sizeof(lg->tls_version), "%s",
@@ -1086,6 +1133,61 @@ static json_t *config_json(const struct lg *lg)
 	return c;
 }
 
+/* -1 (unknown) as null. */
+static json_t *known(int64_t v)
+{
+	return v < 0 ? json_null() : json_integer((json_int_t)v);
+}
+
+static json_t *transport_json(const struct pub_transport *t)
+{
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "srtt_us",
+	                 known(t->srtt_us), "rttvar_us", known(t->rttvar_us),
+	                 "min_rtt_us", known(t->min_rtt_us), "cwnd_bytes",
+	                 known(t->cwnd_bytes), "retransmits",
+	                 known(t->retransmits), "segments_out",
+	                 known(t->segs_out), "segments_in", known(t->segs_in));
+}
+
+/* The connections' transport statistics summed (retransmissions,
+ * segments) and their smoothed RTTs summarised, at their close. */
+static json_t *transports_json(const struct lg *lg)
+{
+	int64_t retrans = 0, segs_out = 0, segs_in = 0, n = 0, n_rtt = 0;
+	int64_t rtt_min = -1, rtt_max = -1;
+	double rtt_sum = 0;
+	uint32_t i;
+
+	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		const struct pub_transport *t = &lg->pubs[i].tr;
+
+		if (!t->valid)
+			continue;
+		n++;
+		retrans += t->retransmits > 0 ? t->retransmits : 0;
+		segs_out += t->segs_out > 0 ? t->segs_out : 0;
+		segs_in += t->segs_in > 0 ? t->segs_in : 0;
+		if (t->srtt_us >= 0) {
+			n_rtt++;
+			rtt_sum += t->srtt_us;
+			if (rtt_min < 0 || t->srtt_us < rtt_min)
+				rtt_min = t->srtt_us;
+			if (t->srtt_us > rtt_max)
+				rtt_max = t->srtt_us;
+		}
+	}
+	return json_pack("{s:I, s:s?, s:I, s:I, s:I, s:o, s:o, s:o}",
+	                 "connections", (json_int_t)n, "congestion_control",
+	                 lg->cc[0] ? lg->cc : NULL, "retransmits",
+	                 (json_int_t)retrans, "segments_out",
+	                 (json_int_t)segs_out, "segments_in",
+	                 (json_int_t)segs_in, "srtt_us_min", known(rtt_min),
+	                 "srtt_us_mean",
+	                 n_rtt ? json_real(rtt_sum / (double)n_rtt)
+	                       : json_null(),
+	                 "srtt_us_max", known(rtt_max));
+}
+
 static json_t *pub_json(const struct lg *lg, const struct pub *p)
 {
 	json_t *o = json_object(), *ack;
@@ -1105,7 +1207,8 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 		                     "transport_us",
 		                     report_span_us(p->t_start, p->t_ready),
 		                     "mqtt_us",
-		                     report_span_us(p->t_ready, p->t_connack),
+		                     report_span_us(p->t_connect_sent,
+		                                    p->t_connack),
 		                     "total_us",
 		                     report_span_us(p->t_start, p->t_connack),
 		                     "tls_resumed", p->tls_resumed));
@@ -1114,6 +1217,8 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	} else {
 		report_set(o, "connect", json_null());
 	}
+	if (p->tr.valid)
+		report_set(o, "transport", transport_json(&p->tr));
 	report_set(o, "sent", report_u64(p->sent));
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
@@ -1293,6 +1398,8 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	                     "tls_cipher",
 	                     lg->tls_cipher[0] ? json_string(lg->tls_cipher)
 	                                       : NULL));
+	/* read at each connection's close (TCP: the kernel's TCP_INFO) */
+	report_set(doc, "transport", transports_json(lg));
 	report_set(doc, "memory", memory_json(lg));
 	if (lg->o.per_conn && lg->pubs != NULL) {
 		conns = json_array();

@@ -85,7 +85,7 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 			          "of: %s)", arg, tr_names());
 			return CLI_EBADARG;
 		}
-		c->secure = strcmp(arg, "tcp") != 0;
+		c->secure = (c->ops->flags & TR_F_SECURE) != 0;
 		return 1;
 	case CLI_OPT_CAFILE:
 		if (access(arg, R_OK) != 0) {
@@ -177,13 +177,11 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 int cli_conn_finish(struct cli_conn *c)
 {
 	if (c->port == 0)
-		c->port = strcmp(c->ops->name, "quic") == 0 ? 14567
-		          : c->secure                      ? 8883
-		                                           : 1883;
+		c->port = c->ops->default_port;
 	if (!c->secure &&
 	    (c->cafile || c->tls_name || c->tls_version)) {
 		cli_error("--cafile, --tls-name and --tls-version need a "
-		          "secure transport (--transport tls)");
+		          "secure transport (--transport tls or quic)");
 		return CLI_EBADARG;
 	}
 	if (c->secure && c->tls_name == NULL)

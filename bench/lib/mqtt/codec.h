@@ -323,6 +323,14 @@ ssize_t mqtt_frame(const uint8_t *buf, size_t len, size_t max_size,
                    uint8_t *type, size_t *header_len);
 
 /*
+ * The total length of the packet at buf (fixed header + remaining length)
+ * as soon as its fixed header is complete, whether or not the rest has
+ * arrived: > 0; 0 while the fixed header itself is incomplete; or
+ * MQTT_EVARINT. Lets a reader size a buffer for a packet that spans reads.
+ */
+ssize_t mqtt_frame_len(const uint8_t *buf, size_t len);
+
+/*
  * Decode one whole packet at buf for protocol `version` (MQTT_V311 or
  * MQTT_V5; for CONNECT the packet's own level is used and stored). Returns
  * bytes consumed, MQTT_ENEEDMORE, or an error. `is_server` says which side

@@ -23,6 +23,7 @@
 struct tls_ctx {
 	gnutls_certificate_credentials_t cred;
 	gnutls_priority_t prio;
+	gnutls_datum_t ticket_key; /* server: session ticket encryption key */
 	int name_is_ip; /* server_name is an IP literal: no SNI */
 };
 
@@ -82,7 +83,7 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ECONFIG;
 			goto fail;
 		}
-	} else if (!cfg->insecure) {
+	} else if (!cfg->insecure && !cfg->server) {
 		r = gnutls_certificate_set_x509_system_trust(t->cred);
 		if (r <= 0) {
 			snprintf(err, errlen,
@@ -91,6 +92,13 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ECONFIG;
 			goto fail;
 		}
+	}
+	if (cfg->server && (!cfg->certfile || !cfg->keyfile)) {
+		snprintf(err, errlen,
+		         "TLS server on %s needs a certificate and its key",
+		         ctx->peer);
+		r = TR_ECONFIG;
+		goto fail;
 	}
 	if (cfg->certfile || cfg->keyfile) {
 		if (!cfg->certfile || !cfg->keyfile) {
@@ -105,8 +113,8 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			GNUTLS_X509_FMT_PEM);
 		if (r < 0) {
 			snprintf(err, errlen,
-			         "TLS: cannot load client certificate '%s' with "
-			         "key '%s': %s", cfg->certfile, cfg->keyfile,
+			         "TLS: cannot load certificate '%s' with key "
+			         "'%s': %s", cfg->certfile, cfg->keyfile,
 			         gnutls_strerror(r));
 			r = TR_ECONFIG;
 			goto fail;
@@ -127,6 +135,14 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 	}
 	t->name_is_ip = inet_pton(AF_INET, cfg->server_name, ipbuf) == 1 ||
 	                inet_pton(AF_INET6, cfg->server_name, ipbuf) == 1;
+	if (cfg->server && !cfg->no_resume &&
+	    (r = gnutls_session_ticket_key_generate(&t->ticket_key)) < 0) {
+		snprintf(err, errlen, "TLS: session ticket key: %s",
+		         gnutls_strerror(r));
+		gnutls_priority_deinit(t->prio);
+		r = TR_ETLS;
+		goto fail;
+	}
 	ctx->impl = t;
 	return 0;
 
@@ -144,6 +160,9 @@ static void tls_ctx_free(struct tr_ctx *ctx)
 		return;
 	gnutls_priority_deinit(t->prio);
 	gnutls_certificate_free_credentials(t->cred);
+	if (t->ticket_key.data)
+		gnutls_memset(t->ticket_key.data, 0, t->ticket_key.size);
+	gnutls_free(t->ticket_key.data);
 	free(t);
 	ctx->impl = NULL;
 }
@@ -181,7 +200,8 @@ static void save_session(struct tls_conn *t)
 {
 	gnutls_datum_t d;
 
-	if (t->ticket_saved || !t->base.sess || t->base.ctx->cfg.no_resume)
+	if (t->ticket_saved || !t->base.sess || t->base.ctx->cfg.no_resume ||
+	    t->base.server)
 		return;
 	if (gnutls_protocol_get_version(t->s) == GNUTLS_TLS1_3 &&
 	    !(gnutls_session_get_flags(t->s) & GNUTLS_SFLAGS_SESSION_TICKET))
@@ -356,8 +376,8 @@ static int tls_handshake(struct tr_conn *c, int64_t now)
 	return 0;
 }
 
-static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
-                        int64_t now)
+static ssize_t tls_send(struct tr_conn *c, int64_t sid, const uint8_t *buf,
+                        size_t len, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	ssize_t n;
@@ -365,8 +385,11 @@ static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	(void)now;
 	if (t->err)
 		return t->err;
-	if (!t->hs_done || t->bye_done)
-		return TR_ESTATE;
+	if (!t->hs_done || t->bye_done || sid != TR_STREAM_MAIN)
+		return tr_fail(c, TR_ESTATE, "TLS send to %s: %s", c->ctx->peer,
+		               !t->hs_done ? "handshake not done"
+		               : t->bye_done ? "after close_notify"
+		                             : "no such stream");
 	/* After GNUTLS_E_AGAIN the same record must be offered again; the
 	 * caller's buffer still starts with those bytes. */
 	if (t->send_pending && t->send_pending <= len)
@@ -392,17 +415,19 @@ static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	                        c->ctx->peer, gnutls_strerror((int)n));
 }
 
-static ssize_t tls_recv(struct tr_conn *c, uint8_t *buf, size_t len,
-                        int64_t now)
+static ssize_t tls_recv(struct tr_conn *c, int64_t *sid, uint8_t *buf,
+                        size_t len, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	ssize_t n;
 
 	(void)now;
+	*sid = TR_STREAM_MAIN;
 	if (t->err)
 		return t->err;
 	if (!t->hs_done)
-		return TR_ESTATE;
+		return tr_fail(c, TR_ESTATE, "TLS receive from %s: handshake not "
+		               "done", c->ctx->peer);
 	for (;;) {
 		n = gnutls_record_recv(t->s, buf, len);
 		if (!t->ticket_saved)
@@ -467,12 +492,14 @@ static int tls_on_expiry(struct tr_conn *c, int64_t now)
 	                        c->ctx->peer, secs);
 }
 
-static int tls_shutdown(struct tr_conn *c, int64_t now)
+static int tls_shutdown(struct tr_conn *c, int64_t sid, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	int r;
 
 	(void)now;
+	if (sid != TR_STREAM_MAIN)
+		return TR_ESTATE;
 	if (!t->bye_done && t->hs_done && !t->err) {
 		r = gnutls_bye(t->s, GNUTLS_SHUT_WR);
 		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
@@ -510,13 +537,78 @@ static void tls_free(struct tr_conn *c)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 
-	gnutls_deinit(t->s);
+	if (t->s)
+		gnutls_deinit(t->s);
 	tr_base_free(c);
 	free(t);
 }
 
+static void tls_stats(const struct tr_conn *c, struct tr_stats *out)
+{
+	tr_tcp_stats(c, out);
+}
+
+/* ---- server side ---- */
+
+static int tls_listen(struct tr_ctx *ctx, struct tr_listener **out, char *err,
+                      size_t errlen)
+{
+	return tr_listener_new(ctx, &tr_tls_ops, sizeof(struct tr_listener),
+	                       SOCK_STREAM, out, err, errlen);
+}
+
+static int tls_accept(struct tr_listener *l, int64_t now,
+                      struct tr_conn **out)
+{
+	struct tls_ctx *x = l->ctx->impl;
+	struct tls_conn *t;
+	int r = tr_sock_accept(l, &tr_tls_ops, sizeof(struct tls_conn), now,
+	                       out);
+
+	if (r < 0)
+		return r;
+	t = (struct tls_conn *)*out;
+	t->tcp_done = 1;
+	r = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK);
+	if (r < 0) {
+		t->s = NULL;
+		tr_close(*out);
+		*out = NULL;
+		return TR_ENOMEM;
+	}
+	r = gnutls_priority_set(t->s, x->prio);
+	if (r >= 0)
+		r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE,
+		                           x->cred);
+	if (r >= 0 && x->ticket_key.data)
+		r = gnutls_session_ticket_enable_server(t->s, &x->ticket_key);
+	if (r >= 0 && l->ctx->cfg.alpn) {
+		gnutls_datum_t p;
+
+		p.data = (unsigned char *)l->ctx->cfg.alpn;
+		p.size = (unsigned)strlen(l->ctx->cfg.alpn);
+		r = gnutls_alpn_set_protocols(t->s, &p, 1,
+		                              GNUTLS_ALPN_MANDATORY);
+	}
+	if (r < 0)
+		t->err = tr_fail(&t->base, TR_ETLS, "TLS setup for a client "
+		                 "of %s: %s", l->ctx->peer, gnutls_strerror(r));
+	gnutls_transport_set_ptr(t->s, t);
+	gnutls_transport_set_push_function(t->s, tls_push);
+	gnutls_transport_set_pull_function(t->s, tls_pull);
+	return 0;
+}
+
+static void tls_listener_free(struct tr_listener *l)
+{
+	tr_listener_base_free(l);
+	free(l);
+}
+
 const struct transport_ops tr_tls_ops = {
 	.name = "tls",
+	.flags = TR_F_SECURE | TR_F_SERVER,
+	.default_port = 8883,
 	.ctx_init = tls_ctx_init,
 	.ctx_free = tls_ctx_free,
 	.open = tls_open,
@@ -528,5 +620,9 @@ const struct transport_ops tr_tls_ops = {
 	.on_expiry = tls_on_expiry,
 	.shutdown = tls_shutdown,
 	.info = tls_info,
+	.stats = tls_stats,
 	.free = tls_free,
+	.listen = tls_listen,
+	.accept = tls_accept,
+	.listener_free = tls_listener_free,
 };
