@@ -46,6 +46,7 @@ pkg_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 CLIENT_LIBS := $(call lib_of,app net mqtt measure util)
 CLIENT_PKGS := gnutls jansson libngtcp2 libngtcp2_crypto_gnutls
+GATEWAY_LIBS := $(call lib_of,app net measure util)
 LINKEM_LIBS := $(call lib_of,linkem measure net util)
 LINKEM_PKGS := jansson
 ALL_LIBS := $(call lib_of,app net mqtt measure linkem util)
@@ -88,6 +89,10 @@ $(eval $(call module_archive,linkem,$(LINKEM_SRC)))
 $(OUT)/bin/loadgen $(OUT)/bin/sink: $(OUT)/bin/%: $(OUT)/obj/cmd/%.o $(CLIENT_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLIENT_LIBS) $(call pkg_libs,$(CLIENT_PKGS)) -lm
+
+$(OUT)/bin/gateway: $(OUT)/obj/cmd/gateway.o $(GATEWAY_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(GATEWAY_LIBS) $(call pkg_libs,$(CLIENT_PKGS)) -lm
 
 $(OUT)/bin/linkem: $(OUT)/obj/linkem/linkem.o $(LINKEM_LIBS)
 	@mkdir -p $(@D)

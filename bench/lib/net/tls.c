@@ -9,7 +9,7 @@
  * has arrived (it comes after the handshake, with the first records read).
  * SSLKEYLOGFILE is honoured by GnuTLS itself (3.7 reads the variable).
  */
-#include "net/transport.h"
+#include "net/tls_common.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -42,23 +42,16 @@ struct tls_conn {
 
 /* ---- context ---- */
 
-static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
+int tr_tls_load_creds(struct tr_ctx *ctx,
+                      gnutls_certificate_credentials_t *out, char *err,
+                      size_t errlen)
 {
-	struct tr_config *cfg = &ctx->cfg;
-	struct tls_ctx *t;
-	const char *prio, *errpos = NULL;
-	unsigned char ipbuf[16];
+	const struct tr_config *cfg = &ctx->cfg;
 	int r;
 
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		snprintf(err, errlen, "out of memory");
-		return TR_ENOMEM;
-	}
-	r = gnutls_certificate_allocate_credentials(&t->cred);
+	r = gnutls_certificate_allocate_credentials(out);
 	if (r < 0) {
 		snprintf(err, errlen, "TLS: %s", gnutls_strerror(r));
-		free(t);
 		return TR_ENOMEM;
 	}
 	if (cfg->cafile) {
@@ -73,7 +66,7 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 		}
 		fclose(f);
 		r = gnutls_certificate_set_x509_trust_file(
-			t->cred, cfg->cafile, GNUTLS_X509_FMT_PEM);
+			*out, cfg->cafile, GNUTLS_X509_FMT_PEM);
 		if (r <= 0) {
 			snprintf(err, errlen,
 			         "TLS: no usable CA certificate in '%s'%s%s; "
@@ -84,7 +77,7 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			goto fail;
 		}
 	} else if (!cfg->insecure && !cfg->server) {
-		r = gnutls_certificate_set_x509_system_trust(t->cred);
+		r = gnutls_certificate_set_x509_system_trust(*out);
 		if (r <= 0) {
 			snprintf(err, errlen,
 			         "TLS: no system CA certificates found; give "
@@ -109,7 +102,7 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			goto fail;
 		}
 		r = gnutls_certificate_set_x509_key_file(
-			t->cred, cfg->certfile, cfg->keyfile,
+			*out, cfg->certfile, cfg->keyfile,
 			GNUTLS_X509_FMT_PEM);
 		if (r < 0) {
 			snprintf(err, errlen,
@@ -119,6 +112,32 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ECONFIG;
 			goto fail;
 		}
+	}
+	return 0;
+
+fail:
+	gnutls_certificate_free_credentials(*out);
+	*out = NULL;
+	return r;
+}
+
+static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
+{
+	struct tr_config *cfg = &ctx->cfg;
+	struct tls_ctx *t;
+	const char *prio, *errpos = NULL;
+	unsigned char ipbuf[16];
+	int r;
+
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return TR_ENOMEM;
+	}
+	r = tr_tls_load_creds(ctx, &t->cred, err, errlen);
+	if (r < 0) {
+		free(t);
+		return r;
 	}
 	if (cfg->priority)
 		prio = cfg->priority;
@@ -270,46 +289,48 @@ static int tls_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
 	return 0;
 }
 
+int tr_tls_cert_error(struct tr_conn *c, gnutls_session_t s, const char *what)
+{
+	const char *peer = c->ctx->peer;
+	unsigned st = gnutls_session_get_verify_cert_status(s);
+	gnutls_datum_t txt;
+	int r;
+
+	if (st & GNUTLS_CERT_SIGNER_NOT_FOUND)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate not trusted (signer not "
+		               "found); check --cafile", what, peer);
+	if (st & GNUTLS_CERT_UNEXPECTED_OWNER)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate name does not match "
+		               "'%s'", what, peer, c->ctx->cfg.server_name);
+	if (st & GNUTLS_CERT_EXPIRED)
+		return tr_fail(c, TR_ECERT, "%s with %s: certificate expired",
+		               what, peer);
+	if (st & GNUTLS_CERT_NOT_ACTIVATED)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate not yet valid (check "
+		               "the clock)", what, peer);
+	if (st && gnutls_certificate_verification_status_print(
+		          st, GNUTLS_CRT_X509, &txt, 0) >= 0) {
+		r = tr_fail(c, TR_ECERT,
+		            "%s with %s: certificate rejected: %s", what, peer,
+		            (char *)txt.data);
+		gnutls_free(txt.data);
+		return r;
+	}
+	return tr_fail(c, TR_ECERT, "%s with %s: certificate rejected", what,
+	               peer);
+}
+
 /* One line for a failed handshake, with what the user can do about it. */
 static int handshake_error(struct tls_conn *t, int r)
 {
 	struct tr_conn *c = &t->base;
 	const char *peer = c->ctx->peer;
 
-	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-		unsigned st = gnutls_session_get_verify_cert_status(t->s);
-		gnutls_datum_t txt;
-
-		if (st & GNUTLS_CERT_SIGNER_NOT_FOUND)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate not "
-			               "trusted (signer not found); check "
-			               "--cafile", peer);
-		if (st & GNUTLS_CERT_UNEXPECTED_OWNER)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate name "
-			               "does not match '%s'", peer,
-			               c->ctx->cfg.server_name);
-		if (st & GNUTLS_CERT_EXPIRED)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate "
-			               "expired", peer);
-		if (st & GNUTLS_CERT_NOT_ACTIVATED)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate not "
-			               "yet valid (check the clock)", peer);
-		if (gnutls_certificate_verification_status_print(
-			    st, GNUTLS_CRT_X509, &txt, 0) >= 0) {
-			r = tr_fail(c, TR_ECERT,
-			            "TLS handshake with %s: certificate "
-			            "rejected: %s", peer, (char *)txt.data);
-			gnutls_free(txt.data);
-			return r;
-		}
-		return tr_fail(c, TR_ECERT,
-		               "TLS handshake with %s: certificate rejected",
-		               peer);
-	}
+	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR)
+		return tr_tls_cert_error(c, t->s, "TLS handshake");
 	/* A plain MQTT listener resets or closes on a ClientHello. */
 	if ((r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR) &&
 	    (c->sys_errno == ECONNRESET || c->sys_errno == EPIPE))

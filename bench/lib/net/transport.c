@@ -4,6 +4,7 @@
  * non-blocking TCP socket steps and the hostile I/O switch.
  */
 #include "net/transport.h"
+#include "net/quic.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,12 +45,15 @@ void tr_config_init(struct tr_config *cfg)
 	cfg->connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	cfg->nodelay = 1;
 	cfg->tls_version = TR_TLS_1_3;
-	cfg->idle_timeout_ns = 30 * EV_NS_PER_SEC;
+	/* above MQTT's keepalive (60 s) and its 1.5 grace, so an idle
+	 * MQTT connection over QUIC lives as it does over TCP */
+	cfg->idle_timeout_ns = 120 * EV_NS_PER_SEC;
 }
 
 static const struct transport_ops *const all_transports[] = {
 	&tr_tcp_ops,
 	&tr_tls_ops,
+	&tr_quic_ops,
 };
 #define N_TRANSPORTS (sizeof(all_transports) / sizeof(all_transports[0]))
 
@@ -184,7 +188,7 @@ int tr_ctx_new(struct tr_ctx **out, const struct transport_ops *ops,
 	if (ctx->cfg.connect_timeout_ns <= 0)
 		ctx->cfg.connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	if (ctx->cfg.idle_timeout_ns <= 0)
-		ctx->cfg.idle_timeout_ns = 30 * EV_NS_PER_SEC;
+		ctx->cfg.idle_timeout_ns = 120 * EV_NS_PER_SEC;
 
 	r = resolve(cfg->host, cfg->port, &ctx->addr, &ctx->addrlen, err,
 	            errlen);

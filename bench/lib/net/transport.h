@@ -66,9 +66,14 @@
  *                    mid-connection: a new socket, the connection goes on.
  *                    tr_fd() changes: the caller must watch the new one.
  *   tr_close()       closes the socket and frees the connection.
- * Server side: tr_listen() binds ctx's address, tr_accept() returns the
- * next server-side connection (TR_AGAIN when none waits), which then runs
- * the same life cycle from tr_handshake() on.
+ * Server side: tr_listen() binds ctx's address; tr_accept() returns the
+ * next server-side connection with news (TR_AGAIN when none): TCP and TLS
+ * a new connection each time, which then has a socket of its own; QUIC,
+ * whose connections share the listener's UDP socket (their fd is -1), a
+ * new connection (note TR_NOTE_NEW) or one that the listener just fed
+ * packets: the caller then takes its new streams (tr_accept_stream), reads
+ * them (tr_recv) and lets it progress. Server-side connections run the
+ * same life cycle from tr_handshake() on.
  *
  * Notes: a transport reports events that need no answer but change what
  * the caller measures (0-RTT accepted or rejected, a migration's path
@@ -148,6 +153,7 @@ const char *tr_strerror(int err);
 #define TR_NOTE_PATH_VALIDATED 0x04 /* a rebind's new path is validated */
 #define TR_NOTE_PATH_FAILED 0x08    /* ... or failed to validate */
 #define TR_NOTE_READY 0x10          /* the handshake completed */
+#define TR_NOTE_NEW 0x20            /* server side: a new connection */
 
 enum tr_tls_version {
 	TR_TLS_1_3 = 13, /* default */
@@ -187,7 +193,7 @@ struct tr_config {
 	                            "reno", "bbr", "bbr2" */
 	const char *qlog_dir;    /* write one qlog file per connection here */
 	int retry;               /* server: demand a Retry token first */
-	int64_t idle_timeout_ns; /* default 30 s */
+	int64_t idle_timeout_ns; /* default 120 s (MQTT keepalive 60 s) */
 };
 
 void tr_config_init(struct tr_config *cfg);
@@ -293,9 +299,19 @@ struct transport_ops {
 	int (*stream_open)(struct tr_conn *c, int64_t *sid);
 	ssize_t (*send)(struct tr_conn *c, int64_t sid, const uint8_t *buf,
 	                size_t len, int64_t now);
-	/* Bytes of one stream; *sid says which. */
+	/* Bytes of one stream. *sid on input: -1 for any stream, or the
+	 * stream to read; on output the stream the bytes (or TR_EOF,
+	 * TR_ERESET) belong to. TCP and TLS have only TR_STREAM_MAIN. */
 	ssize_t (*recv)(struct tr_conn *c, int64_t *sid, uint8_t *buf,
 	                size_t len, int64_t now);
+	/* Server side: the next stream the peer opened that the caller was
+	 * not given yet: 0 and *sid, or TR_AGAIN. NULL: none ever. */
+	int (*accept_stream)(struct tr_conn *c, int64_t *sid);
+	/* End a stream abruptly both ways (QUIC RESET_STREAM and
+	 * STOP_SENDING with code). NULL: the transport cannot (TCP, TLS:
+	 * close the connection instead). */
+	int (*reset)(struct tr_conn *c, int64_t sid, uint64_t code,
+	             int64_t now);
 	int (*progress)(struct tr_conn *c, int64_t now); /* NULL: none */
 	uint32_t (*events)(const struct tr_conn *c);
 	int64_t (*expiry)(const struct tr_conn *c);       /* NULL: none */
@@ -372,6 +388,16 @@ static inline ssize_t tr_recv(struct tr_conn *c, int64_t *sid, uint8_t *buf,
                               size_t len, int64_t now)
 {
 	return c->ops->recv(c, sid, buf, len, now);
+}
+static inline int tr_accept_stream(struct tr_conn *c, int64_t *sid)
+{
+	return c->ops->accept_stream ? c->ops->accept_stream(c, sid)
+	                             : TR_AGAIN;
+}
+static inline int tr_reset(struct tr_conn *c, int64_t sid, uint64_t code,
+                           int64_t now)
+{
+	return c->ops->reset ? c->ops->reset(c, sid, code, now) : TR_ESTATE;
 }
 static inline int tr_progress(struct tr_conn *c, int64_t now)
 {
