@@ -743,7 +743,6 @@ int main(int argc, char **argv)
 {
 	struct gw g;
 	struct tr_config cfg;
-	sigset_t set;
 	char err[400];
 	int r, rc = 0;
 
@@ -778,13 +777,7 @@ int main(int argc, char **argv)
 		return CLI_EXIT_RUNTIME;
 	}
 	g.loop = evloop_new();
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGUSR1);
-	signal(SIGPIPE, SIG_IGN);
-	if (!g.loop || sigprocmask(SIG_BLOCK, &set, NULL) != 0 ||
-	    (g.sigfd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC)) < 0) {
+	if (!g.loop || (g.sigfd = cli_signalfd(SIGUSR1)) < 0) {
 		cli_error("cannot set up the event loop: %s", strerror(errno));
 		return CLI_EXIT_RUNTIME;
 	}

@@ -835,7 +835,7 @@ int main(int argc, char **argv)
 		json_decref(s->doc);
 		return 2;
 	}
-	s->sigfd = cli_signalfd();
+	s->sigfd = cli_signalfd(0);
 	if (s->sigfd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(errno));
 		status = 1;

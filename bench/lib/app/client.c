@@ -555,6 +555,11 @@ struct tr_conn *client_transport(const struct client *c)
 	return c->conn ? conn_transport(c->conn) : NULL;
 }
 
+struct tr_session *client_tr_session(const struct client *c)
+{
+	return c->trsess;
+}
+
 int client_early(const struct client *c)
 {
 	return c->early;
