@@ -495,6 +495,8 @@ static json_t *stats_json(struct gw *g)
 	report_set(cfg, "broker_tcp_nodelay", json_boolean(g->o.nodelay));
 	report_set(cfg, "idle_timeout_us", report_us(g->o.idle_ns));
 	report_set(cfg, "retry", json_boolean(g->o.retry));
+	report_set(cfg, "anti_replay_window_us",
+	           report_us(g->ctx->cfg.replay_window_ns));
 	report_set(cfg, "congestion_control",
 	           json_string(g->o.cc ? g->o.cc : "cubic"));
 	report_set(cfg, "qlog_dir",

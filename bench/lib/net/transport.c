@@ -48,6 +48,7 @@ void tr_config_init(struct tr_config *cfg)
 	/* above MQTT's keepalive (60 s) and its 1.5 grace, so an idle
 	 * MQTT connection over QUIC lives as it does over TCP */
 	cfg->idle_timeout_ns = 120 * EV_NS_PER_SEC;
+	cfg->replay_window_ns = 3600 * EV_NS_PER_SEC;
 }
 
 static const struct transport_ops *const all_transports[] = {
@@ -189,6 +190,8 @@ int tr_ctx_new(struct tr_ctx **out, const struct transport_ops *ops,
 		ctx->cfg.connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	if (ctx->cfg.idle_timeout_ns <= 0)
 		ctx->cfg.idle_timeout_ns = 120 * EV_NS_PER_SEC;
+	if (ctx->cfg.replay_window_ns <= 0)
+		ctx->cfg.replay_window_ns = 3600 * EV_NS_PER_SEC;
 
 	r = resolve(cfg->host, cfg->port, &ctx->addr, &ctx->addrlen, err,
 	            errlen);

@@ -193,6 +193,8 @@ struct tr_config {
 	                            "reno", "bbr", "bbr2" */
 	const char *qlog_dir;    /* write one qlog file per connection here */
 	int retry;               /* server: demand a Retry token first */
+	int64_t replay_window_ns; /* server: 0-RTT anti-replay window;
+	                            default 1 h (see quic.c) */
 	int64_t idle_timeout_ns; /* default 120 s (MQTT keepalive 60 s) */
 };
 

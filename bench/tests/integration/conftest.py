@@ -11,6 +11,10 @@ temporary directory, on free loopback ports:
   readonly TCP with an ACL that allows reading only: every PUBLISH is
            refused (MQTT 5: PUBACK/PUBREC reason 0x87 "not authorized")
 
+and the project's QUIC gateway in front of the tcp listener (UDP, a free
+port on 127.0.0.1, the same broker certificate), so that every transport
+reaches the same broker.
+
 The broker's queues are unlimited (max_inflight_messages 0,
 max_queued_messages 0), so it never drops a message on purpose and any loss
 a test sees is the tools' fault; set_tcp_nodelay is on. One broker serves the
@@ -38,6 +42,13 @@ BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "release",
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def free_udp_port():
+    """A UDP port on 127.0.0.1 that nobody is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -166,6 +177,69 @@ acl_file {acl}
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Gateway:
+    """The QUIC gateway relaying to the broker's tcp listener. Its
+    statistics document is read with stats() (SIGUSR1, then the file)."""
+
+    def __init__(self, broker, certs, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="bench-gateway-")
+        self.port = free_udp_port()
+        self.json = os.path.join(self.dir, "gateway.json")
+        self.ready = os.path.join(self.dir, "ready")
+        exe = os.path.join(BIN, "gateway")
+        if not os.access(exe, os.X_OK):
+            pytest.fail(f"{exe} is missing: build it first (make)")
+        self.proc = subprocess.Popen(
+            [exe, "--listen", "127.0.0.1", "--port", str(self.port),
+             "--cert", certs["broker"], "--key", certs["broker_key"],
+             "--broker", "127.0.0.1", "--broker-port", str(broker.tcp),
+             "--json", self.json, "--ready-file", self.ready, *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.stop()
+                raise RuntimeError(f"gateway did not start: {err}")
+            time.sleep(0.02)
+
+    def stats(self):
+        """The statistics as of now (the gateway keeps running)."""
+        before = os.stat(self.json).st_mtime_ns if \
+            os.path.exists(self.json) else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if os.path.exists(self.json) and \
+                    os.stat(self.json).st_mtime_ns != before:
+                with open(self.json) as f:
+                    return json.load(f)
+            time.sleep(0.01)
+        raise AssertionError("the gateway wrote no statistics on SIGUSR1")
+
+    def stop(self):
+        """Stop it; returns its stderr."""
+        err = ""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                _, err = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+        else:
+            _, err = self.proc.communicate()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return err
+
+
+@pytest.fixture(scope="session")
+def gateway(broker, certs):
+    g = Gateway(broker, certs)
+    yield g
+    err = g.stop()
+    assert g.proc.returncode == 0, f"gateway failed: {err}"
+
+
 @pytest.fixture(scope="session")
 def broker(certs):
     if shutil.which("mosquitto") is None:
@@ -237,8 +311,9 @@ class Proc:
 class Bench:
     """Runs loadgen and sink against the session's broker."""
 
-    def __init__(self, broker, certs, tmp):
+    def __init__(self, broker, certs, tmp, gateway=None):
         self.broker, self.certs, self.tmp = broker, certs, tmp
+        self.gateway = gateway
         self.procs = []
         self.n = 0
 
@@ -258,6 +333,9 @@ class Bench:
         return os.path.join(self.tmp, f"{stem}{self.n}")
 
     def conn_args(self, transport="tcp", port=None):
+        if transport == "quic":
+            return ["--port", str(port or self.gateway.port),
+                    "--transport", "quic", "--cafile", self.certs["ca"]]
         if transport == "tls":
             return ["--port", str(port or self.broker.tls), "--transport",
                     "tls", "--cafile", self.certs["ca"]]
@@ -304,8 +382,8 @@ class Bench:
 
 
 @pytest.fixture
-def bench(broker, certs, tmp_path):
-    b = Bench(broker, certs, str(tmp_path))
+def bench(broker, certs, gateway, tmp_path):
+    b = Bench(broker, certs, str(tmp_path), gateway)
     yield b
     b.cleanup()
 

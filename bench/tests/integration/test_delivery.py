@@ -27,10 +27,11 @@ def deliver(bench, *, qos, mqtt, transport="tcp", extra_lg=(),
     return lg, s
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls", "quic"])
 @pytest.mark.parametrize("mqtt", ["3.1.1", "5"])
 @pytest.mark.parametrize("qos", [0, 1, 2])
-def test_exactly_once_in_order(bench, qos, mqtt):
-    lg, s = deliver(bench, qos=qos, mqtt=mqtt)
+def test_exactly_once_in_order(bench, qos, mqtt, transport):
+    lg, s = deliver(bench, qos=qos, mqtt=mqtt, transport=transport)
     assert lg.rc == 0, lg
     assert s.rc == 0, s
     check_doc(lg.doc, "loadgen")
