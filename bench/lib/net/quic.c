@@ -1541,6 +1541,8 @@ static int read_socket(struct quic_conn *q, int64_t now)
 			             who(q), strerror(errno));
 		}
 		n++;
+		if (len == 0)
+			continue; /* not a QUIC packet; ngtcp2 wants bytes */
 		q->base.wire_in += (uint64_t)len;
 		q->base.pkts_in++;
 		if (!q->base.t_connected)
@@ -2464,6 +2466,12 @@ static void listener_read(struct quic_listener *l, int64_t now)
 			return; /* EAGAIN, or an ICMP error: nothing to do */
 		l->st.datagrams_in++;
 		l->st.bytes_in += (uint64_t)len;
+		if (len == 0) {
+			/* ngtcp2 asserts on an empty packet: a datagram of
+			 * zero bytes would bring the gateway down */
+			l->st.garbage++;
+			continue;
+		}
 		rv = ngtcp2_pkt_decode_version_cid(&vc, rxbuf, (size_t)len,
 		                                   QUIC_SCID_LEN);
 		if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {
