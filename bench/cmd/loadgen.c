@@ -95,24 +95,12 @@ struct pub_transport {
 	int64_t cwnd_bytes, retransmits, segs_out, segs_in;
 };
 
-struct pub {
-	struct lg *lg;
-	struct client *cl;
-	char *topic;
-	uint16_t topic_len;
-	uint8_t state; /* enum pub_state */
-	uint8_t send_done, blocked, tls_resumed;
-	uint32_t index, publisher_id;
-	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
-	uint64_t sent, bytes, acks, acks_failed, late;
+/* What only some connections need (ack figures once acks come, transport
+ * statistics at the close, cycles, migrations), apart from struct pub so
+ * that an idle connection does not pay for it. */
+struct pub_more {
 	uint64_t ack_min, ack_max;
 	double ack_sum;
-	struct stats_hist *ack_hist; /* from the first ack; small runs only */
-	int64_t next_at;             /* rate mode: when the next one is due */
-	int64_t t_rate0;             /* rate mode: when the first one was due */
-	uint64_t rng;                /* Poisson gaps */
-	int64_t t_start, t_tcp, t_ready, t_connack;
-	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	int64_t t_first_pub, t_last_pub;
 	struct pub_transport tr;     /* the transport's view, at close */
 	/* --cycles: cycles begun, and where this one began */
@@ -124,7 +112,27 @@ struct pub {
 	int64_t t_migrate, t_validated;
 	int mig_result;      /* 1 validated, -1 failed, 0 pending */
 	uint32_t migrations, delayed;
+};
+
+struct pub {
+	struct lg *lg;
+	struct client *cl;
+	char *topic;
+	uint16_t topic_len;
+	uint8_t state; /* enum pub_state */
+	uint8_t send_done, blocked, tls_resumed;
 	uint8_t grouped;     /* on a shared connection (--streams) */
+	uint32_t index, publisher_id;
+	uint32_t acks_failed, late;
+	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
+	uint64_t sent, acks; /* payload bytes: sent * --size */
+	struct pub_more *more;       /* from the first use: see pm() */
+	struct stats_hist *ack_hist; /* from the first ack; small runs only */
+	int64_t next_at;             /* rate mode: when the next one is due */
+	int64_t t_rate0;             /* rate mode: when the first one was due */
+	uint64_t rng;                /* Poisson gaps */
+	int64_t t_start, t_tcp, t_ready, t_connack;
+	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	uint64_t wire_in, wire_out, mqtt_out;
 	char *err;
 	struct ev_timer timer;
@@ -203,6 +211,7 @@ struct lg {
 	uint8_t **sess_blob;
 	size_t *sess_len;
 	uint32_t n_sess;
+	uint64_t more_oom;
 	uint64_t acks, acks_failed, sent, bytes, publish_errors, late;
 	uint8_t first_refusal; /* reason of the first refused publish */
 	int64_t t_first_pub, t_last_pub;
@@ -216,6 +225,34 @@ struct lg {
 	struct ev_io sig_io;
 	int sigfd;
 };
+
+/*
+ * p's less used figures, allocated at their first use. Out of memory, a
+ * shared scratch copy takes them (the figures are then wrong, and the run
+ * says so in its errors) rather than the process crashing.
+ */
+static struct pub_more *pm(struct pub *p)
+{
+	static struct pub_more scratch_more;
+
+	if (p->more)
+		return p->more;
+	p->more = calloc(1, sizeof(*p->more));
+	if (p->more)
+		return p->more;
+	if (!p->lg->more_oom++)
+		report_error(p->lg->doc, "out of memory for per-connection "
+		             "figures: some are wrong");
+	return &scratch_more;
+}
+
+/* The same for reading: zeros when p never needed them. */
+static const struct pub_more *pmc(const struct pub *p)
+{
+	static const struct pub_more none;
+
+	return p->more ? p->more : &none;
+}
 
 static const char usage[] =
 	"usage: loadgen [options]\n"
@@ -683,7 +720,7 @@ static int64_t next_due(struct pub *p)
 
 	if (!o->poisson)
 		return time_after(p->t_rate0,
-		                  (double)(p->sent - p->sent0) * 1e9 / o->rate);
+		                  (double)(p->sent - pmc(p)->sent0) * 1e9 / o->rate);
 	u = prng_unit(&p->rng);
 	return time_after(p->next_at, -log1p(-u) / o->rate * 1e9);
 }
@@ -772,16 +809,16 @@ static void pub_read_transport(struct pub *p)
 	if (tc == NULL)
 		return;
 	tr_get_stats(tc, &ts);
-	p->tr.valid = 1;
-	p->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
-	p->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
+	pm(p)->tr.valid = 1;
+	pm(p)->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
+	pm(p)->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
 	                                   : (int32_t)(ts.rttvar_ns / 1000);
-	p->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
+	pm(p)->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
 	                                     : (int32_t)(ts.min_rtt_ns / 1000);
-	p->tr.cwnd_bytes = ts.cwnd_bytes;
-	p->tr.retransmits = ts.retransmits;
-	p->tr.segs_out = ts.segs_out;
-	p->tr.segs_in = ts.segs_in;
+	pm(p)->tr.cwnd_bytes = ts.cwnd_bytes;
+	pm(p)->tr.retransmits = ts.retransmits;
+	pm(p)->tr.segs_out = ts.segs_out;
+	pm(p)->tr.segs_in = ts.segs_in;
 	if (ts.cc[0] && !p->lg->cc[0])
 		memcpy(p->lg->cc, ts.cc, sizeof(p->lg->cc));
 }
@@ -793,9 +830,9 @@ static void pub_read_migration(struct pub *p)
 	unsigned n;
 	int64_t t0;
 
-	if (!p->migrations || tc == NULL)
+	if (!pmc(p)->migrations || tc == NULL)
 		return;
-	p->mig_result = quic_migration_info(tc, &t0, &p->t_validated, &n);
+	pm(p)->mig_result = quic_migration_info(tc, &t0, &pm(p)->t_validated, &n);
 }
 
 static void pub_close(struct pub *p)
@@ -810,11 +847,11 @@ static void pub_close(struct pub *p)
 		/* the cycle's work is done: its last ack is in (QoS 1/2) or
 		 * its last message handed over (QoS 0) */
 		stats_hist_add(&lg->cycle_done,
-		               (uint64_t)(evloop_clock_ns() - p->t_cycle));
-		if (p->tr.segs_out >= 0 && p->tr.segs_in >= 0)
+		               (uint64_t)(evloop_clock_ns() - pm(p)->t_cycle));
+		if (pm(p)->tr.segs_out >= 0 && pm(p)->tr.segs_in >= 0)
 			stats_hist_add(&lg->cycle_segs,
-			               (uint64_t)(p->tr.segs_out +
-			                          p->tr.segs_in));
+			               (uint64_t)(pm(p)->tr.segs_out +
+			                          pm(p)->tr.segs_in));
 	}
 	ev_timer_stop(p->lg->loop, &p->timer);
 	p->state = PUB_CLOSING;
@@ -879,10 +916,10 @@ static void pub_migrate(struct pub *p)
 		note_error(lg, p, msg);
 		return;
 	}
-	p->t_migrate = evloop_clock_ns();
-	p->t_validated = 0;
-	p->mig_result = 0;
-	p->migrations++;
+	pm(p)->t_migrate = evloop_clock_ns();
+	pm(p)->t_validated = 0;
+	pm(p)->mig_result = 0;
+	pm(p)->migrations++;
 }
 
 /*
@@ -914,25 +951,24 @@ static int pub_publish_one(struct pub *p, int64_t due)
 			lg->late++;
 		}
 	}
-	if (p->t_migrate && p->mig_result == 0) {
+	if (pmc(p)->t_migrate && pmc(p)->mig_result == 0) {
 		struct tr_conn *tc = client_transport(p->cl);
 		int64_t t0, tv;
 		unsigned n;
 
 		/* sent before the new path was validated */
-		p->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
-		if (p->mig_result == 0)
-			p->delayed++;
+		pm(p)->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
+		if (pm(p)->mig_result == 0)
+			pm(p)->delayed++;
 	}
 	if (lg->t_steady > 0 && now >= lg->t_steady)
 		lg->steady_sent++;
 	if (p->sent == 0)
-		p->t_first_pub = now;
-	p->t_last_pub = now;
+		pm(p)->t_first_pub = now;
+	pm(p)->t_last_pub = now;
 	p->sent++;
 	if (lg->o.migrate_after && p->sent == lg->o.migrate_after)
 		pub_migrate(p);
-	p->bytes += lg->o.size;
 	lg->sent++;
 	lg->bytes += lg->o.size;
 	if (lg->t_first_pub == 0 || now < lg->t_first_pub)
@@ -1048,7 +1084,7 @@ static void on_connected(struct client *c,
 	          info->t_transport_ready);
 	hist_span(&lg->conn_tcp, info->t_start, info->t_transport_connected);
 	hist_span(&lg->conn_mqtt, p->t_connect_sent, info->mqtt->t_connack);
-	if (p->cycle > 0) {
+	if (pmc(p)->cycle > 0) {
 		/* a later cycle: counted as connected once, at the first */
 		if (lg->stopping) {
 			pub_close(p);
@@ -1058,7 +1094,7 @@ static void on_connected(struct client *c,
 		p->send_done = 0;
 		p->blocked = 0;
 		p->target += lg->o.count;
-		p->sent0 = p->sent; /* this cycle's schedule starts now */
+		pm(p)->sent0 = p->sent; /* this cycle's schedule starts now */
 		lg->sending++;
 		p->next_at = p->t_rate0 = evloop_clock_ns();
 		pub_pump(p);
@@ -1118,11 +1154,11 @@ static void on_publish_done(struct client *c, uint16_t packet_id, uint8_t qos,
 	if (p->ack_hist)
 		stats_hist_add(p->ack_hist, lat);
 	ok = p->acks - p->acks_failed;
-	if (ok == 1 || lat < p->ack_min)
-		p->ack_min = lat;
-	if (lat > p->ack_max)
-		p->ack_max = lat;
-	p->ack_sum += (double)lat;
+	if (ok == 1 || lat < pm(p)->ack_min)
+		pm(p)->ack_min = lat;
+	if (lat > pm(p)->ack_max)
+		pm(p)->ack_max = lat;
+	pm(p)->ack_sum += (double)lat;
 done:
 	if (p->send_done && p->state == PUB_CONNECTED && p->acks >= p->sent)
 		pub_close(p);
@@ -1180,10 +1216,11 @@ static void on_closed(struct client *c, int err, const char *msg)
 			note_error(lg, p, msg);
 		if (lg->o.cycles > 1) {
 			stats_hist_add(&lg->cycle_wire,
-			               p->wire_in + p->wire_out - p->wire_cycle);
+			               p->wire_in + p->wire_out - pm(p)->wire_cycle);
 			lg->cycles_done++;
 		}
-		if (err == 0 && p->cycle + 1 < lg->o.cycles && !lg->stopping &&
+		if (err == 0 && pmc(p)->cycle + 1 < lg->o.cycles &&
+		    !lg->stopping &&
 		    p->sent >= p->target) {
 			/* sleep, then wake for the next cycle: the client,
 			 * its MQTT session and its resumption state stay */
@@ -1248,7 +1285,8 @@ static int pub_start(struct lg *lg, struct pub *p)
 			return CLIENT_ENOMEM;
 	}
 	p->state = PUB_CONNECTING;
-	p->t_cycle = evloop_clock_ns();
+	if (lg->o.cycles > 1)
+		pm(p)->t_cycle = evloop_clock_ns();
 	lg->pending++;
 	lg->open++;
 	r = conn ? client_connect_on(p->cl, conn) : client_connect(p->cl);
@@ -1302,11 +1340,11 @@ static void pub_reconnect(struct pub *p)
 		lg_check_end(lg);
 		return;
 	}
-	p->cycle++;
+	pm(p)->cycle++;
 	st = client_stats(p->cl);
-	p->wire_cycle = st->wire_in + st->wire_out;
+	pm(p)->wire_cycle = st->wire_in + st->wire_out;
 	p->state = PUB_CONNECTING;
-	p->t_cycle = evloop_clock_ns();
+	pm(p)->t_cycle = evloop_clock_ns();
 	lg->pending++;
 	if (client_connect(p->cl) < 0) {
 		lg->pending--;
@@ -1531,7 +1569,7 @@ static json_t *transports_json(const struct lg *lg)
 	uint32_t i;
 
 	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
-		const struct pub_transport *t = &lg->pubs[i].tr;
+		const struct pub_transport *t = &pmc(&lg->pubs[i])->tr;
 
 		if (!t->valid)
 			continue;
@@ -1589,28 +1627,28 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	} else {
 		report_set(o, "connect", json_null());
 	}
-	if (p->tr.valid)
-		report_set(o, "transport", transport_json(&p->tr));
+	if (pmc(p)->tr.valid)
+		report_set(o, "transport", transport_json(&pmc(p)->tr));
 	if (lg->o.cycles > 1)
-		report_set(o, "cycles_begun", json_integer(p->cycle + 1));
-	if (p->migrations)
+		report_set(o, "cycles_begun", json_integer(pmc(p)->cycle + 1));
+	if (pmc(p)->migrations)
 		report_set(o, "migration",
 		           json_pack("{s:i, s:o, s:o, s:s, s:I}", "count",
-		                     (int)p->migrations, "at_us",
-		                     report_span_us(lg->t0, p->t_migrate),
+		                     (int)pmc(p)->migrations, "at_us",
+		                     report_span_us(lg->t0, pmc(p)->t_migrate),
 		                     "path_validation_us",
-		                     report_span_us(p->t_migrate,
-		                                    p->t_validated),
+		                     report_span_us(pmc(p)->t_migrate,
+		                                    pmc(p)->t_validated),
 		                     "result",
-		                     p->mig_result > 0 ? "validated"
-		                     : p->mig_result < 0 ? "failed"
+		                     pmc(p)->mig_result > 0 ? "validated"
+		                     : pmc(p)->mig_result < 0 ? "failed"
 		                                         : "pending",
 		                     "sent_before_validation",
-		                     (json_int_t)p->delayed));
+		                     (json_int_t)pmc(p)->delayed));
 	report_set(o, "sent", report_u64(p->sent));
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
-	report_set(o, "payload_bytes", report_u64(p->bytes));
+	report_set(o, "payload_bytes", report_u64(p->sent * lg->o.size));
 	report_set(o, "mqtt_bytes_out", report_u64(p->mqtt_out));
 	report_set(o, "wire_bytes_out", report_u64(p->wire_out));
 	report_set(o, "wire_bytes_in", report_u64(p->wire_in));
@@ -1625,17 +1663,17 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 			ack = json_object();
 			report_set(ack, "count", report_u64(ok));
 			report_set(ack, "min_us",
-			           ok ? report_us(p->ack_min) : json_null());
+			           ok ? report_us(pmc(p)->ack_min) : json_null());
 			report_set(ack, "mean_us",
-			           ok ? json_real(p->ack_sum / (double)ok / 1e3)
+			           ok ? json_real(pmc(p)->ack_sum / (double)ok / 1e3)
 			              : json_null());
 			report_set(ack, "max_us",
-			           ok ? report_us(p->ack_max) : json_null());
+			           ok ? report_us(pmc(p)->ack_max) : json_null());
 		}
 		report_set(o, "ack_latency", ack);
 	}
 	report_set(o, "publish_span_us",
-	           report_span_us(p->t_first_pub, p->t_last_pub));
+	           report_span_us(pmc(p)->t_first_pub, pmc(p)->t_last_pub));
 	report_set(o, "error", p->err ? json_string(p->err) : json_null());
 	return o;
 }
@@ -2044,6 +2082,7 @@ static void lg_cleanup(struct lg *lg)
 			client_free(lg->pubs[i].cl);
 			free(lg->pubs[i].topic);
 			free(lg->pubs[i].ack_hist);
+			free(lg->pubs[i].more);
 			free(lg->pubs[i].err);
 		}
 	}

@@ -76,18 +76,14 @@ struct pubring {
 	uint32_t cap, head, n;
 };
 
+/* Ordered to leave no padding: 10,000 of these live in one process. */
 struct mqtt_session {
 	const struct sess_handler *h;
 	void *owner;
 	const char *peer; /* for messages; the owner's */
 	struct client_config cfg;
 	char *client_id;
-	enum client_state state;
-
-	int halted;        /* the owner left inside a callback */
-	int failed;        /* a failure is kept: err, errmsg */
-	int err;
-	int want_writable; /* publish said EWINDOW/EBUSY: owed */
+	char *errmsg;      /* message of the kept failure */
 
 	uint8_t *out;
 	size_t out_off, out_len, out_cap;
@@ -99,28 +95,31 @@ struct mqtt_session {
 	 * in_need, or MQTT_MAX_FIXED_HEADER before it is known. */
 	uint8_t *in;
 	size_t in_len, in_need, in_cap;
-	uint32_t ncb;      /* owner callbacks run (wraps) */
-	uint32_t rx_ncb;   /* ncb when rx_now was read */
 	int64_t rx_now;    /* receive time of the bytes being parsed */
 	int64_t now;       /* the time of the call being handled */
+	uint32_t ncb;      /* owner callbacks run (wraps) */
+	uint32_t rx_ncb;   /* ncb when rx_now was read */
 
 	struct inflight *inf;
-	uint32_t inf_cap, inf_n, n_pub;
-	uint16_t next_id;
-	uint32_t seq;
-	uint16_t window;
 	struct idset q2;
-	int persistent; /* keep inflight across connections */
-
-	uint16_t keepalive;
-	uint8_t max_qos;
-	uint16_t broker_rmax;
+	uint32_t inf_cap, inf_n, n_pub;
+	uint32_t seq;
 	uint32_t broker_max_packet;
+	int err;
+	uint16_t next_id;
+	uint16_t window;
+	uint16_t keepalive;
+	uint16_t broker_rmax;
+	uint8_t max_qos;
+	uint8_t state;         /* enum client_state */
+	uint8_t halted;        /* the owner left inside a callback */
+	uint8_t failed;        /* a failure is kept: err, errmsg */
+	uint8_t want_writable; /* publish said EWINDOW/EBUSY: owed */
+	uint8_t persistent;    /* keep inflight across connections */
 
 	int64_t t_start, t_connect, t_connack;
 	int64_t last_send, last_recv, ping_sent, linger_until;
 
-	char *errmsg; /* message of the kept failure */
 	struct client_stats st;
 };
 
@@ -1382,25 +1381,25 @@ int sess_on_time(struct mqtt_session *s, int64_t now)
 
 /* ---- the connection's life ---- */
 
-struct mqtt_session *sess_new(const struct client_config *cfg,
-                              const struct sess_handler *h, void *owner)
+size_t sess_size(void)
+{
+	return sizeof(struct mqtt_session);
+}
+
+int sess_init(struct mqtt_session *s, const struct client_config *cfg,
+              const struct sess_handler *h, void *owner)
 {
 	static const struct sess_handler none;
-	struct mqtt_session *s;
 	const char *id = cfg->client_id ? cfg->client_id : "";
 
+	memset(s, 0, sizeof(*s));
 	if (cfg->version != MQTT_V311 && cfg->version != MQTT_V5)
-		return NULL;
+		return -1;
 	if (mqtt_valid_utf8((const uint8_t *)id, strlen(id)) != 0)
-		return NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
+		return -1;
 	s->client_id = strdup(id);
-	if (!s->client_id) {
-		free(s);
-		return NULL;
-	}
+	if (!s->client_id)
+		return -1;
 	s->h = h ? h : &none;
 	s->owner = owner;
 	s->cfg = *cfg;
@@ -1413,12 +1412,27 @@ struct mqtt_session *sess_new(const struct client_config *cfg,
 		s->cfg.linger_ns = 2 * NS_PER_SEC;
 	if (s->cfg.max_outbuf == 0)
 		s->cfg.max_outbuf = 1u << 20;
-	s->persistent = cfg->version == MQTT_V5
-	                        ? (!cfg->clean_start && cfg->session_expiry > 0)
-	                        : !cfg->clean_start;
+	s->persistent = (uint8_t)(cfg->version == MQTT_V5
+	                                  ? (!cfg->clean_start &&
+	                                     cfg->session_expiry > 0)
+	                                  : !cfg->clean_start);
 	s->next_id = 1;
 	s->window = s->cfg.inflight_window;
 	s->state = CLIENT_IDLE;
+	return 0;
+}
+
+struct mqtt_session *sess_new(const struct client_config *cfg,
+                              const struct sess_handler *h, void *owner)
+{
+	struct mqtt_session *s = malloc(sizeof(*s));
+
+	if (!s)
+		return NULL;
+	if (sess_init(s, cfg, h, owner) < 0) {
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -1487,15 +1501,21 @@ void sess_closed(struct mqtt_session *s)
 	s->state = CLIENT_CLOSED;
 }
 
-void sess_del(struct mqtt_session *s)
+void sess_fini(struct mqtt_session *s)
 {
-	if (!s)
-		return;
 	sess_closed(s);
 	inf_drop(s, 1);
 	idset_clear(&s->q2);
 	free(s->client_id);
 	free(s->errmsg);
+	s->client_id = s->errmsg = NULL;
+}
+
+void sess_del(struct mqtt_session *s)
+{
+	if (!s)
+		return;
+	sess_fini(s);
 	free(s);
 }
 
@@ -1690,7 +1710,12 @@ int sess_take_writable(struct mqtt_session *s)
 
 enum client_state sess_state(const struct mqtt_session *s)
 {
-	return s->state;
+	return (enum client_state)s->state;
+}
+
+int64_t sess_t_start(const struct mqtt_session *s)
+{
+	return s->t_start;
 }
 
 int sess_failed(const struct mqtt_session *s)
@@ -1725,7 +1750,7 @@ uint8_t sess_version(const struct mqtt_session *s)
 
 size_t sess_heap_bytes(const struct mqtt_session *s)
 {
-	size_t n = sizeof(*s) + strlen(s->client_id) + 1;
+	size_t n = sizeof(*s) + (s->client_id ? strlen(s->client_id) + 1 : 0);
 	uint32_t i;
 
 	n += s->out_cap + s->in_cap;

@@ -170,6 +170,7 @@ struct quic_conn {
 	struct sockaddr_storage local, remote;
 	socklen_t locallen, remotelen;
 	int err;            /* sticky failure, message in base.err */
+	uint64_t pkts_in, pkts_out; /* datagrams */
 	int started;        /* the first flight went out */
 	int hs_done;
 	int early_offered;  /* ticket and parameters applied (client) */
@@ -737,7 +738,7 @@ static int send_pkt(struct quic_conn *q, const uint8_t *data, size_t len,
 	while (n < 0 && errno == EINTR);
 	if (n >= 0) {
 		q->base.wire_out += len;
-		q->base.pkts_out++;
+		q->pkts_out++;
 		return 0;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
@@ -777,7 +778,7 @@ static int send_held(struct quic_conn *q)
 		return TR_AGAIN;
 	if (n >= 0) {
 		q->base.wire_out += q->held_len;
-		q->base.pkts_out++;
+		q->pkts_out++;
 	}
 	free(q->held);
 	q->held = NULL;
@@ -1544,7 +1545,7 @@ static int read_socket(struct quic_conn *q, int64_t now)
 		if (len == 0)
 			continue; /* not a QUIC packet; ngtcp2 wants bytes */
 		q->base.wire_in += (uint64_t)len;
-		q->base.pkts_in++;
+		q->pkts_in++;
 		if (!q->base.t_connected)
 			q->base.t_connected = clock_ns();
 		path.local.addr = (ngtcp2_sockaddr *)&q->local;
@@ -1969,8 +1970,8 @@ static void quic_stats(const struct tr_conn *c, struct tr_stats *out)
 	out->latest_rtt_ns = (int64_t)st.latest_rtt;
 	out->cwnd_bytes = (int64_t)st.cwnd;
 	out->inflight_bytes = (int64_t)st.bytes_in_flight;
-	out->segs_out = (int64_t)c->pkts_out;
-	out->segs_in = (int64_t)c->pkts_in;
+	out->segs_out = (int64_t)q->pkts_out;
+	out->segs_in = (int64_t)q->pkts_in;
 	for (s = q->streams; s; s = s->next)
 		buffered += (int64_t)(s->total - s->acked);
 	out->buffered = buffered;
@@ -2399,7 +2400,7 @@ static void server_feed(struct quic_conn *q, const uint8_t *pkt, size_t len,
 	int rv;
 
 	q->base.wire_in += len;
-	q->base.pkts_in++;
+	q->pkts_in++;
 	if (q->closing) {
 		/* answer at most once per PTO with the saved close */
 		if (q->close_pkt && now - q->close_sent_at >

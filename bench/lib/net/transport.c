@@ -456,7 +456,6 @@ ssize_t tr_sock_send(struct tr_conn *c, const uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n >= 0) {
 		c->wire_out += (uint64_t)n;
-		c->pkts_out++;
 		return n > 0 ? n : TR_AGAIN;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -480,7 +479,6 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
 		c->wire_in += (uint64_t)n;
-		c->pkts_in++;
 		return n;
 	}
 	if (n == 0)

@@ -221,8 +221,8 @@ struct tr_conn {
 	struct tr_ctx *ctx;
 	struct tr_session *sess; /* may be NULL */
 	int fd;                  /* the fd to watch, -1 when none */
-	int server;              /* 1: accepted by a listener */
-	unsigned notes;          /* TR_NOTE_* not yet taken */
+	uint8_t server;          /* 1: accepted by a listener */
+	uint8_t notes;           /* TR_NOTE_* not yet taken */
 	/* Timestamps, CLOCK_MONOTONIC ns. t_start is the `now` given to
 	 * tr_open(): the caller's time just before it, so socket creation
 	 * and options count as connecting. t_connected and t_ready are read
@@ -236,10 +236,9 @@ struct tr_conn {
 	int64_t t_ready;         /* handshake done, 0 until then */
 	/* Bytes through the socket (TCP payload; with TLS whole records,
 	 * handshake and alerts included; QUIC: UDP payloads), counted as
-	 * send()/recv() move them; packets likewise (TCP: send/recv calls,
-	 * not segments: see tr_stats for the kernel's segment counts). */
+	 * send()/recv() move them. Packets: tr_stats (TCP segments from the
+	 * kernel, QUIC packets). */
 	uint64_t wire_in, wire_out;
-	uint64_t pkts_in, pkts_out;
 	char *err;               /* last error message (heap), NULL if none */
 	int sys_errno;           /* errno of the last failed socket call */
 };
