@@ -463,9 +463,12 @@ int client_publish(struct client *c, const uint8_t *topic, size_t topic_len,
 {
 	if (c->pend || c->free_pending)
 		return CLIENT_ESTATE;
+	/* QoS 1/2: the send time of the ack latency, read fresh; QoS 0
+	 * needs only the keepalive's idea of time, the loop's */
 	return sent_now(c, sess_publish(c->s, topic, topic_len, payload,
 	                                payload_len, qos, retain, props,
-	                                evloop_clock_ns()));
+	                                qos ? evloop_clock_ns()
+	                                    : evloop_now(c->loop)));
 }
 
 int client_can_publish(struct client *c, uint8_t qos)
