@@ -1704,12 +1704,11 @@ static ssize_t take(struct quic_conn *q, struct qstream *s, uint8_t *buf,
 	memcpy(buf, s->rbuf + s->roff, n);
 	s->roff += n;
 	if (s->roff == s->rlen) {
+		/* drained: an idle stream holds no buffer */
 		s->roff = s->rlen = 0;
-		if (s->rcap > 65536) { /* a burst is over: give memory back */
-			free(s->rbuf);
-			s->rbuf = NULL;
-			s->rcap = 0;
-		}
+		free(s->rbuf);
+		s->rbuf = NULL;
+		s->rcap = 0;
 	}
 	/* the caller has the bytes: the peer may send as many more */
 	ngtcp2_conn_extend_max_stream_offset(q->qc, s->sid, n);
