@@ -433,3 +433,82 @@ def test_gateway_startup_errors(broker, certs, tmp_path):
             assert words in lines[0], (extra, lines)
     finally:
         busy.close()
+
+
+def test_retry_idle_timeout_and_gateway_qlog(bench, broker, certs,
+                                             tmp_path):
+    """A gateway that demands Retry tokens still serves (one Retry per
+    new client); its idle timeout closes a silent connection on both
+    sides; its qlog has a file per connection."""
+    qlog = tmp_path / "gw-qlog"
+    qlog.mkdir()
+    g = Gateway(broker, certs, extra=("--retry", "--idle-timeout",
+                                      "300ms", "--qlog-dir", str(qlog)))
+    try:
+        lg = bench.run("loadgen", *quic(bench, g.port), "--count", 3,
+                       "--qos", 1, "--topic", bench.topic())
+        assert lg.rc == 0, lg
+        st = g.stats()
+        assert st["quic"]["retries"] == 1
+        assert st["quic"]["handshakes"] == 1
+        assert st["config"]["retry"] is True
+        assert len(os.listdir(qlog)) == 1
+        # keepalive 0: nothing keeps the connection alive
+        lg = bench.run("loadgen", *quic(bench, g.port), "--idle",
+                       "--keepalive", 0, "--duration", "2s")
+        assert lg.rc == 1
+        assert "idle timeout" in lg.err_lines[0], lg.err_lines
+        assert g.stats()["quic"]["idle_timeouts"] >= 1
+    finally:
+        g.stop()
+
+
+def test_stateless_reset_for_an_unknown_connection(bench):
+    """A short-header packet for a connection the gateway does not know
+    (it lost its state, or never had it) gets a stateless reset."""
+    before = bench.gateway.stats()["quic"]["stateless_resets"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.settimeout(5)
+    pkt = bytes([0x40]) + os.urandom(18) + os.urandom(40)
+    s.sendto(pkt, ("127.0.0.1", bench.gateway.port))
+    reply, _ = s.recvfrom(2048)
+    s.close()
+    # a reset looks like a short packet, shorter than what provoked it,
+    # ending in a 16-byte token
+    assert reply[0] & 0xc0 == 0x40
+    assert 21 <= len(reply) < len(pkt)
+    assert bench.gateway.stats()["quic"]["stateless_resets"] == before + 1
+
+
+def test_gateway_serves_again_after_a_broker_restart(certs, tmp_path):
+    """The broker goes away and comes back on the same port: the gateway
+    keeps running, new clients get through again."""
+    from conftest import Broker
+    b = Broker(certs)
+    g = Gateway(b, certs)
+    try:
+        exe = os.path.join(BIN, "loadgen")
+        args = [exe, "--transport", "quic", "--port", str(g.port),
+                "--cafile", certs["ca"], "--count", "5", "--qos", "1",
+                "--json", os.devnull]
+        assert subprocess.run(args, capture_output=True,
+                              timeout=30).returncode == 0
+        b.proc.terminate()
+        b.proc.wait()
+        down = subprocess.run(args, capture_output=True, text=True,
+                              timeout=30)
+        assert down.returncode == 1
+        b.proc = subprocess.Popen(["mosquitto", "-c", b.conf],
+                                  stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        from conftest import wait_listening
+        assert wait_listening(b.tcp, b.proc)
+        up = subprocess.run(args, capture_output=True, text=True,
+                            timeout=30)
+        assert up.returncode == 0, up.stderr
+        assert g.proc.poll() is None
+        st = g.stats()
+        assert st["relay"]["broker_connect_failures"] >= 1
+    finally:
+        g.stop()
+        b.stop()
