@@ -1085,7 +1085,9 @@ static void on_connected(struct client *c,
 	hist_span(&lg->conn_tcp, info->t_start, info->t_transport_connected);
 	hist_span(&lg->conn_mqtt, p->t_connect_sent, info->mqtt->t_connack);
 	if (pmc(p)->cycle > 0) {
-		/* a later cycle: counted as connected once, at the first */
+		/* a later cycle: counted as connected once, at the first;
+		 * its connect may have held a --max-pending slot */
+		lg_kick_starter(lg);
 		if (lg->stopping) {
 			pub_close(p);
 			return;
