@@ -463,7 +463,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 	(void)loop;
 	(void)ev;
 	while (n++ < 256 && tr_accept(g->l, evloop_clock_ns(), &tc) == 0) {
-		struct gw_conn *gc = NULL, *c;
+		struct gw_conn *gc = NULL;
 
 		if (tr_take_notes(tc) & TR_NOTE_NEW) {
 			if (g->stopping ||
@@ -474,6 +474,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 			}
 			gc->g = g;
 			gc->tc = tc;
+			tc->owner = gc;
 			ev_timer_init(&gc->timer, conn_timer_cb, gc);
 			gc->next = g->conns;
 			if (g->conns)
@@ -481,11 +482,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 			g->conns = gc;
 			g->n_conns++;
 		} else {
-			/* which of ours: few connections get news at once,
-			 * and the list is short next to a handshake's cost */
-			for (c = g->conns; c && c->tc != tc; c = c->next)
-				;
-			gc = c;
+			gc = tc->owner;
 		}
 		if (gc)
 			conn_process(gc);

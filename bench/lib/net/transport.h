@@ -220,6 +220,7 @@ struct tr_conn {
 	const struct transport_ops *ops;
 	struct tr_ctx *ctx;
 	struct tr_session *sess; /* may be NULL */
+	void *owner;             /* the caller's, untouched by the transport */
 	int fd;                  /* the fd to watch, -1 when none */
 	uint8_t server;          /* 1: accepted by a listener */
 	uint8_t notes;           /* TR_NOTE_* not yet taken */
