@@ -385,9 +385,9 @@ static struct {
 
 /* What the fake saw, for checks. */
 static struct {
-	unsigned opens, rebinds, send_calls, recv_calls;
-	unsigned progress_calls, progress_after_tick, ticks;
-	unsigned released, released_quiet; /* HOLD frames let go */
+	int opens, rebinds, send_calls, recv_calls;
+	int progress_calls, progress_after_tick, ticks;
+	int released, released_quiet; /* HOLD frames let go */
 } G;
 
 enum { FQ_HS_WAIT, FQ_HS_EARLY, FQ_HS_DONE };
@@ -1414,7 +1414,7 @@ static void test_rebind_mid_session(void)
 			TT_CHECK(wait_for(&r.messages, ++msgs));
 			TT_CHECK(r.rebind_on_message == 0);
 		}
-		TT_CHECK(G.rebinds == (unsigned)round);
+		TT_CHECK(G.rebinds == round);
 		TT_CHECK(tr_fd(conn_transport(conn)) != old_fd);
 		TT_CHECK(fcntl(old_fd, F_GETFD) < 0 && errno == EBADF);
 		TT_CHECK(evloop_io_count(loop) == 1);
@@ -1459,8 +1459,7 @@ static void test_progress_calls(void)
 	struct rec r;
 	struct client *c;
 	struct tr_stats ts;
-	unsigned sends, progress;
-	int i;
+	int sends, progress, i;
 
 	setup();
 	K.tick_ns = 2 * EV_NS_PER_MS;
@@ -1473,8 +1472,7 @@ static void test_progress_calls(void)
 	/* timers, idle */
 	sends = G.send_calls;
 	progress = G.progress_after_tick;
-	pump(30);
-	TT_CHECK(G.ticks >= 5);
+	TT_CHECK(wait_for(&G.ticks, G.ticks + 5));
 	TT_CHECK(G.progress_after_tick - progress >= 5);
 	TT_CHECK(G.progress_after_tick == G.ticks);
 	TT_CHECK(G.send_calls == sends);
@@ -1483,7 +1481,8 @@ static void test_progress_calls(void)
 	 * progress calls on writable events can write them (no timer of the
 	 * transport's runs now, and the client's keepalive is a minute away) */
 	K.tick_ns = 0;
-	pump(3);
+	/* the timer armed for the last tick fires once more */
+	TT_CHECK(wait_for(&G.progress_calls, G.progress_calls + 1));
 	memset(pkt, 'p', sizeof(pkt));
 	for (i = 0; i < 40; i++)
 		TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, pkt, 1000,
@@ -1505,7 +1504,7 @@ static void test_progress_calls(void)
 		TT_CHECK(peer_expect_bytes(0, pkt, sizeof(pkt)));
 	TT_CHECK(G.send_calls == sends);
 	TT_CHECK(G.progress_calls > progress);
-	printf("     %u progress calls moved them\n",
+	printf("     %d progress calls moved them\n",
 	       G.progress_calls - progress);
 	tr_get_stats(conn_transport(client_conn(c)), &ts);
 	TT_CHECK(ts.buffered == 0);
@@ -1520,6 +1519,13 @@ static void test_progress_calls(void)
  * its on_message (the other's bytes of the same read are then dropped),
  * and from its on_closed while the conn tells every user of a failure.
  */
+static int one_closed(const void *arg)
+{
+	const struct pair *p = arg;
+
+	return p->r[0].closed + p->r[1].closed > 0;
+}
+
 static void test_free_other_user_in_callback(void)
 {
 	struct pair p;
@@ -1554,7 +1560,8 @@ static void test_free_other_user_in_callback(void)
 	p.r[0].free_on_closed = &p.c[1];
 	p.r[1].free_on_closed = &p.c[0];
 	peer_reset(-1);
-	pump(10);
+	TT_CHECK(run_until(one_closed, &p));
+	pump(5);
 	TT_CHECK(p.r[0].closed + p.r[1].closed == 1);
 	TT_CHECK((p.c[0] == NULL) != (p.c[1] == NULL));
 	TT_CHECK(conn_users(p.conn) == 0 && conn_state(p.conn) == CONN_FAILED);
