@@ -351,29 +351,11 @@ static void pump(int ms)
 		evloop_run_once(loop, EV_NS_PER_MS);
 }
 
-static size_t unhex(const char *hex, uint8_t *out)
-{
-	size_t n = 0;
-
-	while (*hex) {
-		unsigned v;
-
-		if (*hex == ' ') {
-			hex++;
-			continue;
-		}
-		sscanf(hex, "%2x", &v);
-		out[n++] = (uint8_t)v;
-		hex += 2;
-	}
-	return n;
-}
-
 /* The broker writes these bytes (one at a time in partial mode). */
 static void feed(const char *hex)
 {
 	uint8_t b[512];
-	size_t n = unhex(hex, b), i;
+	size_t n = tt_unhex(hex, b), i;
 
 	if (!g_partial) {
 		TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
@@ -391,7 +373,7 @@ static void feed(const char *hex)
 static int expect(const char *hex)
 {
 	uint8_t want[512], got[512];
-	size_t n = unhex(hex, want), have = 0, i;
+	size_t n = tt_unhex(hex, want), have = 0, i;
 	int64_t end = evloop_clock_ns() + EV_NS_PER_SEC;
 
 	while (have < n && evloop_clock_ns() < end) {
@@ -782,7 +764,7 @@ static void test_packet_ids_wrap(void)
 		         id & 0xff);
 		{
 			uint8_t b[8], sink[64];
-			size_t n = unhex(ack, b);
+			size_t n = tt_unhex(ack, b);
 
 			TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
 			while (client_inflight(c))
@@ -1038,7 +1020,7 @@ static void test_damaged_broker_bytes(void)
 		client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 2, 0, NULL);
 		for (i = 0; i < 6; i++) {
 			uint8_t pkt[64];
-			size_t m = unhex(good[rnd(10)], pkt);
+			size_t m = tt_unhex(good[rnd(10)], pkt);
 
 			if (n + m > sizeof(buf))
 				break;

@@ -363,7 +363,7 @@ struct client *client_new(struct evloop *loop, struct tr_ctx *tr,
 		return NULL;
 	}
 	/* resumption state only where the transport resumes */
-	if ((tr->ops->flags & TR_F_SECURE) &&
+	if ((tr->ops->flags & (TR_F_SECURE | TR_F_EARLY)) &&
 	    !(c->trsess = tr_session_new())) {
 		sess_fini(c->s);
 		free(c);

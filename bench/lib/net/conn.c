@@ -252,6 +252,8 @@ static void deliver_sent(struct conn *c)
  */
 static void read_all(struct conn *c)
 {
+	int64_t unheard = -1; /* the last stream end nobody heard */
+
 	for (;;) {
 		struct conn_user *u = NULL;
 		uint8_t *dst = scratch;
@@ -273,8 +275,20 @@ static void read_all(struct conn *c)
 			return;
 		if (n == TR_EOF || n == TR_ERESET) {
 			u = find_user(c, sid);
-			if (!u)
-				return; /* told already, or nobody's stream */
+			if (!u) {
+				/* An end nobody hears: TCP and TLS say EOF
+				 * again and again once their one stream is
+				 * over, so stop. A transport with streams
+				 * tells each end once, here of a stream whose
+				 * user left without ending it, and may hold
+				 * other streams' bytes: read on (unless it
+				 * repeats itself). */
+				if (!(c->tr->ops->flags & TR_F_STREAMS) ||
+				    sid == unheard)
+					return;
+				unheard = sid;
+				continue;
+			}
 			conn_detach(c, u);
 			u->ops->on_end(u, (int)n,
 			               n == TR_EOF ? "stream ended by the peer"

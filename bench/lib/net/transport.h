@@ -46,7 +46,10 @@
  *   tr_send/tr_recv  bytes (> 0), TR_AGAIN (would block: wait for the events
  *                    tr_events() returns, then call again), TR_EOF (recv
  *                    only: the peer ended the stream), or another negative
- *                    TR_E* code. Never 0 for a non-empty buffer.
+ *                    TR_E* code. Never 0 for a non-empty buffer. With
+ *                    TR_F_STREAMS, recv tells each stream's end (TR_EOF,
+ *                    TR_ERESET) once, with its stream id; TCP and TLS say
+ *                    TR_EOF again on every call after the end.
  *   tr_progress()    lets the transport do what needs no caller bytes: QUIC
  *                    ACKs, retransmissions, probes, packets held back by a
  *                    full socket buffer. Call it on every I/O event and timer
