@@ -99,6 +99,14 @@ void conn_detach(struct conn *c, struct conn_user *u)
 	u->next = NULL;
 	u->conn = NULL;
 	c->n_users--;
+	/* A stream left while the connection goes on (QUIC: a client that
+	 * quits a shared connection) is reset, so that the peer does not
+	 * keep a half-open stream; a single-stream connection ends with its
+	 * user anyway. */
+	if (u->opened && !u->shut_done && c->tr &&
+	    (c->tr->ops->flags & TR_F_STREAMS) && c->state != CONN_FAILED &&
+	    !c->free_pending)
+		(void)tr_reset(c->tr, u->sid, 0, evloop_clock_ns());
 }
 
 /* ---- failures ---- */
