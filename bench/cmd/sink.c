@@ -192,10 +192,13 @@ static const char usage[] =
 	"Foreign and invalid payloads: a payload without the benchmark header is\n"
 	"foreign. One with the header's magic but values no load generator of\n"
 	"this run can have sent is invalid (counted as foreign as well, and in\n"
-	"messages.invalid): a sequence number above 2^53 - 1, a send time more\n"
+	"messages.invalid): a sequence number above 2^48 - 1, a send time more\n"
 	"than 1 s in the future, or one from before this sink started (not\n"
-	"checked with --persistent: a session may hold older messages). Neither\n"
-	"enters the latency or the sequence figures.\n"
+	"checked with --persistent: a session may hold older messages), a due\n"
+	"time before the clock started. Neither enters the latency or the\n"
+	"sequence figures. The previous header version (1) is read as well; it\n"
+	"has no due time: such messages have no latency from the schedule\n"
+	"(messages.unscheduled, messages.header_v1).\n"
 	"\n";
 
 enum {
