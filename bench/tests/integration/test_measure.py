@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, check_doc, check_hist
+from conftest import ROOT, check_doc
 
 sys.path.insert(0, ROOT)
 from scripts import reconcile  # noqa: E402  (the module, as the runner)
@@ -431,7 +431,7 @@ def test_duration_starts_when_every_client_is_up(bench):
     assert lg.doc["memory"]["per_connection_kib"] > 0
 
 
-def fake_broker_accept_one():
+def fake_broker_listener():
     """A listening socket that plays a broker for one client."""
     srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.bind(("127.0.0.1", 0))
@@ -444,7 +444,7 @@ def test_clients_that_never_connected_fail_the_run(bench, tmp_path):
     """3 clients over a 60 s ramp-up, stopped by SIGTERM once the first is
     connected: 2 never connected. One line on stderr says how many, the
     exit status is 1, and the document says why."""
-    srv = fake_broker_accept_one()
+    srv = fake_broker_listener()
     port = srv.getsockname()[1]
     js = tmp_path / "lg.json"
     p = subprocess.Popen(
