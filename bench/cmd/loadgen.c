@@ -14,17 +14,33 @@
  * back slower than the schedule, the offered load drops to window / ack time
  * whatever --rate says.
  *
- * The send time stamped into the payload is the actual send, read just before
- * the publish, so the sink's one-way latency is transport and broker time
- * only; the time a message waited for its turn is not in it. That wait is
- * measured here instead, per message, as the schedule lag (send time minus
- * due time): histogram "schedule_lag" with the count of messages sent more
- * than LATE_NS late, next to the configured and the achieved rate. Together
- * they show when the publisher could not keep up and the latency figures
- * describe a lighter load than asked.
+ * The payload carries the actual send time, read just before the publish,
+ * and the due time (as the lag between the two, payload.h), so the sink
+ * reports both a latency from the send (transport and broker time only) and
+ * a latency from the schedule (the wait for its turn included): a backlog
+ * behind a full window or output buffer cannot hide. The wait is measured
+ * here too, per message, as the schedule lag (send time minus due time):
+ * histogram "schedule_lag" with the count of messages sent more than LATE_NS
+ * late, next to the configured and the achieved rate. How long a message
+ * can wait in the engine's output buffer depends on its limit and on the
+ * socket's: "socket" records max_outbuf, SO_SNDBUF and TCP_NODELAY.
  *
  * Rate 0 means "as fast as the inflight window and the socket allow": there
- * is no schedule, hence no lag.
+ * is no schedule, hence no lag and no due time.
+ *
+ * Duration: --duration starts when every client has connected (or failed),
+ * and not before the ramp-up ends, so that every client publishes for the
+ * whole duration at least. A run in which some clients never connected
+ * (failed, abandoned, never started because the run stopped) is not "ok":
+ * the JSON's "completeness" says why, one line on stderr says how many, and
+ * the exit status is 1.
+ *
+ * Loss accounting: per publisher, the JSON gives the messages queued, those
+ * written to the transport whole (the engine's pub_written) and the first
+ * and last sequence number, so scripts/reconcile.py can set them against
+ * what the sinks received: queued but never written (a connection that
+ * died) apart from written and lost. Publisher ids are random by default
+ * (getrandom), so that processes feeding one sink do not collide.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -59,8 +76,6 @@
 #define LATE_NS INT64_C(1000000) /* 1 ms */
 /* The smallest --rate above 0: one message per 1000 s. */
 #define MIN_RATE 0.001
-/* Default publisher ids leave room for this many clients per process. */
-#define DEFAULT_ID_CLIENTS 65536u
 /* Messages one client sends per turn at max rate before yielding. */
 #define MAX_RATE_BURST 256
 #define MAX_PAYLOAD (64u * 1024 * 1024)
@@ -112,6 +127,7 @@ struct pub_more {
 	int64_t t_migrate, t_validated;
 	int mig_result;      /* 1 validated, -1 failed, 0 pending */
 	uint32_t migrations, delayed;
+	uint64_t written;    /* messages the transport took whole */
 };
 
 struct pub {
@@ -152,7 +168,7 @@ struct lg_opts {
 	uint64_t ramp_ns;
 	int idle;
 	uint32_t id_base;
-	int id_base_set;
+	int id_base_set; /* given with --id-base; else random */
 	uint16_t inflight;
 	uint64_t drain_ns;
 	uint32_t max_pending;
@@ -219,6 +235,8 @@ struct lg {
 	 * to t_pub_end (the last publisher stopped sending) */
 	int64_t t_steady, t_pub_end;
 	uint64_t steady_sent;
+	/* the send path's settings, read from the sockets */
+	struct sockopts_seen so_connect, so_close;
 
 	struct ev_timer start_timer, deadline_timer, drain_timer,
 		final_timer;
@@ -258,8 +276,9 @@ static const char usage[] =
 	"usage: loadgen [options]\n"
 	"MQTT load generator of the transport benchmark: N publisher\n"
 	"connections; every payload starts with a benchmark header (magic,\n"
-	"publisher id, sequence number, CLOCK_MONOTONIC send time) that the\n"
-	"sink uses for one-way latency, loss, duplicates and reordering.\n"
+	"publisher id, sequence number, CLOCK_MONOTONIC send time, the lag\n"
+	"behind the schedule) that the sink uses for one-way latency from the\n"
+	"send and from the due time, loss, duplicates and reordering.\n"
 	"\n"
 	"Load:\n"
 	"  --clients N            publisher connections (default 1)\n"
@@ -273,7 +292,9 @@ static const char usage[] =
 	"  --seed N               seed of the Poisson gaps (default 1)\n"
 	"  --count N              messages per client\n"
 	"  --total N              messages over all clients (split evenly)\n"
-	"  --duration DUR         publish for DUR after the ramp-up\n"
+	"  --duration DUR         publish (or, --idle, hold) for DUR from the\n"
+	"                         moment every client has connected, not before\n"
+	"                         the ramp-up ends\n"
 	"                         (without --count/--total/--duration: until\n"
 	"                         SIGINT/SIGTERM)\n"
 	"  --ramp-up DUR          spread connection starts over DUR (default 0)\n"
@@ -285,12 +306,11 @@ static const char usage[] =
 	"  --drain DUR            after the last publish, wait up to DUR for\n"
 	"                         acks (default 10s)\n"
 	"  --id-base N            publisher id of client 0; client i gets\n"
-	"                         N + i (default: (pid mod 65536) * 65536, so at\n"
-	"                         most 65536 clients without it; processes that\n"
-	"                         feed one sink should get disjoint ranges: pids\n"
-	"                         can collide mod 65536)\n"
+	"                         N + i (default: random, from getrandom, so that\n"
+	"                         processes feeding one sink do not collide)\n"
 	"  --ready-file FILE      create FILE once every connection is up\n"
 	"  --no-per-connection    leave the per-connection list out of the JSON\n"
+	"                         (the compact \"publishers\" list stays)\n"
 	"  --start-at NS          start no earlier than this CLOCK_MONOTONIC\n"
 	"                         time in ns (processes released together)\n"
 	"\n"
@@ -316,12 +336,15 @@ static const char usage[] =
 	"messages back to back, skipping none. At QoS 1/2 the inflight window\n"
 	"closes the loop: at most --inflight messages wait for acks, so slow\n"
 	"acks lower the offered load below --rate. The payload carries the\n"
-	"actual send time: the sink's latency is transport + broker time and\n"
-	"leaves out the time a message waited for its turn. That wait is the\n"
-	"schedule lag (send time - due time), in the JSON as \"schedule_lag\"\n"
-	"with the messages sent over 1 ms late; \"throughput\" sets the\n"
-	"achieved rate after the ramp-up (\"steady_state\") beside the\n"
-	"configured one. Check them before trusting a latency figure.\n"
+	"actual send time and the due time: the sink reports the latency from\n"
+	"the send (transport + broker) and from the schedule (the wait for its\n"
+	"turn included). The wait alone is the schedule lag (send time - due\n"
+	"time), in the JSON as \"schedule_lag\" with the messages sent over 1 ms\n"
+	"late; \"throughput\" sets the achieved rate after the ramp-up\n"
+	"(\"steady_state\") beside the configured one.\n"
+	"\n"
+	"A run in which some clients never connected is not ok: one line on\n"
+	"stderr, exit status 1, and \"completeness\" in the JSON says why.\n"
 	"\n";
 
 enum {
@@ -591,19 +614,20 @@ static int check_options(struct lg_opts *o)
 		snprintf(def, sizeof(def), "loadgen-%ld", (long)getpid());
 		o->conn.client_id = def;
 	}
-	if (!o->id_base_set && o->clients > DEFAULT_ID_CLIENTS) {
-		/* client 65536 would take the id of client 0 of the process
-		 * whose pid is one more, modulo 65536 */
-		cli_error("--clients %" PRIu32 " needs --id-base: default "
-		          "publisher ids leave room for %u clients per process",
-		          o->clients, DEFAULT_ID_CLIENTS);
-		return CLI_EBADARG;
+	if (!o->id_base_set) {
+		/* a random range: two processes of n clients each collide
+		 * with probability about 2n / 2^32 (pids would collide
+		 * modulo anything, and repeat across hosts) */
+		uint32_t r;
+		uint64_t span = (uint64_t)UINT32_MAX - o->clients + 2;
+
+		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+			cli_error("cannot read random bytes for publisher ids: "
+			          "%s (give --id-base)", strerror(errno));
+			return CLI_EBADARG;
+		}
+		o->id_base = (uint32_t)(r % span);
 	}
-	if (!o->id_base_set)
-		/* likely distinct across processes feeding one sink (not
-		 * certain: pids can collide modulo 65536), and leaves room
-		 * for 65536 clients per process */
-		o->id_base = ((uint32_t)getpid() & 0xffffu) << 16;
 	if ((uint64_t)o->id_base + o->clients - 1 > UINT32_MAX) {
 		cli_error("--id-base %" PRIu32 " + --clients %" PRIu32
 		          " exceeds the 32-bit publisher id", o->id_base,
@@ -763,6 +787,11 @@ static void lg_all_settled(struct lg *lg)
 	lg->hist_bytes_connected = lg->hist_bytes;
 	lg->t_steady = lg->t_all_settled > ramp_end ? lg->t_all_settled
 	                                            : ramp_end;
+	/* the duration begins here: every client gets all of it */
+	if (lg->o.duration_ns && !lg->stopping) {
+		lg->deadline = lg->t_steady + (int64_t)lg->o.duration_ns;
+		ev_timer_start(lg->loop, &lg->deadline_timer, lg->deadline);
+	}
 }
 
 static void lg_settle_one(struct lg *lg)
@@ -797,6 +826,8 @@ static void pub_read_counters(struct pub *p)
 	p->mqtt_out = st->bytes_out > st->bytes_unsent
 	                      ? st->bytes_out - st->bytes_unsent
 	                      : 0;
+	if (st->pub_written) /* an idle connection allocates nothing */
+		pm(p)->written = st->pub_written;
 }
 
 /* Keep what the transport knows of p's connection (TCP_INFO: RTT,
@@ -808,6 +839,7 @@ static void pub_read_transport(struct pub *p)
 
 	if (tc == NULL)
 		return;
+	sockopts_seen_add(&p->lg->so_close, tc);
 	tr_get_stats(tc, &ts);
 	pm(p)->tr.valid = 1;
 	pm(p)->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
@@ -933,10 +965,12 @@ static int pub_publish_one(struct pub *p, int64_t due)
 	int64_t now, lag;
 	int rv;
 
+	memset(&h, 0, sizeof(h));
 	h.publisher = p->publisher_id;
 	h.seq = p->sent;
 	now = evloop_clock_ns();
 	h.send_ns = (uint64_t)now;
+	payload_set_due(&h, due > 0 ? (uint64_t)due : 0);
 	payload_encode(lg->payload, (size_t)lg->o.size, &h);
 	rv = client_publish(p->cl, (const uint8_t *)p->topic, p->topic_len,
 	                    lg->payload, (size_t)lg->o.size, lg->o.conn.qos,
@@ -1069,6 +1103,7 @@ static void on_connected(struct client *c,
 	                                : info->t_transport_ready;
 	p->t_connack = info->mqtt->t_connack;
 	p->tls_resumed = (uint8_t)info->tls_resumed;
+	sockopts_seen_add(&lg->so_connect, client_transport(c));
 	if (info->early) {
 		lg->early_tried++;
 		if (client_early(c) > 0)
@@ -1515,6 +1550,9 @@ static json_t *config_json(const struct lg *lg)
 	report_set(c, "inflight_window", json_integer(lg->ccfg.inflight_window));
 	report_set(c, "drain_s", json_real((double)o->drain_ns / 1e9));
 	report_set(c, "publisher_id_base", json_integer(o->id_base));
+	report_set(c, "publisher_id_source",
+	           json_string(o->id_base_set ? "option" : "random"));
+	report_set(c, "header_version", json_integer(PAYLOAD_VERSION));
 	report_set(c, "streams_per_connection", json_integer(o->streams));
 	report_set(c, "cycles", json_integer(o->cycles));
 	report_set(c, "sleep_us", report_us(o->sleep_ns));
@@ -1648,6 +1686,10 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 		                     "sent_before_validation",
 		                     (json_int_t)pmc(p)->delayed));
 	report_set(o, "sent", report_u64(p->sent));
+	report_set(o, "written", report_u64(pmc(p)->written));
+	report_set(o, "first_seq", p->sent ? json_integer(0) : json_null());
+	report_set(o, "last_seq", p->sent ? report_u64(p->sent - 1)
+	                                  : json_null());
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
 	report_set(o, "payload_bytes", report_u64(p->sent * lg->o.size));
@@ -1678,6 +1720,89 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	           report_span_us(pmc(p)->t_first_pub, pmc(p)->t_last_pub));
 	report_set(o, "error", p->err ? json_string(p->err) : json_null());
 	return o;
+}
+
+/*
+ * Per publisher, compact and always present (also with
+ * --no-per-connection), for the reconciliation with the sinks
+ * (scripts/reconcile.py): id, topic, how its connection ended, messages
+ * queued (sequence numbers first_seq .. last_seq, in order) and written to
+ * the transport whole (the first `written` of them: a stream keeps order).
+ * queued - written never left this process: its connection died (or the
+ * run ended) first.
+ */
+static json_t *publishers_json(const struct lg *lg)
+{
+	json_t *list = json_array();
+	uint32_t i;
+
+	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		const struct pub *p = &lg->pubs[i];
+
+		json_array_append_new(
+			list,
+			json_pack("{s:I, s:s?, s:s, s:o, s:o, s:o, s:o}", "id",
+			          (json_int_t)p->publisher_id, "topic", p->topic,
+			          "state", pub_state_names[p->state], "queued",
+			          report_u64(p->sent), "written",
+			          report_u64(pmc(p)->written), "first_seq",
+			          p->sent ? json_integer(0) : json_null(),
+			          "last_seq",
+			          p->sent ? report_u64(p->sent - 1) : json_null()));
+	}
+	return list;
+}
+
+/*
+ * Did the run do what was asked? Every client must have connected: those
+ * that failed, were abandoned (the run stopped while they connected) or
+ * never started (it stopped before their turn) make it incomplete, as do
+ * connections lost on the way. The duration starting only once every
+ * client is up (lg_all_settled) is what gives each connected client its
+ * full share of it. Fills why (one line) when incomplete; returns 1 when
+ * complete.
+ */
+static int completeness(const struct lg *lg, char *why, size_t len)
+{
+	uint32_t never = lg->n_failed + lg->n_abandoned + lg->n_not_started;
+
+	why[0] = '\0';
+	if (never == 0 && lg->n_lost == 0)
+		return 1;
+	if (never > 0)
+		snprintf(why, len,
+		         "%" PRIu32 " of %" PRIu32 " clients never connected "
+		         "(%" PRIu32 " failed, %" PRIu32 " abandoned and %" PRIu32
+		         " not started when the run stopped: %s)%s",
+		         never, lg->o.clients, lg->n_failed, lg->n_abandoned,
+		         lg->n_not_started, lg->stop_reason,
+		         lg->n_lost ? "; connections were lost too" : "");
+	else
+		snprintf(why, len,
+		         "%" PRIu32 " of %" PRIu32 " connections were lost "
+		         "before the run ended", lg->n_lost, lg->o.clients);
+	return 0;
+}
+
+static json_t *completeness_json(const struct lg *lg)
+{
+	char why[300];
+	int ok = completeness(lg, why, sizeof(why));
+
+	return json_pack("{s:b, s:s?, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:o}",
+	                 "ok", ok, "why", ok ? NULL : why, "clients",
+	                 (int)lg->o.clients, "connected", (int)lg->n_ok,
+	                 "never_connected",
+	                 (int)(lg->n_failed + lg->n_abandoned +
+	                       lg->n_not_started),
+	                 "failed", (int)lg->n_failed, "abandoned",
+	                 (int)lg->n_abandoned, "not_started",
+	                 (int)lg->n_not_started, "lost", (int)lg->n_lost,
+	                 "duration_started_after_s",
+	                 lg->o.duration_ns && lg->t_steady
+	                         ? json_real((double)(lg->t_steady - lg->t0) /
+	                                     1e9)
+	                         : json_null());
 }
 
 /*
@@ -1770,6 +1895,7 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 {
 	json_t *doc = lg->doc, *tot, *conns;
 	uint64_t wire_in = 0, wire_out = 0, mqtt_out = 0, unacked = 0;
+	uint64_t written = 0, unwritten_lost = 0;
 	uint32_t i;
 
 	report_set(doc, "config", config_json(lg));
@@ -1788,6 +1914,10 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		mqtt_out += lg->pubs[i].mqtt_out;
 		if (lg->o.conn.qos > 0 && lg->pubs[i].sent > lg->pubs[i].acks)
 			unacked += lg->pubs[i].sent - lg->pubs[i].acks;
+		written += pmc(&lg->pubs[i])->written;
+		if (lg->pubs[i].state == PUB_LOST)
+			unwritten_lost += lg->pubs[i].sent -
+			                  pmc(&lg->pubs[i])->written;
 	}
 	/* shared connections (--streams): their bytes are the
 	 * connection's, not one client's */
@@ -1809,7 +1939,14 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	report_set(tot, "lost", json_integer(lg->n_lost));
 	report_set(tot, "abandoned", json_integer(lg->n_abandoned));
 	report_set(tot, "not_started", json_integer(lg->n_not_started));
+	/* sent: queued to the engine; written: taken whole by the
+	 * transport; the rest never left, on connections that died or at
+	 * the end of the run */
 	report_set(tot, "messages_sent", report_u64(lg->sent));
+	report_set(tot, "messages_written", report_u64(written));
+	report_set(tot, "messages_unwritten", report_u64(lg->sent - written));
+	report_set(tot, "unwritten_connection_lost",
+	           report_u64(unwritten_lost));
 	report_set(tot, "payload_bytes_sent", report_u64(lg->bytes));
 	report_set(tot, "mqtt_bytes_out", report_u64(mqtt_out));
 	report_set(tot, "wire_bytes_out", report_u64(wire_out));
@@ -1860,6 +1997,12 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		                     report_u64(lg->early_ok), "rejected",
 		                     report_u64(lg->early_rejected)));
 	report_set(doc, "memory", memory_json(lg));
+	report_set(doc, "completeness", completeness_json(lg));
+	report_set(doc, "socket",
+	           report_socket(lg->ccfg.max_outbuf,
+	                         lg->tr ? &lg->tr->cfg : NULL, &lg->so_connect,
+	                         &lg->so_close));
+	report_set(doc, "publishers", publishers_json(lg));
 	if (lg->o.per_conn && lg->pubs != NULL) {
 		conns = json_array();
 		for (i = 0; i < lg->o.clients; i++)
@@ -2112,7 +2255,8 @@ int main(int argc, char **argv)
 {
 	static struct lg lgs; /* histograms: too big for the stack */
 	struct lg *lg = &lgs;
-	int rv, status = 0, failed;
+	int rv, status = 0, failed, complete;
+	char why[300];
 
 	cli_prog = "loadgen";
 	lg->sigfd = -1;
@@ -2173,11 +2317,7 @@ int main(int argc, char **argv)
 	lg->t0 = evloop_clock_ns();
 	if (lg->o.start_at > lg->t0)
 		lg->t0 = lg->o.start_at; /* released with the other processes */
-	if (lg->o.duration_ns) {
-		lg->deadline = lg->t0 + (int64_t)lg->o.ramp_ns +
-		               (int64_t)lg->o.duration_ns;
-		ev_timer_start(lg->loop, &lg->deadline_timer, lg->deadline);
-	}
+	/* a --duration deadline is set once every client is up */
 	lg_kick_starter(lg);
 	rv = evloop_run(lg->loop);
 	if (rv < 0) {
@@ -2185,10 +2325,12 @@ int main(int argc, char **argv)
 		status = 1;
 	}
 out:
-	failed = lg->n_failed + lg->n_lost > 0 || lg->first_err != NULL ||
-	         lg->acks_failed > 0;
 	if (lg->n_failed + lg->n_lost > 0)
 		lg->stop_reason = lg->n_ok == 0 ? "error" : lg->stop_reason;
+	complete = completeness(lg, why, sizeof(why));
+	failed = !complete || lg->first_err != NULL || lg->acks_failed > 0;
+	if (!complete && lg->pubs != NULL)
+		report_error(lg->doc, "%s", why);
 	if (lg->acks_failed > 0)
 		report_error(lg->doc, "the broker refused %" PRIu64 " of "
 		             "%" PRIu64 " publishes (first: %s, 0x%02x)",
@@ -2200,15 +2342,27 @@ out:
 	report_set(lg->doc, "status",
 	           json_string(failed || status ? "failed" : "ok"));
 	if (lg->first_err != NULL) {
-		uint32_t skipped = lg->n_abandoned + lg->n_not_started;
+		uint32_t never = lg->n_failed + lg->n_abandoned +
+		                 lg->n_not_started;
 
-		if (lg->o.clients > 1)
+		if (lg->o.clients > 1 && never > lg->n_failed)
 			cli_error("%s (%" PRIu32 " of %" PRIu32
-			          " connections failed%s)", lg->first_err,
-			          lg->n_failed + lg->n_lost, lg->o.clients,
-			          skipped ? "; stopped at the first failure" : "");
+			          " connections failed; %" PRIu32 " of %" PRIu32
+			          " clients never connected: the run stopped, %s)",
+			          lg->first_err, lg->n_failed + lg->n_lost,
+			          lg->o.clients, never, lg->o.clients,
+			          strcmp(lg->stop_reason, "error") == 0
+			                  ? "at the first failure"
+			                  : lg->stop_reason);
+		else if (lg->o.clients > 1)
+			cli_error("%s (%" PRIu32 " of %" PRIu32
+			          " connections failed)", lg->first_err,
+			          lg->n_failed + lg->n_lost, lg->o.clients);
 		else
 			cli_error("%s", lg->first_err);
+		status = 1;
+	} else if (!complete) {
+		cli_error("%s", why);
 		status = 1;
 	} else if (lg->acks_failed > 0) {
 		/* one line even then; the JSON has the details */

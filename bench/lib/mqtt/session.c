@@ -24,7 +24,10 @@
  * sess_pending/sess_sent. The buffer is released when it drains, unless it
  * is small. The end offsets of queued PUBLISH packets wait in a small ring
  * (s->pw) so that sess_sent can count the publishes the transport took
- * whole (pub_written).
+ * whole (pub_written): each message once, at the first time all its bytes
+ * were taken, whether by its first send or by a resend after a reconnect
+ * (a persistent session's message whose first send a close cut short);
+ * an inflight entry remembers that its message was written.
  *
  * Inflight: a table indexed by packet id & (cap - 1). Ids are chosen so
  * that their slot is free, which makes lookups O(1); growing the table by
@@ -61,6 +64,7 @@ struct inflight {
 	int64_t t_sent;  /* sess_publish() time */
 	uint8_t *pkt;    /* encoded PUBLISH kept for resending, or NULL */
 	uint32_t pkt_len;
+	uint8_t written; /* INF_PUB: all its bytes were taken once */
 };
 
 /* Packet ids of QoS 2 messages received and awaiting PUBREL: open
@@ -70,9 +74,14 @@ struct idset {
 	uint32_t cap, n;
 };
 
-/* End offsets (in s->out_total terms) of PUBLISH packets not yet sent. */
+/* End offsets (in s->out_total terms) of PUBLISH packets not yet sent,
+ * with their packet ids (0 for QoS 0). */
+struct pw_entry {
+	uint64_t end;
+	uint16_t id;
+};
 struct pubring {
-	uint64_t *ends;
+	struct pw_entry *ends;
 	uint32_t cap, head, n;
 };
 
@@ -322,13 +331,13 @@ static void in_release(struct mqtt_session *s)
 
 /* ---- publish end offsets ---- */
 
-static int pw_push(struct mqtt_session *s, uint64_t end)
+static int pw_push(struct mqtt_session *s, uint64_t end, uint16_t id)
 {
 	struct pubring *r = &s->pw;
 
 	if (r->n == r->cap) {
 		uint32_t cap = r->cap ? r->cap * 2 : 8, i;
-		uint64_t *e = malloc(cap * sizeof(*e));
+		struct pw_entry *e = malloc(cap * sizeof(*e));
 
 		if (!e)
 			return CLIENT_ENOMEM;
@@ -339,7 +348,8 @@ static int pw_push(struct mqtt_session *s, uint64_t end)
 		r->cap = cap;
 		r->head = 0;
 	}
-	r->ends[(r->head + r->n) % r->cap] = end;
+	r->ends[(r->head + r->n) % r->cap].end = end;
+	r->ends[(r->head + r->n) % r->cap].id = id;
 	r->n++;
 	return 0;
 }
@@ -357,13 +367,23 @@ static void pw_clear(struct mqtt_session *s)
 	memset(&s->pw, 0, sizeof(s->pw));
 }
 
-/* Count the publishes whose last byte is now sent. */
+static struct inflight *inf_find(struct mqtt_session *s, uint16_t id);
+
+/* Count the publishes whose last byte is now sent, each message once. */
 static void pw_sent(struct mqtt_session *s)
 {
 	struct pubring *r = &s->pw;
 
-	while (r->n && r->ends[r->head] <= s->sent_total) {
-		s->st.pub_written++;
+	while (r->n && r->ends[r->head].end <= s->sent_total) {
+		struct inflight *e = inf_find(s, r->ends[r->head].id);
+
+		/* an entry cannot be acked before it is written: found */
+		if (e == NULL || e->kind != INF_PUB) {
+			s->st.pub_written++;
+		} else if (!e->written) {
+			e->written = 1;
+			s->st.pub_written++;
+		}
 		r->head = (r->head + 1) % r->cap;
 		r->n--;
 	}
@@ -827,7 +847,13 @@ static void deliver_connack(struct mqtt_session *s,
 
 			if (e->kind == INF_PUB && e->pkt) {
 				e->pkt[0] |= 0x08; /* DUP */
-				r = queue_raw(s, e->pkt, e->pkt_len);
+				/* a message the last connection never wrote
+				 * whole counts as written with this send */
+				if (!e->written)
+					r = pw_push(s, s->out_total + e->pkt_len,
+					            e->id);
+				if (r == 0)
+					r = queue_raw(s, e->pkt, e->pkt_len);
 			} else if (e->kind == INF_PUBREL) {
 				r = queue_ack(s, MQTT_PUBREL, e->id, 0);
 			}
@@ -1595,7 +1621,7 @@ int sess_publish(struct mqtt_session *s, const uint8_t *topic,
 		}
 		e->pkt_len = (uint32_t)n;
 	}
-	if (pw_push(s, s->out_total + (uint64_t)n) < 0) {
+	if (pw_push(s, s->out_total + (uint64_t)n, e ? e->id : 0) < 0) {
 		if (e)
 			inf_release(s, e);
 		return CLIENT_ENOMEM;

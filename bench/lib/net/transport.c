@@ -529,6 +529,26 @@ void tr_get_stats(const struct tr_conn *c, struct tr_stats *out)
 		c->ops->stats(c, out);
 }
 
+void tr_get_sockopts(const struct tr_conn *c, struct tr_sockopts *out)
+{
+	socklen_t len;
+	int v;
+
+	out->sndbuf = out->rcvbuf = out->nodelay = -1;
+	if (c == NULL || c->fd < 0)
+		return;
+	len = sizeof(v);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, &len) == 0)
+		out->sndbuf = v;
+	len = sizeof(v);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &v, &len) == 0)
+		out->rcvbuf = v;
+	/* fails on a UDP socket (QUIC): no such option there */
+	len = sizeof(v);
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0)
+		out->nodelay = v != 0;
+}
+
 /* ---- server side ---- */
 
 int tr_listener_new(struct tr_ctx *ctx, const struct transport_ops *ops,

@@ -447,6 +447,18 @@ void tr_get_info(const struct tr_conn *c, struct tr_info *out);
 /* Fill *out; fields the transport does not know stay -1. */
 void tr_get_stats(const struct tr_conn *c, struct tr_stats *out);
 
+/* What the kernel holds for the socket c has now (tr_fd). */
+struct tr_sockopts {
+	int sndbuf;  /* SO_SNDBUF as getsockopt reads it (Linux reports
+	                twice what was set, and the autotuned size when
+	                nothing was); -1 without a socket */
+	int rcvbuf;  /* SO_RCVBUF, the same way */
+	int nodelay; /* TCP_NODELAY 0 or 1; -1 where the socket has no such
+	                option (QUIC's UDP socket) */
+};
+/* Read them with getsockopt; c may be NULL (everything -1). */
+void tr_get_sockopts(const struct tr_conn *c, struct tr_sockopts *out);
+
 /*
  * Server side: listen on ctx's address (ctx made with cfg.server = 1).
  * 0, or TR_EEXIST ("address in use"), TR_ECONFIG, TR_ENOMEM with the

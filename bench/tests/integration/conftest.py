@@ -402,10 +402,30 @@ COMMON_KEYS = {
 TOOL_KEYS = {
     "loadgen": {"totals": dict, "throughput": dict, "connect": dict,
                 "memory": dict, "connections": list,
-                "schedule_lag": (dict, type(None))},
+                "schedule_lag": (dict, type(None)), "socket": dict,
+                "publishers": list, "completeness": dict},
     "sink": {"subscription": dict, "messages": dict, "throughput": dict,
-             "latency": dict, "sequence": dict, "transfer": dict},
+             "latency": dict, "latency_from_schedule": dict,
+             "sequence": dict, "transfer": dict, "socket": dict,
+             "drain": (dict, type(None))},
 }
+
+
+def check_socket(sock, where):
+    """The send path's settings every client document records."""
+    assert sock["max_outbuf_bytes"] == 1 << 20, where
+    for k in ("so_sndbuf_bytes", "so_rcvbuf_bytes", "tcp_nodelay"):
+        assert k in sock["requested"], f"{where}: requested.{k}"
+    for k in ("net.ipv4.tcp_wmem", "net.core.wmem_default"):
+        assert k in sock["sysctl"], f"{where}: sysctl.{k}"
+    for when in ("at_connect", "at_close"):
+        seen = sock[when]
+        if seen is None:
+            continue
+        assert seen["connections"] > 0, where
+        assert 0 < seen["so_sndbuf_bytes"]["min"] <= \
+            seen["so_sndbuf_bytes"]["max"], where
+        assert seen["tcp_nodelay"] in (True, False, None), where
 
 
 def check_hist(h, where):
@@ -440,6 +460,7 @@ def check_doc(doc, tool):
     conn = doc["config"]["connection"]
     for k in ("host", "port", "transport", "mqtt_version", "qos"):
         assert k in conn, f"config.connection.{k} missing"
+    check_socket(doc["socket"], tool)
     if tool == "loadgen":
         for k in ("connections", "connected", "failed", "messages_sent",
                   "payload_bytes_sent"):
@@ -448,8 +469,25 @@ def check_doc(doc, tool):
             check_hist(doc["connect"][k], f"connect.{k}")
         for c in doc["connections"]:
             for k in ("index", "client_id", "publisher_id", "topic",
-                      "state", "connect", "sent", "error"):
+                      "state", "connect", "sent", "written", "first_seq",
+                      "last_seq", "error"):
                 assert k in c, f"connections[].{k} missing"
+        assert len(doc["publishers"]) == doc["config"]["clients"]
+        for p in doc["publishers"]:
+            for k in ("id", "topic", "state", "queued", "written",
+                      "first_seq", "last_seq"):
+                assert k in p, f"publishers[].{k} missing"
+            assert 0 <= p["written"] <= p["queued"]
+        t = doc["totals"]
+        assert t["messages_written"] == sum(p["written"]
+                                            for p in doc["publishers"])
+        assert t["messages_written"] + t["messages_unwritten"] == \
+            t["messages_sent"]
+        c = doc["completeness"]
+        assert c["ok"] == (c["why"] is None)
+        assert c["never_connected"] == c["failed"] + c["abandoned"] + \
+            c["not_started"]
+        assert c["ok"] or doc["status"] == "failed"
         if conn["qos"] > 0:
             check_hist(doc["ack_latency"], "ack_latency")
         for k in ("publish_span_s", "messages_per_s", "steady_state",
@@ -479,6 +517,13 @@ def check_doc(doc, tool):
         assert m["invalid"] + m["bad_version"] <= m["foreign"]
         check_hist(doc["latency"], "latency")
         assert "buckets" in doc["latency"]
+        check_hist(doc["latency_from_schedule"], "latency_from_schedule")
+        # every benchmark message with a due time and no clock error has
+        # both latencies
+        assert doc["latency_from_schedule"]["count"] <= \
+            doc["latency"]["count"]
+        assert doc["latency_from_schedule"]["count"] + m["unscheduled"] >= \
+            doc["latency"]["count"]
         for k in ("publishers", "lost", "duplicates", "reordered",
                   "per_publisher"):
             assert k in doc["sequence"], f"sequence.{k} missing"

@@ -183,6 +183,14 @@ def test_byte_counts_of_lost_connections(bench):
     c = g.doc["connections"][0]
     assert c["state"] == "lost"
     assert c["sent"] > 10
+    # what the dead connection never wrote is counted apart from loss
+    p = g.doc["publishers"][0]
+    assert p["state"] == "lost" and p["queued"] == c["sent"]
+    assert 0 < p["written"] == c["written"] <= p["queued"]
+    assert g.doc["totals"]["unwritten_connection_lost"] == \
+        p["queued"] - p["written"]
+    assert g.doc["completeness"]["ok"] is False
+    assert g.doc["completeness"]["lost"] == 1
     assert c["wire_bytes_out"] >= c["mqtt_bytes_out"] > c["payload_bytes"]
     assert c["wire_bytes_in"] > 0
     assert g.doc["totals"]["wire_bytes_out"] == c["wire_bytes_out"]
