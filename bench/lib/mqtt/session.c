@@ -44,6 +44,7 @@
 #define NEVER INT64_MAX   /* no deadline (evloop.h's EV_NEVER) */
 #define NS_PER_SEC INT64_C(1000000000)
 #define OUT_KEEP 1024     /* keep a drained output buffer up to this size */
+#define PW_KEEP 8         /* ... and a drained publish ring this long */
 #define INF_MIN 8         /* first inflight table size */
 #define DIRECT_READ 65536 /* read the rest in place when this much is
                              missing: the owner's read size (net/conn.c) */
@@ -334,9 +335,10 @@ static void in_release(struct mqtt_session *s)
 static int pw_push(struct mqtt_session *s, uint64_t end, uint16_t id)
 {
 	struct pubring *r = &s->pw;
+	uint32_t i;
 
 	if (r->n == r->cap) {
-		uint32_t cap = r->cap ? r->cap * 2 : 8, i;
+		uint32_t cap = r->cap ? r->cap * 2 : PW_KEEP;
 		struct pw_entry *e = malloc(cap * sizeof(*e));
 
 		if (!e)
@@ -348,8 +350,9 @@ static int pw_push(struct mqtt_session *s, uint64_t end, uint16_t id)
 		r->cap = cap;
 		r->head = 0;
 	}
-	r->ends[(r->head + r->n) % r->cap].end = end;
-	r->ends[(r->head + r->n) % r->cap].id = id;
+	i = (r->head + r->n) & (r->cap - 1); /* cap: a power of 2 */
+	r->ends[i].end = end;
+	r->ends[i].id = id;
 	r->n++;
 	return 0;
 }
@@ -384,11 +387,16 @@ static void pw_sent(struct mqtt_session *s)
 			e->written = 1;
 			s->st.pub_written++;
 		}
-		r->head = (r->head + 1) % r->cap;
+		r->head = (r->head + 1) & (r->cap - 1); /* cap: a power of 2 */
 		r->n--;
 	}
-	if (r->n == 0)
-		pw_clear(s);
+	if (r->n == 0) {
+		/* drained: a small ring stays, as a small output buffer does
+		 * (a publisher would otherwise allocate it per message) */
+		r->head = 0;
+		if (r->cap > PW_KEEP)
+			pw_clear(s);
+	}
 }
 
 

@@ -223,6 +223,10 @@ static void flush_all(struct conn *c)
 			}
 			u->ops->sent(u, (size_t)n, now);
 			u->moved = 1;
+			if ((size_t)n == len) {
+				len = 0; /* all taken: nothing is pending */
+				break;
+			}
 		}
 		if (u->shut_asked && len == 0) {
 			r = tr_shutdown(c->tr, u->sid, now);
