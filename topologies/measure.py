@@ -6,11 +6,14 @@ returns a plain dict that can go into a result file as it is.
 import json
 import os
 import statistics
+import sys
 import time
 
 from . import tolerance
 
 IPERF_PORT = 5201    # inside the hosts' own namespaces: always free
+PROBE_PORT = 5301
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class MeasureError(Exception):
@@ -49,6 +52,7 @@ def ping(db, src, dst, count=100, interval=0.02, payload=56):
         "sent": count, "received": len(rtts),
         "min_ms": min(rtts), "median_ms": statistics.median(rtts),
         "mean_ms": statistics.fmean(rtts), "p90_ms": _percentile(rtts, 90),
+        "p99_ms": tolerance.percentile(rtts, 99),
         "max_ms": max(rtts), "rtt_ms": rtts,
     }
 
@@ -170,6 +174,65 @@ def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0,
                            ("RcvbufErrors", "InErrors", "MemErrors")
                            if k in after and k in before},
     }
+
+
+def _probe_argv(*args):
+    return [sys.executable, "-m", "topologies.probe", *args]
+
+
+def probe_start(db, src, dst, count, payload, pps=0.0, port=PROBE_PORT,
+                idle=2.0):
+    """Start numbered datagrams src -> dst (topologies/probe.py): the
+    receiver, once bound, then the sender. Returns (receiver, sender)
+    processes; probe_finish() collects them. Several may run at once on
+    different hosts or ports."""
+    rcv = db.popen(dst, _probe_argv("recv", "--bind", db.ip(dst), "--port",
+                                    str(port), "--count", str(count),
+                                    "--idle", f"{idle:g}"), cwd=REPO)
+    line = rcv.stdout.readline()
+    if line.strip() != b"bound":
+        raise MeasureError(f"probe receiver on {dst} did not start: "
+                           f"{_tail(rcv)}")
+    snd = db.popen(src, _probe_argv("send", "--to", db.ip(dst), "--port",
+                                    str(port), "--count", str(count),
+                                    "--payload", str(payload), "--pps",
+                                    f"{pps:g}"), cwd=REPO)
+    return rcv, snd
+
+
+def probe_finish(pair, timeout):
+    """The merged results of a probe_start() pair: what the sender sent
+    and the receiver got (probe.py's JSON lines), plus who and what."""
+    rcv, snd = pair
+    out = {}
+    for p, who in ((snd, "sender"), (rcv, "receiver")):
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except Exception:
+            p.kill()
+            p.communicate()
+            raise MeasureError(f"probe {who} did not finish in "
+                               f"{timeout:g} s") from None
+        try:
+            out.update(json.loads(stdout.decode().strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            raise MeasureError(f"probe {who} failed: "
+                               f"{stderr.decode(errors='replace')[-200:]}")
+    return out
+
+
+def probe(db, src, dst, count, payload, pps=0.0, port=PROBE_PORT,
+          idle=2.0, timeout=None):
+    """probe_start() then probe_finish(): numbered datagrams src -> dst."""
+    if timeout is None:
+        timeout = (count / pps if pps else 0) + idle + 60
+    res = probe_finish(probe_start(db, src, dst, count, payload, pps, port,
+                                   idle), timeout)
+    res.update({"tool": "probe", "src": src, "dst": dst,
+                "payload": payload,
+                "frame_bytes": tolerance.udp_frame_bytes(payload),
+                "pps": pps})
+    return res
 
 
 def tcp(db, client, server, seconds, omit=1):
