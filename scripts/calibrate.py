@@ -48,7 +48,10 @@ profiles loses in bursts.
 
 Writes results/calibration-<timestamp>/calibration.json (everything,
 including raw RTTs and the emulator's statistics) and calibration.md
-(the table), atomically, after every profile. Prints the table. Exit
+(the table), atomically, after every profile. Prints the table. With
+--readme FILE (make calibrate gives README.md), a run of every profile
+also replaces the table in FILE between README_BEGIN and README_END,
+with a line saying where and when it was measured. Exit
 status 0 if every check passes, 1 if one fails or a measurement cannot
 be made, 2 on a usage error, 130 after Ctrl-C and 128+N after signal N
 (SIGTERM, SIGHUP), each with one line saying so.
@@ -367,7 +370,7 @@ def _mark(c):
 
 
 def _mbit(bps):
-    return f"{bps / 1e6:.5g}"
+    return f"{bps / 1e6:#.5g}"
 
 
 def _cells(r):
@@ -473,6 +476,48 @@ def markdown(doc):
     return "\n".join(rows) + "\n"
 
 
+README_BEGIN = "<!-- calibration table: written by make calibrate -->"
+README_END = "<!-- end of calibration table -->"
+
+
+class _SaveError(Exception):
+    """The results could not be written; one line."""
+
+
+def readme_block(doc):
+    """What goes between README_BEGIN and README_END."""
+    v = doc.get("versions", {})
+    backends_used = sorted({r["topology"]["backend"] for r in doc["profiles"]
+                            if "topology" in r}) or [doc["backend"]]
+    verdict = "every check passed" if doc.get("pass") else \
+        "SOME CHECKS FAILED"
+    head = (f"Measured by `make calibrate` on {doc['started_at']} (kernel "
+            f"{v.get('kernel')}, {os.cpu_count()} CPUs, backend "
+            f"{', '.join(backends_used)}, seed {doc['seed']}, "
+            f"{doc.get('seconds', 0):.0f} s): {verdict}.")
+    return head + "\n\n" + markdown(doc)
+
+
+def update_readme(path, doc):
+    """Replace the calibration table in the file at path; _SaveError if
+    the file or its markers are missing."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError as e:
+        raise _SaveError(f"cannot read {path}: {e.strerror}") from None
+    a, b = text.find(README_BEGIN), text.find(README_END)
+    if a < 0 or b < a:
+        raise _SaveError(f"{path} has no calibration table markers "
+                         f"({README_BEGIN} ... {README_END})")
+    new = (text[:a + len(README_BEGIN)] + "\n" + readme_block(doc) +
+           text[b:])
+    try:
+        atomic_write(path, new)
+    except OSError as e:
+        raise _SaveError(f"cannot write {path}: {e.strerror}") from None
+
+
 def _raise_terminated(signum, frame):
     raise Terminated(signum)
 
@@ -519,6 +564,9 @@ def _main(argv, progress):
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--out", help="results folder (default "
                     "results/calibration-<timestamp>)")
+    ap.add_argument("--readme", metavar="FILE",
+                    help="after a run of every profile, replace the "
+                    "calibration table in FILE (make calibrate: README.md)")
     args = ap.parse_args(argv)
 
     def log(msg):
@@ -638,11 +686,18 @@ def _main(argv, progress):
     print(f"\n{'all checks pass' if not failed else 'SOME CHECKS FAIL'}; "
           f"results in {os.path.relpath(out)} "
           f"({doc['seconds']:.0f} s)")
+    if args.readme:
+        if args.profile:
+            log(f"{args.readme} left as it is: its table covers every "
+                f"profile, this run only {', '.join(args.profile)}")
+        else:
+            try:
+                update_readme(args.readme, doc)
+            except _SaveError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            log(f"{args.readme}: calibration table updated")
     return 1 if failed else 0
-
-
-class _SaveError(Exception):
-    """The results could not be written; one line."""
 
 
 if __name__ == "__main__":

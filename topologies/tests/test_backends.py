@@ -347,24 +347,33 @@ def test_netem_wiring_with_a_recording_tc(root, quiet_mininet, tmp_path,
         ns = {"root": os.readlink("/proc/self/ns/net"),
               "l1": os.readlink(f"/proc/{db.host('l1').pid}/ns/net"),
               "r1": os.readlink(f"/proc/{db.host('r1').pid}/ns/net")}
-    l2r = " ".join(backends.netem_args(p.left_to_right))
-    r2l = " ".join(backends.netem_args(p.right_to_left))
-    assert "1000000bit" in l2r and "2000000bit" in r2l
-    want = {
-        (ns["root"], "mqbs1-bn", l2r), (ns["root"], "mqbs2-bn", r2l),
-        (ns["l1"], "l1-eth0", l2r), (ns["root"], "mqbs1-l1", r2l),
-        (ns["root"], "mqbs2-r1", l2r), (ns["r1"], "r1-eth0", r2l),
-    }
+    def stages(d):
+        return {" ".join(c[c.index("netem") + 1:]): c[5]
+                for c in backends.netem_commands("x", d)}
+    l2r, r2l = stages(p.left_to_right), stages(p.right_to_left)
+    assert any("1000000bit" in a for a in l2r)
+    assert any("2000000bit" in a for a in r2l)
+    places = {(ns["root"], "mqbs1-bn", "l2r"), (ns["root"], "mqbs2-bn", "r2l"),
+              (ns["l1"], "l1-eth0", "l2r"), (ns["root"], "mqbs1-l1", "r2l"),
+              (ns["root"], "mqbs2-r1", "l2r"), (ns["r1"], "r1-eth0", "r2l")}
+    want = set()
+    for where, dev, d in places:
+        for args, parent in (l2r if d == "l2r" else r2l).items():
+            want.add((where, dev, parent, args))
     got = set()
     for line in log.read_text().splitlines():
         where, rest = line.split(" ", 1)
         if rest.startswith("qdisc replace"):
-            dev = rest.split()[3]
-            assert rest.startswith(f"qdisc replace dev {dev} root handle 1: "
-                                   f"netem "), rest
-            got.add((where, dev, rest.split(" netem ", 1)[1]))
+            w = rest.split()
+            dev, parent = w[3], w[4]
+            head = f"qdisc replace dev {dev} " + (
+                "root handle 1: netem " if parent == "root" else
+                "parent 1:1 handle 10: netem ")
+            assert rest.startswith(head), rest
+            got.add((where, dev, parent, rest[len(head):]))
     assert got == want
-    assert len(log.read_text().splitlines()) == 12   # 6 shaped, 6 read back
+    # 6 shaped directions, a delay and a rate stage each; 6 read back
+    assert len(log.read_text().splitlines()) == 6 * 2 + 6
     assert db.link_stats["links"]["bottleneck"]["left_to_right"] == \
         {"interface": "mqbs1-bn", "tc": []}
     assert db.problems == []
