@@ -4,7 +4,6 @@ The netem backend cannot run on a kernel without sch_netem (like the
 project's CI machines), so its commands are checked here as data, and its
 live test skips with the reason.
 """
-import math
 import os
 
 import pytest
