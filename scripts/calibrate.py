@@ -276,6 +276,13 @@ def check_all(prof, model, m, stats):
                 model.queue_link(dname), m["queue"][dname], counted=counted)
     errors = {}
     for part, st in stats.items():
+        if part == "tcp" and not all(model.limited(d)
+                                     for d in profiles.DIRECTIONS):
+            # No rate: the emulator forwards a TCP bulk flow as fast as
+            # the CPUs let it, so its lateness there is its forwarding
+            # cost, the floor the null profile measures, not a schedule
+            # it failed to keep. Recorded in the stats, not judged.
+            continue
         for lab, dirs in contention.timing_errors(
                 (st or {}).get("links")).items():
             for dname, v in dirs.items():
@@ -403,7 +410,8 @@ def _cells(r):
         for x in bursts if x) or "-")
     queue = [c.get(f"queue_{d}") for d in dirs]
     cells.append(" / ".join(
-        f"{x['received'] - 1} of {x['queue_frames']}, "
+        f"{x['received']} ({x['expected_received'][0]}-"
+        f"{x['expected_received'][1]}), "
         f"{x['max_queue_delay_us'] / 1e3:.1f} of "
         f"{x['expected_max_queue_delay_us'][1] / 1e3:.1f} ms{_mark(x)}"
         for x in queue if x) or "-")
@@ -428,7 +436,7 @@ def markdown(doc):
         "| profile | backend | RTT expected / p50 / p99 (ms) | "
         "rate expected (Mb/s) | UDP delivered (Mb/s, frames) | "
         "loss configured | loss measured (interval, n) | "
-        "loss burst (frames) | queue: frames held, max delay | "
+        "loss burst (frames) | queue: frames passed (expected), max delay | "
         "timing error p99 (us) | TCP (Mb/s) | result |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | ---: | "
         "--- | --- |",
@@ -464,12 +472,14 @@ def markdown(doc):
         f"lost against the central {tolerance.CONFIDENCE * 100:g}% "
         f"interval of the loss model; loss burst: mean run of consecutive "
         f"losses against the Gilbert-Elliott chain's. Queue: a burst of "
-        f"1514-byte frames into the idle link; frames held = frames "
-        f"delivered - 1 (the one in transmission), including those that "
-        f"began transmission while the burst arrived; max delay = the "
-        f"largest queueing delay a frame saw, against queue x "
-        f"serialisation time. Timing error: the emulator's lateness p99, "
-        f"worst over every topology, link and direction, limit "
+        f"1514-byte frames into the idle link with the profile's queue; "
+        f"frames passed against queue + 1 (the one in transmission) up to "
+        f"that plus those that began transmission while the burst "
+        f"arrived; max delay = the largest queueing delay a frame saw, "
+        f"against queue x serialisation time. Timing error: the "
+        f"emulator's lateness p99, worst over every topology, link and "
+        f"direction with at least {contention.MIN_FRAMES} frames (not "
+        f"TCP on an unlimited link), limit "
         f"{contention.TIMING_ERROR_P99_LIMIT_US:g} us. TCP: iperf3 "
         f"goodput (share of rate x 1448/1514; no pass/fail)." + base,
     ]

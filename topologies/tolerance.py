@@ -40,7 +40,8 @@ deliberately broken links.
            arrive is one the emulator counted as dropped, and some were.
   timing   the emulator's timing error p99 (how late it sent frames
            against their schedule) below TIMING_ERROR_P99_LIMIT_US, on
-           every link and direction that carried frames.
+           every link and direction that carried at least
+           contention.MIN_FRAMES frames.
 """
 import math
 

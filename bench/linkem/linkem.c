@@ -498,8 +498,31 @@ static void parse_args(int argc, char **argv, struct opts *o)
 /* ---- TAP devices --------------------------------------------------------- */
 
 /*
+ * IPv6 off on the new device `name`, before it comes up: else this host's
+ * own stack sends router solicitations, MLD reports and DAD probes out of
+ * it, frames that would cross the emulated link as if a host had sent
+ * them. Where /proc/sys cannot be written (a read-only mount, no IPv6)
+ * nothing is lost but that.
+ */
+static void ipv6_off(const char *name)
+{
+	char path[96];
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/sys/net/ipv6/conf/%s/disable_ipv6",
+	         name);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (write(fd, "1", 1) != 1) {
+		/* nothing to do: only stray frames are at stake */
+	}
+	close(fd);
+}
+
+/*
  * Create the TAP device `name` (new, not persistent, no packet info header,
- * no offloads), set its MTU if mtu > 0 and bring it up. Returns the
+ * no offloads, IPv6 off), set its MTU if mtu > 0 and bring it up. Returns the
  * non-blocking fd, or -1 after printing why.
  */
 static int tap_open(const char *name, int mtu)
@@ -554,6 +577,7 @@ static int tap_open(const char *name, int mtu)
 			goto fail;
 		}
 	}
+	ipv6_off(name);
 	memset(&ifr, 0, sizeof(ifr));
 	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
 	if (ioctl(sk, SIOCGIFFLAGS, &ifr) < 0) {

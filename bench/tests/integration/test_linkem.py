@@ -588,3 +588,43 @@ def test_input_side_when_linkem_stalls():
     assert a["read_bursts"]["at_cap"] >= (n - dropped) // 64 - 1
     assert a["read_bursts"]["max_frames"] == a["read_bursts"]["cap"] == 64
     check_counters(a)
+
+
+def test_taps_carry_nothing_of_their_own():
+    """The TAPs come up with IPv6 off, even in a namespace where new
+    devices get IPv6: else the host's own stack sends router
+    solicitations, MLD reports and DAD probes out of them, frames that
+    cross the emulated link as if a host had sent them."""
+    ns = f"mqbt-{PID}-v6"
+    a, b = f"mqbt{PID}va", f"mqbt{PID}vb"
+    sh("ip", "netns", "add", ns)
+    p = None
+    try:
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+           "net.ipv6.conf.default.disable_ipv6=0",
+           "net.ipv6.conf.all.disable_ipv6=0")
+        d = tempfile.mkdtemp(prefix="linkem-v6-")
+        stats = os.path.join(d, "stats.json")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, LINKEM, "--tap-a",
+                              a, "--tap-b", b, "--stats", stats],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        assert read_line(p, 30) == "ready\n", p.stderr.read()
+        for tap in (a, b):
+            r = sh("ip", "netns", "exec", ns, "cat",
+                   f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6")
+            assert r.stdout.strip() == "1", tap
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        with open(stats) as f:
+            st = json.load(f)
+        assert st["a2b"]["frames_in"] == 0 and st["b2a"]["frames_in"] == 0
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        if p is not None:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
