@@ -36,9 +36,11 @@ topologies/tolerance.py (which says why each rule is what it is):
   timing the emulator's timing error p99 over every topology, link and
          direction, below the limit (contention.py).
   TCP    iperf3 for 5 s (after 1 s not counted) on the profile as it is,
-         queue included, reported with the link's ceiling for full-size
-         segments (1448 of 1514 bytes); no pass/fail: it depends on the
-         congestion control's answer to the loss.
+         queue included; goodput from the receiving interface's counters
+         in the steady state (iperf3's own intervals read high on slow
+         links), reported with the link's ceiling for full-size segments
+         (1448 of 1514 bytes); no pass/fail: it depends on the congestion
+         control's answer to the loss.
 
 Every profile gets four topologies: RTT and loss, rate, queue, TCP; so
 the emulator's counters (linkem's drops, its timing error) describe each
@@ -480,8 +482,9 @@ def markdown(doc):
         f"emulator's lateness p99, worst over every topology, link and "
         f"direction with at least {contention.MIN_FRAMES} frames (not "
         f"TCP on an unlimited link), limit "
-        f"{contention.TIMING_ERROR_P99_LIMIT_US:g} us. TCP: iperf3 "
-        f"goodput (share of rate x 1448/1514; no pass/fail)." + base,
+        f"{contention.TIMING_ERROR_P99_LIMIT_US:g} us. TCP: iperf3 for "
+        f"{TCP_SECONDS} s, goodput from the receiver's interface counters "
+        f"(share of the frame rate x 1448/1514; no pass/fail)." + base,
     ]
     return "\n".join(rows) + "\n"
 
