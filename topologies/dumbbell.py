@@ -397,7 +397,8 @@ class Dumbbell:
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-        sw = OVSBridge if self.switch_kind == "ovs" else LinuxBridge
+        sw = OVSBridge if self.switch_kind == "ovs" else \
+            _quiet_bridge_class(LinuxBridge)
         net = Mininet(topo=None, build=False, controller=None, switch=sw,
                       link=Link, ipBase="10.0.0.0/16", autoStaticArp=True)
         self.net = net
@@ -586,7 +587,8 @@ class Dumbbell:
                 port, br = f"{sw}-{h}", f"mqbx-{h}"
                 tap_a, tap_b = f"mqb{h}-a", f"mqb{h}-b"
                 self._detach(sw, port)
-                _run(["ip", "link", "add", "name", br, "type", "bridge"])
+                _run(["ip", "link", "add", "name", br, "type", "bridge",
+                      "mcast_snooping", "0"])
                 self._quiet_iface(br)
                 _run(["ip", "link", "set", br, "up"])
                 self._attach(br, port)
@@ -732,6 +734,40 @@ class Dumbbell:
         for name in d["interfaces"] + d["bridges"]:
             if _iface_exists(name):
                 _run(["ip", "link", "del", name], check=False)
+
+
+def bridge_quiet(name):
+    """Make a new Linux bridge send nothing of its own once up: with
+    multicast snooping on, it joins the all-snoopers group (224.0.0.106)
+    and its IGMP reports cross the emulated link like a host's frames
+    (the calibration's queue test counted them); with IPv6 on, its MLD
+    reports and router solicitations do the same."""
+    for path, value in ((f"/sys/class/net/{name}/bridge/multicast_snooping",
+                         "0"),
+                        (f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6",
+                         "1")):
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError:
+            pass
+
+
+def _quiet_bridge_class(base):
+    """Mininet's LinuxBridge, quieted (bridge_quiet) between its
+    creation and its coming up; otherwise as Mininet starts it (its
+    start(), without spanning tree, which the dumbbell never uses)."""
+    class QuietBridge(base):
+        def start(self, _controllers):
+            self.cmd("ifconfig", self, "down")
+            self.cmd("brctl delbr", self)
+            self.cmd("brctl addbr", self)
+            bridge_quiet(self.name)
+            for i in self.intfList():
+                if self.name in i.name:
+                    self.cmd("brctl addif", self, i)
+            self.cmd("ifconfig", self, "up")
+    return QuietBridge
 
 
 def _settle_shell(node):

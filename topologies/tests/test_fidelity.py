@@ -210,3 +210,17 @@ def test_netem_refuses_what_it_cannot_do_before_building(root, monkeypatch):
         'profile zigbee-6lowpan: loss per cell (loss_unit = "cell") has no '
         'netem equivalent; use --backend userspace')
     assert state.read_states() == []
+
+
+def test_the_link_carries_only_what_hosts_send(linkem, quiet_mininet):
+    """200 pings over the null profile, two seconds of a topology's life:
+    the emulated link carries the 200 requests and 200 replies and not
+    one frame more (no IGMP report of a snooping bridge, no MLD or router
+    solicitation of a bridge's or a TAP's own IPv6), so the emulator's
+    counters can be checked exactly."""
+    with dumbbell("null", backend="userspace", hosts=2) as db:
+        r = db.run("l1", ["ping", "-n", "-q", "-c", "200", "-i", "0.01",
+                          db.ip("r1")], timeout=60, text=True)
+        assert r.returncode == 0 and " 0% packet loss" in r.stdout, r.stdout
+    st = db.link_stats["links"]["bottleneck"]
+    assert (st["a2b"]["frames_in"], st["b2a"]["frames_in"]) == (200, 200)
