@@ -156,7 +156,7 @@ bench: deps all
 	@scripts/bench.sh
 
 calibrate: all
-	$(SYSPY) scripts/calibrate.py
+	$(SYSPY) scripts/calibrate.py --readme README.md
 
 clean-net:
 	$(SYSPY) -m topologies.cleanup

@@ -150,7 +150,7 @@ for run in tcp:0 tcp:default udp:0 udp:default; do
 	stop_link
 	good=$(jq '.end.sum_received.bits_per_second // .end.sum.bits_per_second
 		| . / 1e6' "$TMP/iperf.json")
-	terr=$(jq '.a2b.timing_error_us.p50' "$TMP/stats.json")
+	terr=$(jq '.a2b.timing_error.p50_us' "$TMP/stats.json")
 	awk -v l="$label" -v s=$spin -v g="$good" -v c0=$c0 -v c1=$c1 \
 	    -v t0=$t0 -v t1=$t1 -v b0=$b0 -v b1=$b1 -v hz=$HZ -v te=$terr '
 	    BEGIN {
@@ -235,10 +235,10 @@ for run in spin0 default rt10; do
 	cpu=$(awk -v c0=$c0 -v c1=$c1 -v t0=$t0 -v t1=$t1 -v hz=$HZ \
 		'BEGIN {printf "%.1f", 100 * (c1 - c0) / hz / (t1 - t0)}')
 	read -r p50 p90 p99 p999 max w50 w90 w99 lead < <(jq -r '
-		.a2b.timing_error_us as $t | .timer as $w |
-		[$t.p50, $t.p90, $t.p99, $t.p999, $t.max,
-		 $w.wake_latency_us.p50, $w.wake_latency_us.p90,
-		 $w.wake_latency_us.p99, $w.lead_us]
+		.a2b.timing_error as $t | .timer as $w |
+		[$t.p50_us, $t.p90_us, $t.p99_us, $t.p99_9_us, $t.max_us,
+		 $w.wake_latency.p50_us, $w.wake_latency.p90_us,
+		 $w.wake_latency.p99_us, $w.lead_us]
 		| map(. * 10 | round / 10) | @tsv' "$TMP/stats.json")
 	printf "   %-10s %8s %8s %8s %8s %8s | %-22s %8s %8s %7s %6s\n" \
 		"$spin" "$p50" "$p90" "$p99" "$p999" "$max" "$w50/$w90/$w99" \

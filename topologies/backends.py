@@ -6,31 +6,38 @@ serialisation at the rate (whole Ethernet frames, header included, as
 htb and tc count them), then the one-way delay with optional uniform
 jitter that never reorders.
 
-netem (kernel): one netem qdisc at the root of the sending interface of
-each direction, with netem's own `rate`, not htb:
+netem (kernel): two netem qdiscs on the sending interface of each
+direction, so that netem means what linkem means:
+  - the root qdisc ("delay stage") draws the loss model at arrival and
+    holds every frame for the delay (+ jitter); its limit is large
+    (NETEM_DELAY_LIMIT), since a delay line is a wire, not a buffer. With
+    jitter it also gets a rate far above any link's (NETEM_ORDER_RATE),
+    which makes netem schedule every frame after the one ahead: in order,
+    as linkem, where jitter never reorders.
+  - its child (parent 1:1, "rate stage") is the link's transmitter and
+    its drop-tail queue: netem's own `rate` (with the profile's
+    packet_overhead and cells, netem's "rate R OVERHEAD CELLSIZE
+    CELLOVERHEAD"), limit = the profile's queue + the one frame in
+    transmission. netem counts in its limit every frame it holds, and a
+    frame stays in the rate stage only until its last bit is sent, so
+    this limit counts exactly what linkem's queue counts.
+  Why delay before rate: netem's limit also counts the frames of a child
+  qdisc, so a rate stage on top would count the whole delay line again
+  (the old single-qdisc limit did: small frames filled it and capped the
+  rate). A constant delay commutes with a FIFO transmitter: the frame
+  that reaches the transmitter D later finds the same queue its
+  counterpart found in linkem D earlier, so drops and departures are the
+  same. What still differs is in profiles/README.md ("What netem cannot
+  match"): jitter is drawn before serialisation, per-cell loss is not
+  available.
   - netem's rate serialises every frame: a frame leaves at
-    max(previous departure, arrival + delay) + len*8/rate. A token bucket
-    (htb, tbf) instead lets a frame through at once while it has tokens,
-    so an isolated 98-byte ping would skip its 3 ms of serialisation at
-    250 kbit/s and the two backends would disagree by 6 ms of RTT.
-    With no token bucket, there is no burst to size.
-  - with a rate set, netem keeps frames in order under jitter (each is
-    scheduled after the one before); without it, jitter reorders.
-  - netem's `limit` counts every frame it holds: those waiting for the
-    transmitter and those on the delay line. It is set to the profile's
-    queue, plus the one in transmission, plus the full-size frames in
-    flight over delay + jitter at the link rate, and nothing more: with
-    a saturated link of full-size frames, netem then holds exactly as
-    many frames waiting as linkem's drop-tail queue does. One limit for
-    two things cannot do better than that; what differs is written in
-    profiles/README.md ("What netem cannot match"): a burst into an idle
-    link finds the delay line's share empty and is accepted up to the
-    whole limit; small frames crowd the delay line, leaving less queue
-    (and, past rate x delay > limit frames, less than the rate); and
-    netem draws jitter before serialisation, so with little queued a
-    frame that drew more delay than the one ahead leaves the link idle.
-    The userspace backend counts only waiting frames, exactly.
-  - offloads (TSO, GSO, GRO) are turned off on every emulated interface
+    max(previous departure, arrival) + its serialisation time. A token
+    bucket (htb, tbf) instead lets a frame through at once while it has
+    tokens, so an isolated 98-byte ping would skip its 3 ms of
+    serialisation at 250 kbit/s and the two backends would disagree by
+    6 ms of RTT. With no token bucket, there is no burst to size.
+  - segmentation and receive offloads are off on every emulated interface
+    and no device lets a socket build more than one segment per packet
     (dumbbell.py), so netem sees wire-size frames, never 64 kB ones.
   - Mininet's TCLink is not used: it puts the same delay and loss on both
     ends of a link (doubling them) and sizes htb's burst at a fixed 15 kB.
@@ -87,21 +94,36 @@ def queue_packets(d):
     return math.ceil(d.queue_bytes / MTU_FRAME)
 
 
-def netem_limit(d):
-    """netem's `limit` for Direction d (see the module comment)."""
-    inflight = math.ceil(d.rate_bps * (d.delay_us + d.jitter_us) / 1e6 /
-                         (8 * MTU_FRAME))
-    return queue_packets(d) + 1 + inflight
+# The delay stage's limit: frames on the delay line, which is not a
+# buffer. Only a sender pushing a million frames into one delay (25 Mpps
+# for 40 ms) would meet it.
+NETEM_DELAY_LIMIT = 1_000_000
+# A rate on the delay stage makes netem keep frames in order under
+# jitter; this one costs a 1514-byte frame 12 ns.
+NETEM_ORDER_RATE = "1000Gbit"
 
 
-def netem_args(d):
-    """Arguments after `netem` for Direction d."""
-    args = ["limit", str(netem_limit(d)), "delay", f"{d.delay_us}us"]
+def netem_unsupported(d):
+    """Why netem cannot emulate Direction d, or None."""
+    if d.loss_per_cell:
+        return ("loss per cell (loss_unit = \"cell\") has no netem "
+                "equivalent; use --backend userspace")
+    return None
+
+
+def netem_queue_limit(d):
+    """The rate stage's limit: the queue plus the frame in
+    transmission."""
+    return queue_packets(d) + 1
+
+
+def netem_delay_args(d):
+    """Arguments after `netem` for the delay stage of Direction d."""
+    args = ["limit", str(NETEM_DELAY_LIMIT), "delay", f"{d.delay_us}us"]
     if d.jitter_us:
         # No `distribution`: the kernel then draws uniformly in
         # [delay - jitter, delay + jitter], as linkem does.
-        args.append(f"{d.jitter_us}us")
-    args += ["rate", f"{d.rate_bps}bit"]
+        args += [f"{d.jitter_us}us", "rate", NETEM_ORDER_RATE]
     if d.loss_model == "gilbert-elliott":
         g = d.ge
         # netem's gemodel takes p, r, 1-h (loss in bad), 1-k (loss in good)
@@ -112,10 +134,33 @@ def netem_args(d):
     return args
 
 
+def netem_rate_args(d):
+    """Arguments after `netem` for the rate stage of Direction d (None at
+    an unlimited rate: no transmitter, no queue)."""
+    if not d.rate_bps:
+        return None
+    args = ["limit", str(netem_queue_limit(d)), "rate", f"{d.rate_bps}bit"]
+    if d.cell_size:
+        # positional after the rate: PACKETOVERHEAD CELLSIZE CELLOVERHEAD
+        args += [str(d.packet_overhead), str(d.cell_size),
+                 str(d.cell_overhead)]
+    elif d.packet_overhead:
+        args += [str(d.packet_overhead)]
+    return args
+
+
 def netem_commands(dev, d):
     """The tc command lines that shape frames leaving dev as Direction d."""
-    return [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:",
-             "netem"] + netem_args(d)]
+    why = netem_unsupported(d)
+    if why:
+        raise BackendError(why)
+    cmds = [["tc", "qdisc", "replace", "dev", dev, "root", "handle", "1:",
+             "netem"] + netem_delay_args(d)]
+    rate = netem_rate_args(d)
+    if rate:
+        cmds.append(["tc", "qdisc", "replace", "dev", dev, "parent", "1:1",
+                     "handle", "10:", "netem"] + rate)
+    return cmds
 
 
 _probe_cache = None
@@ -203,6 +248,13 @@ def linkem_link_args(a2b, b2a):
                         f"{g.loss_good!r}")
         elif d.loss > 0:
             args.append(f"--{pre}-loss={d.loss!r}")
+        if d.packet_overhead:
+            args.append(f"--{pre}-packet-overhead={d.packet_overhead}")
+        if d.cell_size:
+            args += [f"--{pre}-cell-size={d.cell_size}",
+                     f"--{pre}-cell-overhead={d.cell_overhead}"]
+        if d.loss_per_cell:
+            args.append(f"--{pre}-loss-unit=cell")
         if d.queue_packets is not None:
             args.append(f"--{pre}-queue-packets={d.queue_packets}")
         else:

@@ -51,13 +51,12 @@ import sys
 import threading
 import time
 
-from . import backends, cleanup, procs, profiles, state
+from . import backends, cleanup, contention, offloads, procs, profiles, state
 
 S1, S2 = "mqbs1", "mqbs2"
 BN_PORTS = ("mqbs1-bn", "mqbs2-bn")
 BN_TAPS = ("mqbbn-a", "mqbbn-b")
 MAX_HOSTS = 99
-OFFLOADS = ["tso", "off", "gso", "off", "gro", "off"]
 BRIDGE_NF = ("arptables", "iptables", "ip6tables")
 SWITCH_KINDS = ("linuxbridge", "ovs")
 # What building needs from the system, by command and Debian package.
@@ -166,7 +165,9 @@ class Dumbbell:
 
     def __init__(self, profile, backend="auto", hosts=5,
                  switch="linuxbridge", seed=1, log=None,
-                 linkem_rt_priority=backends.LINKEM_RT_PRIORITY):
+                 linkem_rt_priority=backends.LINKEM_RT_PRIORITY,
+                 lock_timeout=None,
+                 timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US):
         self.profile = profiles.load_profile(profile)
         self.requested_backend = backend
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
@@ -182,6 +183,12 @@ class Dumbbell:
         self.switch_kind = switch
         self.seed = seed
         self.linkem_rt_priority = linkem_rt_priority
+        self.lock_timeout = state.lock_timeout_default() \
+            if lock_timeout is None else lock_timeout
+        self.timing_error_limit_us = timing_error_limit_us
+        self.contention_warning = None   # the line, if the emulator was late
+        self.offloads = {}               # interface -> what was turned off
+        self._cpu_before = None
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.backend = None
         self.backend_note = None
@@ -281,6 +288,14 @@ class Dumbbell:
             "shaped": [{"link": lab, "direction": d, "interface": dev,
                         "namespace": h or "root"}
                        for lab, d, dev, h in self.shaped],
+            "offloads": {
+                "interfaces": sorted(self.offloads),
+                "off": sorted({n for o in self.offloads.values()
+                               for n in o["off"]}),
+                "gso_max_segs": offloads.GSO_MAX_SEGS},
+            "cpu_at_start": self._cpu_before,
+            "lock": {"path": self._lock.path if self._lock else None,
+                     "timeout_s": self.lock_timeout},
             "linkem": ({"binary": self.linkem_bin,
                         "version": backends.linkem_version(self.linkem_bin),
                         "scheduling": {lab: lk.scheduling for lab, lk in
@@ -330,13 +345,18 @@ class Dumbbell:
         from mininet.node import OVSBridge
         from mininet.nodelib import LinuxBridge
 
-        with self._held():      # taken only with self._lock set: released
-            self._lock = state.Lock()
-            try:
-                self._lock.acquire()
-            except state.Busy as e:
-                self._lock = None
-                raise TopologyError(str(e)) from None
+        if self.backend == "netem":
+            self._check_netem()
+        # Waits (one line) while another run holds the network; the lock
+        # is recorded in self._lock the instant it is taken, and teardown
+        # releases it.
+        self._lock = state.Lock()
+        try:
+            self._lock.acquire(self.lock_timeout, self.log)
+        except state.Busy as e:
+            self._lock = None
+            raise TopologyError(str(e)) from None
+        self._cpu_before = contention.cpu_times()
         left, unrecorded = cleanup.clean_stale(log=self.log)
         names, bridges = self._planned_names()
         taken = [n for n in names + bridges if _iface_exists(n)]
@@ -377,7 +397,8 @@ class Dumbbell:
         if soft != resource.RLIM_INFINITY and soft < want:
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
 
-        sw = OVSBridge if self.switch_kind == "ovs" else LinuxBridge
+        sw = OVSBridge if self.switch_kind == "ovs" else \
+            _quiet_bridge_class(LinuxBridge)
         net = Mininet(topo=None, build=False, controller=None, switch=sw,
                       link=Link, ipBase="10.0.0.0/16", autoStaticArp=True)
         self.net = net
@@ -409,10 +430,8 @@ class Dumbbell:
             # measured links; the benchmark is IPv4.
             self._in_host(h, ["sysctl", "-q", "-w",
                               "net.ipv6.conf.all.disable_ipv6=1"])
-            self._in_host(h, ["ethtool", "-K", f"{h}-eth0"] + OFFLOADS)
-        for name in (S1, S2):
-            self._quiet_iface(name, offloads=False)
-        for name in names:
+            self._offloads_off(f"{h}-eth0", h)
+        for name in [S1, S2] + names:
             if _iface_exists(name):       # the rest is made below
                 self._quiet_iface(name)
 
@@ -427,10 +446,35 @@ class Dumbbell:
         pid = self._hostinfo[name].pid
         return _run(["mnexec", "-a", str(pid)] + argv, check=check)
 
-    def _quiet_iface(self, name, offloads=True):
+    def _offloads_off(self, dev, host=None):
+        """Every offload that merges packets off on dev (in host's
+        namespace, or the root one), and no multi-segment packets
+        (offloads.py)."""
+        if host:
+            pid = str(self._hostinfo[host].pid)
+            run = lambda argv: subprocess.run(                 # noqa: E731
+                ["mnexec", "-a", pid] + argv, capture_output=True,
+                text=True)
+        else:
+            run = lambda argv: subprocess.run(                 # noqa: E731
+                argv, capture_output=True, text=True)
+        try:
+            self.offloads[dev] = offloads.turn_off(dev, run)
+        except offloads.OffloadError as e:
+            raise TopologyError(str(e)) from None
+
+    def _check_netem(self):
+        """Fail before building if netem cannot do what the profile
+        asks."""
+        for dname in profiles.DIRECTIONS:
+            why = backends.netem_unsupported(self.profile.direction(dname))
+            if why:
+                raise backends.BackendError(
+                    f"profile {self.profile.name}: {why}")
+
+    def _quiet_iface(self, name):
         """Offloads off and IPv6 off on a root-namespace interface."""
-        if offloads:
-            _run(["ethtool", "-K", name] + OFFLOADS)
+        self._offloads_off(name)
         try:
             with open(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6",
                       "w") as f:
@@ -543,8 +587,9 @@ class Dumbbell:
                 port, br = f"{sw}-{h}", f"mqbx-{h}"
                 tap_a, tap_b = f"mqb{h}-a", f"mqb{h}-b"
                 self._detach(sw, port)
-                _run(["ip", "link", "add", "name", br, "type", "bridge"])
-                self._quiet_iface(br, offloads=False)
+                _run(["ip", "link", "add", "name", br, "type", "bridge",
+                      "mcast_snooping", "0"])
+                self._quiet_iface(br)
                 _run(["ip", "link", "set", br, "up"])
                 self._attach(br, port)
                 self._start_linkem(f"access-{h}", tap_a, tap_b)
@@ -666,6 +711,14 @@ class Dumbbell:
         self.link_stats = {"backend": self.backend, "links": links}
         if logs:
             self.link_stats["stderr"] = logs
+        rec, line = contention.summary(
+            links if self.backend == "userspace" else {},
+            self._cpu_before, contention.cpu_times(),
+            self.timing_error_limit_us)
+        self.link_stats["contention"] = rec
+        if line:
+            self.contention_warning = line
+            self.log(line)
 
     def _remove_ifaces(self):
         if self._state is None:
@@ -681,6 +734,40 @@ class Dumbbell:
         for name in d["interfaces"] + d["bridges"]:
             if _iface_exists(name):
                 _run(["ip", "link", "del", name], check=False)
+
+
+def bridge_quiet(name):
+    """Make a new Linux bridge send nothing of its own once up: with
+    multicast snooping on, it joins the all-snoopers group (224.0.0.106)
+    and its IGMP reports cross the emulated link like a host's frames
+    (the calibration's queue test counted them); with IPv6 on, its MLD
+    reports and router solicitations do the same."""
+    for path, value in ((f"/sys/class/net/{name}/bridge/multicast_snooping",
+                         "0"),
+                        (f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6",
+                         "1")):
+        try:
+            with open(path, "w") as f:
+                f.write(value)
+        except OSError:
+            pass
+
+
+def _quiet_bridge_class(base):
+    """Mininet's LinuxBridge, quieted (bridge_quiet) between its
+    creation and its coming up; otherwise as Mininet starts it (its
+    start(), without spanning tree, which the dumbbell never uses)."""
+    class QuietBridge(base):
+        def start(self, _controllers):
+            self.cmd("ifconfig", self, "down")
+            self.cmd("brctl delbr", self)
+            self.cmd("brctl addbr", self)
+            bridge_quiet(self.name)
+            for i in self.intfList():
+                if self.name in i.name:
+                    self.cmd("brctl addif", self, i)
+            self.cmd("ifconfig", self, "up")
+    return QuietBridge
 
 
 def _settle_shell(node):
@@ -809,15 +896,23 @@ class _SignalGuard:
 
 @contextlib.contextmanager
 def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
-             seed=1, log=None, linkem_rt_priority=backends.LINKEM_RT_PRIORITY):
+             seed=1, log=None, linkem_rt_priority=backends.LINKEM_RT_PRIORITY,
+             lock_timeout=None,
+             timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US):
     """Build the dumbbell, yield it, always tear it down.
 
     profile: a name in topologies/profiles/, a path to a .toml file, or a
-    Profile. backend: "auto", "netem" or "userspace". Raises ProfileError,
+    Profile. backend: "auto", "netem" or "userspace". lock_timeout: how
+    long to wait, saying so in one line, while another run holds the
+    network (default MQB_LOCK_TIMEOUT or 600 s). Raises ProfileError,
     TopologyError or BackendError (one-line messages) if it cannot build;
-    link statistics are in .link_stats after the block."""
+    link statistics are in .link_stats after the block, with a
+    "contention" record; .contention_warning holds the line printed when
+    the emulator's timing error p99 exceeded timing_error_limit_us."""
     db = Dumbbell(profile, backend=backend, hosts=hosts, switch=switch,
-                  seed=seed, log=log, linkem_rt_priority=linkem_rt_priority)
+                  seed=seed, log=log, linkem_rt_priority=linkem_rt_priority,
+                  lock_timeout=lock_timeout,
+                  timing_error_limit_us=timing_error_limit_us)
     guard = _SignalGuard()
     guard.install()
     db._guard = guard
@@ -884,6 +979,11 @@ def main(argv=None):
                     help="seed of the userspace emulators' loss models "
                     "(default 1; each link draws from seed x 1000 + its "
                     "index)")
+    ap.add_argument("--lock-timeout", type=float, default=None,
+                    metavar="SECONDS",
+                    help="while another run holds the network, wait this "
+                    "long for it (default $MQB_LOCK_TIMEOUT or "
+                    f"{state.LOCK_TIMEOUT_S:g}); 0: do not wait")
     ap.add_argument("--cmd", nargs=2, action="append", default=[],
                     metavar=("HOST", "COMMAND"),
                     help="run a shell command on a host (repeatable)")
@@ -914,6 +1014,8 @@ def main(argv=None):
     if not 0 <= args.seed <= MAX_SEED:
         return fail(f"--seed must be a whole number from 0 to {MAX_SEED}",
                     2)
+    if args.lock_timeout is not None and not args.lock_timeout >= 0:
+        return fail("--lock-timeout must be 0 or more seconds", 2)
     for host, _ in args.cmd:
         if not re.fullmatch(r"[lr]\d+", host) or \
                 not 1 <= int(host[1:]) <= args.hosts:
@@ -928,7 +1030,8 @@ def main(argv=None):
     status = 0
     try:
         with dumbbell(args.profile, backend=args.backend, hosts=args.hosts,
-                      switch=args.switch, seed=args.seed) as db:
+                      switch=args.switch, seed=args.seed,
+                      lock_timeout=args.lock_timeout) as db:
             for line in summary_lines(db):
                 print(line, file=sys.stderr)
             env = dict(os.environ, **db.hosts_env())

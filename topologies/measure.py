@@ -6,11 +6,15 @@ returns a plain dict that can go into a result file as it is.
 import json
 import os
 import statistics
+import sys
+import threading
 import time
 
 from . import tolerance
 
 IPERF_PORT = 5201    # inside the hosts' own namespaces: always free
+PROBE_PORT = 5301
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class MeasureError(Exception):
@@ -49,6 +53,7 @@ def ping(db, src, dst, count=100, interval=0.02, payload=56):
         "sent": count, "received": len(rtts),
         "min_ms": min(rtts), "median_ms": statistics.median(rtts),
         "mean_ms": statistics.fmean(rtts), "p90_ms": _percentile(rtts, 90),
+        "p99_ms": tolerance.percentile(rtts, 99),
         "max_ms": max(rtts), "rtt_ms": rtts,
     }
 
@@ -172,27 +177,131 @@ def udp(db, client, server, frame_bps, payload, seconds, skip_s=1.0,
     }
 
 
+def _probe_argv(*args):
+    return [sys.executable, "-m", "topologies.probe", *args]
+
+
+def probe_start(db, src, dst, count, payload, pps=0.0, port=PROBE_PORT,
+                idle=2.0):
+    """Start numbered datagrams src -> dst (topologies/probe.py): the
+    receiver, once bound, then the sender. Returns (receiver, sender)
+    processes; probe_finish() collects them. Several may run at once on
+    different hosts or ports."""
+    rcv = db.popen(dst, _probe_argv("recv", "--bind", db.ip(dst), "--port",
+                                    str(port), "--count", str(count),
+                                    "--idle", f"{idle:g}"), cwd=REPO)
+    line = rcv.stdout.readline()
+    if line.strip() != b"bound":
+        raise MeasureError(f"probe receiver on {dst} did not start: "
+                           f"{_tail(rcv)}")
+    snd = db.popen(src, _probe_argv("send", "--to", db.ip(dst), "--port",
+                                    str(port), "--count", str(count),
+                                    "--payload", str(payload), "--pps",
+                                    f"{pps:g}"), cwd=REPO)
+    return rcv, snd
+
+
+def probe_finish(pair, timeout):
+    """The merged results of a probe_start() pair: what the sender sent
+    and the receiver got (probe.py's JSON lines), plus who and what."""
+    rcv, snd = pair
+    out = {}
+    for p, who in ((snd, "sender"), (rcv, "receiver")):
+        try:
+            stdout, stderr = p.communicate(timeout=timeout)
+        except Exception:
+            p.kill()
+            p.communicate()
+            raise MeasureError(f"probe {who} did not finish in "
+                               f"{timeout:g} s") from None
+        try:
+            out.update(json.loads(stdout.decode().strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            raise MeasureError(f"probe {who} failed: "
+                               f"{stderr.decode(errors='replace')[-200:]}")
+    return out
+
+
+def probe(db, src, dst, count, payload, pps=0.0, port=PROBE_PORT,
+          idle=2.0, timeout=None):
+    """probe_start() then probe_finish(): numbered datagrams src -> dst."""
+    if timeout is None:
+        timeout = (count / pps if pps else 0) + idle + 60
+    res = probe_finish(probe_start(db, src, dst, count, payload, pps, port,
+                                   idle), timeout)
+    res.update({"tool": "probe", "src": src, "dst": dst,
+                "payload": payload,
+                "frame_bytes": tolerance.udp_frame_bytes(payload),
+                "pps": pps})
+    return res
+
+
+TCP_FRAME_OVERHEAD = 14 + 20 + 32   # Ethernet, IPv4, TCP with timestamps
+
+
+def rx_counters(db, name, dev=None):
+    """(bytes, packets) host `name` has received on its interface."""
+    dev = dev or f"{name}-eth0"
+    with open(f"/proc/{db.host(name).pid}/net/dev") as f:
+        for line in f:
+            if line.strip().startswith(dev + ":"):
+                v = line.split(":", 1)[1].split()
+                return int(v[0]), int(v[1])
+    raise MeasureError(f"{name} has no interface {dev}")
+
+
 def tcp(db, client, server, seconds, omit=1):
-    """TCP goodput client -> server (iperf3, the first `omit` s and the
-    first second after them not counted: seconds - 1 s of window)."""
+    """TCP goodput client -> server (iperf3 for omit + seconds).
+
+    goodput_bps comes from the receiving interface's own counters over
+    the steady state (from 1 s after the omitted start to 0.5 s before
+    the end): frames received less their Ethernet, IPv4 and TCP headers,
+    per second. iperf3's own figure is kept beside it: its receiver
+    counts bytes by when its application read them, and on slow links
+    (a segment every 70 ms) its intervals held up to 13 % more than the
+    link can carry in that time."""
+    t_start = time.monotonic()
+    samples = {}
+
+    def sample(at, key):
+        delay = t_start + at - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        samples[key] = (time.monotonic(), rx_counters(db, server))
+
+    window = (omit + 1.0, omit + seconds - 0.5)
+    sampler = None
+    if window[1] - window[0] >= 1.0:
+        def run():
+            sample(window[0], "from")
+            sample(window[1], "to")
+        sampler = threading.Thread(target=run, daemon=True)
+        sampler.start()
     out = iperf3(db, client, server, seconds, omit=omit)
+    if sampler is not None:
+        sampler.join(timeout=seconds + omit + 5)
     recv = out["end"]["sum_received"]
     sent = out["end"]["sum_sent"]
-    # The receiver's own intervals, without the omitted ones (after which
-    # iperf3 restarts its clock at 0), the first one after them (the
-    # server's omit boundary does not match its byte counts: on 3g that
-    # interval held 155 kB, 130 % of what the link can carry in a
-    # second, the omitted one too little) and the last, a fraction of a
-    # second of queue drain after the sender stops.
+    # iperf3's receiver intervals, without the omitted ones, the first
+    # after them and the last (a fraction of a second of queue drain).
     ivs = [iv["sum"] for iv in out["server_output_json"]["intervals"]
            if not iv["sum"].get("omitted")]
-    window = ivs[1:-1] or ivs
-    wsecs = sum(iv["seconds"] for iv in window)
-    goodput = sum(iv["bytes"] for iv in window) * 8 / wsecs if wsecs else 0
+    iwin = ivs[1:-1] or ivs
+    isecs = sum(iv["seconds"] for iv in iwin)
+    iperf_bps = sum(iv["bytes"] for iv in iwin) * 8 / isecs if isecs else 0
+    goodput, wsecs, frames = None, None, None
+    if "from" in samples and "to" in samples:
+        (t0, (b0, p0)), (t1, (b1, p1)) = samples["from"], samples["to"]
+        wsecs, frames = t1 - t0, p1 - p0
+        goodput = ((b1 - b0) - frames * TCP_FRAME_OVERHEAD) * 8 / wsecs
     return {
         "tool": "iperf3 tcp", "src": client, "dst": server,
         "seconds": seconds, "omit_s": omit,
-        "goodput_bps": goodput, "window_s": wsecs,
+        "goodput_bps": goodput if goodput is not None else iperf_bps,
+        "goodput_from": "interface counters" if goodput is not None
+        else "iperf3 intervals",
+        "window_s": wsecs, "frames": frames,
+        "iperf3_window_bps": iperf_bps,
         "iperf3_receiver_bps": recv["bits_per_second"],
         "bytes": recv["bytes"], "retransmits": sent.get("retransmits"),
         "congestion": out["end"].get("sender_tcp_congestion"),

@@ -1,8 +1,10 @@
 """Link profiles: one TOML file per profile in topologies/profiles/.
 
 A profile says what one emulated link does to frames, per direction:
-serialisation rate, one-way delay, optional jitter, a loss model and a
-drop-tail queue limit, and which links of the dumbbell carry it. The file
+serialisation rate (optionally with link-layer framing: overhead per
+frame, cells), one-way delay, optional jitter, a loss model (per frame or
+per cell) and a drop-tail queue limit, and which links of the dumbbell
+carry it. The file
 format is documented in topologies/profiles/README.md; this module is its
 only reader. Both link backends take the parsed numbers from here, so a
 profile means the same thing whichever backend runs it.
@@ -29,6 +31,9 @@ DELAY_MAX_US = 10_000_000            # 10 s one way
 QUEUE_MAX_PACKETS = 100_000
 QUEUE_MIN_BYTES = 1514               # one full-size Ethernet frame
 QUEUE_MAX_BYTES = 100_000_000
+OVERHEAD_MAX_BYTES = 65535           # |packet_overhead|, cell_size
+CELL_OVERHEAD_MAX_BYTES = 1000
+UNLIMITED = "unlimited"              # rate: no serialisation, no queue
 
 DEFAULT_QUEUE = "1000 packets"       # Linux's txqueuelen, linkem's default
 DEFAULT_APPLIES = ("bottleneck",)
@@ -39,7 +44,9 @@ DIRECTIONS = ("left_to_right", "right_to_left")
 # Keys a direction can set, at top level or in a [left_to_right] /
 # [right_to_left] table that overrides the top level for that direction.
 LINK_KEYS = ("rate", "delay", "jitter", "loss", "loss_model",
-             "gilbert_elliott", "queue")
+             "gilbert_elliott", "queue", "packet_overhead", "cell_size",
+             "cell_overhead", "loss_unit")
+LOSS_UNITS = ("frame", "cell")
 TOP_KEYS = ("description", "applies") + LINK_KEYS + DIRECTIONS
 REQUIRED = ("rate", "delay")         # and loss, unless Gilbert-Elliott
 GE_KEYS = ("p", "r", "loss_bad", "loss_good")
@@ -99,6 +106,22 @@ class GilbertElliott:
         bad = self.p / (self.p + self.r)
         return bad * self.loss_bad + (1.0 - bad) * self.loss_good
 
+    def mean_burst(self):
+        """Mean length, in frames, of a run of consecutive losses.
+
+        A frame's fate follows the state it finds; the chain then steps
+        (linkem's order). Runs start where a kept frame is followed by a
+        lost one: mean run = P(lost) / P(kept, then lost). With
+        loss_bad = 100 % and loss_good = 0 % this is 1/r."""
+        bad = self.p / (self.p + self.r)
+        good = 1.0 - bad
+        lb, lg = self.loss_bad, self.loss_good
+        # P(kept in state s) x P(next frame lost | state s now)
+        nxt_g = (1 - self.p) * lg + self.p * lb
+        nxt_b = self.r * lg + (1 - self.r) * lb
+        starts = good * (1 - lg) * nxt_g + bad * (1 - lb) * nxt_b
+        return self.mean_loss() / starts if starts > 0 else math.inf
+
     def count_variance(self, n):
         """Asymptotic variance of the number of frames lost out of n.
 
@@ -126,6 +149,53 @@ class Direction:
     ge: GilbertElliott = None
     queue_packets: int = None  # drop-tail limit on waiting frames, or
     queue_bytes: int = None    # on their bytes (exactly one is set)
+    packet_overhead: int = 0   # bytes added to every frame for the rate
+    cell_size: int = 0         # whole cells of this many bytes (0: none)
+    cell_overhead: int = 0     # bytes added to every cell
+    loss_per_cell: bool = False
+
+    def framed(self):
+        return bool(self.packet_overhead or self.cell_size)
+
+    def cells(self, frame_bytes):
+        """Cells a frame of frame_bytes crosses as (1 without cells)."""
+        if not self.cell_size:
+            return 1
+        n = -(-max(0, frame_bytes + self.packet_overhead) //
+              self.cell_size)
+        return max(1, n)
+
+    def wire_bytes(self, frame_bytes):
+        """Bytes the link serialises for an Ethernet frame of
+        frame_bytes: with packet_overhead, in whole cells of cell_size +
+        cell_overhead bytes when cells are set (netem's and linkem's
+        rule)."""
+        n = max(0, frame_bytes + self.packet_overhead)
+        if not self.cell_size:
+            return n
+        return -(-n // self.cell_size) * (self.cell_size +
+                                          self.cell_overhead)
+
+    def serialisation_us(self, frame_bytes):
+        """Time the link takes to send a frame of frame_bytes (0 at an
+        unlimited rate)."""
+        if not self.rate_bps:
+            return 0.0
+        return serialisation_us(self.wire_bytes(frame_bytes), self.rate_bps)
+
+    def frame_rate_bps(self, frame_bytes):
+        """Ethernet-frame bit rate the link carries when saturated with
+        frames of frame_bytes: the rate less the framing overhead."""
+        if not self.rate_bps:
+            return math.inf
+        return self.rate_bps * frame_bytes / self.wire_bytes(frame_bytes)
+
+    def frame_loss(self, frame_bytes):
+        """Long-run probability that a frame of frame_bytes is lost: the
+        loss, or per cell 1 - (1 - loss)^cells."""
+        if not self.loss_per_cell:
+            return self.loss
+        return 1.0 - (1.0 - self.loss) ** self.cells(frame_bytes)
 
     def to_dict(self):
         d = {"rate_bps": self.rate_bps, "delay_us": self.delay_us,
@@ -137,6 +207,11 @@ class Direction:
             d["queue_packets"] = self.queue_packets
         if self.queue_bytes is not None:
             d["queue_bytes"] = self.queue_bytes
+        if self.framed() or self.loss_per_cell:
+            d.update(packet_overhead=self.packet_overhead,
+                     cell_size=self.cell_size,
+                     cell_overhead=self.cell_overhead,
+                     loss_unit="cell" if self.loss_per_cell else "frame")
         return d
 
 
@@ -190,10 +265,13 @@ def _negative(value, num):
 
 
 def parse_rate(value):
-    """"30Mbit", "250kbit", "1.5Gbit", "9600bit" (optionally "/s") -> bit/s.
+    """"30Mbit", "250kbit", "1.5Gbit", "9600bit" (optionally "/s") -> bit/s;
+    "unlimited" -> 0 (no serialisation at all).
 
     Units are decimal (k = 1000) and in bits, as tc writes them; "bps" is
     refused because tc reads it as bytes per second."""
+    if value == UNLIMITED:
+        return 0
     num, unit = _split(value, "30Mbit")
     _negative(value, num)
     u = unit.lower()
@@ -270,6 +348,19 @@ def parse_queue(value):
         return "bytes", n
     raise _ValueError(f"unknown queue unit in {value!r}; use packets or "
                       f"bytes (B, kB, KiB, MB, MiB), e.g. \"100 packets\"")
+
+
+def parse_bytes(value, lo, hi):
+    """"-14B", "104B" -> whole bytes in [lo, hi] (may be negative)."""
+    num, unit = _split(value, "104B")
+    if unit != "B":
+        raise _ValueError(f"write {value!r} in bytes, such as \"104B\"")
+    if num != num.to_integral_value():
+        raise _ValueError(f"{value!r} is not a whole number of bytes")
+    n = int(num)
+    if not lo <= n <= hi:
+        raise _ValueError(f"{value!r} is out of range ({lo}B to {hi}B)")
+    return n
 
 
 # ---- file reading ---------------------------------------------------------
@@ -363,10 +454,38 @@ def _direction(raw, err, prefix):
 
     kind, n = field("queue", parse_queue) if "queue" in raw else \
         parse_queue(DEFAULT_QUEUE)
+
+    over = field("packet_overhead", parse_bytes, -OVERHEAD_MAX_BYTES,
+                 OVERHEAD_MAX_BYTES) if "packet_overhead" in raw else 0
+    cell = field("cell_size", parse_bytes, 1, OVERHEAD_MAX_BYTES) \
+        if "cell_size" in raw else 0
+    cover = 0
+    if "cell_overhead" in raw:
+        if not cell:
+            err(prefix + "cell_overhead", "given without cell_size; set "
+                "cell_size too or remove it")
+        cover = field("cell_overhead", parse_bytes, -cell + 1,
+                      CELL_OVERHEAD_MAX_BYTES)
+    unit = raw.get("loss_unit", "frame")
+    if unit not in LOSS_UNITS:
+        err(prefix + "loss_unit", f"{unit!r} is not a loss unit; use "
+            f"\"frame\" or \"cell\"")
+    if unit == "cell":
+        if not cell:
+            err(prefix + "loss_unit", "\"cell\" needs cell_size (the "
+                "loss model then draws once per cell)")
+        if model != "bernoulli":
+            err(prefix + "loss_unit", "\"cell\" works with loss_model "
+                "\"bernoulli\" only")
+    if rate == 0 and (over or cell):
+        err(prefix + "rate", "\"unlimited\" sends nothing to count "
+            "packet_overhead or cells against; give a rate or remove them")
     return Direction(rate_bps=rate, delay_us=delay, jitter_us=jitter,
                      loss_model=model, loss=loss, ge=ge,
                      queue_packets=n if kind == "packets" else None,
-                     queue_bytes=n if kind == "bytes" else None)
+                     queue_bytes=n if kind == "bytes" else None,
+                     packet_overhead=over, cell_size=cell,
+                     cell_overhead=cover, loss_per_cell=unit == "cell")
 
 
 def parse_profile(text, path, name):
@@ -471,8 +590,9 @@ def load_all(directory=PROFILE_DIR):
 
 
 def serialisation_us(frame_bytes, rate_bps):
-    """Time to clock frame_bytes onto a link of rate_bps, in microseconds."""
-    return frame_bytes * 8 * 1e6 / rate_bps
+    """Time to clock frame_bytes onto a link of rate_bps, in microseconds
+    (0 at an unlimited rate, rate_bps 0)."""
+    return frame_bytes * 8 * 1e6 / rate_bps if rate_bps else 0.0
 
 
 def frames_in_flight(rate_bps, seconds, frame_bytes):

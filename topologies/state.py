@@ -8,7 +8,9 @@ run's own pid and start time say whether the run is still alive.
 
 Only one run at a time may own the network names (mqbs1, mqbs2, ...):
 /run/mqb/lock is held with flock for the whole run, and the kernel drops
-the lock when the holder dies, however it dies.
+the lock when the holder dies, however it dies. A run that finds it held
+says so in one line and waits for it (LOCK_TIMEOUT_S by default, or
+MQB_LOCK_TIMEOUT seconds), then gives up with one line.
 """
 import contextlib
 import fcntl
@@ -23,6 +25,17 @@ from . import procs
 
 STATE_DIR = os.environ.get("MQB_STATE_DIR", "/run/mqb")
 FORMAT = "mqb-run-state/1"
+LOCK_TIMEOUT_S = 600.0
+LOCK_POLL_S = 0.1
+
+
+def lock_timeout_default():
+    """MQB_LOCK_TIMEOUT (seconds) if set and valid, else LOCK_TIMEOUT_S."""
+    try:
+        v = float(os.environ.get("MQB_LOCK_TIMEOUT", ""))
+    except ValueError:
+        return LOCK_TIMEOUT_S
+    return v if v >= 0 else LOCK_TIMEOUT_S
 
 # Every name the dumbbell may create in the root namespace (cleanup's
 # sweep deletes only names that match).
@@ -75,24 +88,58 @@ class Busy(Exception):
 
 
 class Lock:
+    """The network's lock: one run at a time builds and uses it."""
+
     def __init__(self, directory=None):
         self.dir = directory or STATE_DIR
         self.path = os.path.join(self.dir, "lock")
         self.fd = None
 
-    def acquire(self):
+    def _try(self):
+        """One attempt: True if taken (self.fd set), else the holder's
+        pid as it wrote it ("" if unknown). Signals wait meanwhile, so a
+        lock taken is always a lock recorded in self.fd."""
+        with signals_held():
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace")
+                os.close(fd)
+                return holder.strip()
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            self.fd = fd
+            return True
+
+    def acquire(self, timeout=0.0, log=None):
+        """Take the lock. If another run holds it, say so once through
+        log (one line) and wait up to `timeout` seconds for it; then raise
+        Busy. timeout 0: do not wait. Ctrl-C and other signals interrupt
+        the wait as usual."""
         os.makedirs(self.dir, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise Busy(f"another run (pid {holder or '?'}) is using the "
-                       f"test network; wait for it to end") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self.fd = fd
+        deadline = time.monotonic() + timeout
+        holder = self._try()
+        if holder is True:
+            return
+        if timeout > 0 and log:
+            log(f"waiting: another run (pid {holder or '?'}) holds the "
+                f"test network ({self.path}); waiting up to "
+                f"{timeout:g} s for it")
+        while time.monotonic() < deadline:
+            time.sleep(min(LOCK_POLL_S, max(0.0, deadline -
+                                            time.monotonic())))
+            got = self._try()
+            if got is True:
+                return
+            holder = got or holder
+        if timeout > 0:
+            raise Busy(f"another run (pid {holder or '?'}) held the test "
+                       f"network for {timeout:g} s; try again when it has "
+                       f"ended (or wait longer: --lock-timeout, "
+                       f"MQB_LOCK_TIMEOUT)")
+        raise Busy(f"another run (pid {holder or '?'}) is using the test "
+                   f"network; wait for it to end")
 
     def release(self):
         if self.fd is not None:

@@ -45,6 +45,17 @@ int linkem_dir_config_check(const linkem_dir_config *c)
 	default:
 		return LINKEM_ERR_INVALID;
 	}
+	if (c->packet_overhead < -LINKEM_OVERHEAD_MAX ||
+	    c->packet_overhead > LINKEM_OVERHEAD_MAX ||
+	    c->cell_size > LINKEM_OVERHEAD_MAX ||
+	    c->cell_overhead > LINKEM_CELL_OVERHEAD_MAX)
+		return LINKEM_ERR_INVALID;
+	/* a cell is sent as at least nothing; cells need a size */
+	if (c->cell_size == 0 ? c->cell_overhead != 0 :
+	                        c->cell_overhead < -(int64_t)c->cell_size)
+		return LINKEM_ERR_INVALID;
+	if (c->loss_per_cell && c->cell_size == 0)
+		return LINKEM_ERR_INVALID;
 	return 0;
 }
 
@@ -121,6 +132,35 @@ void linkem_frame_del(linkem_frame *f)
 
 /* ---- one direction ------------------------------------------------------- */
 
+/* len + packet_overhead, never below 0 */
+static uint64_t with_overhead(const linkem_dir_config *c, uint64_t len)
+{
+	int64_t l = (int64_t)len + c->packet_overhead;
+
+	return l > 0 ? (uint64_t)l : 0;
+}
+
+uint64_t linkem_cells(const linkem_dir_config *c, uint64_t len)
+{
+	uint64_t l = with_overhead(c, len), n;
+
+	if (c->cell_size == 0)
+		return 1;
+	n = (l + c->cell_size - 1) / c->cell_size;
+	return n ? n : 1;
+}
+
+uint64_t linkem_wire_bytes(const linkem_dir_config *c, uint64_t len)
+{
+	uint64_t l = with_overhead(c, len);
+
+	if (c->cell_size == 0)
+		return l;
+	/* netem's packet_time_ns: whole cells, the last one padded */
+	return (l + c->cell_size - 1) / c->cell_size *
+	       (uint64_t)((int64_t)c->cell_size + c->cell_overhead);
+}
+
 int64_t linkem_ser_ns(uint64_t len, uint64_t rate_bps, uint64_t *frac)
 {
 	uint64_t bits_ns = len * 8 * NS_PER_S;
@@ -137,8 +177,9 @@ int linkem_dir_init(linkem_dir *d, const linkem_dir_config *c, uint64_t seed,
 	memset(d, 0, sizeof(*d));
 	d->cfg = *c;
 	linkem_rng_seed(&d->rng, seed, stream);
+	linkem_rng_seed(&d->jitter_rng, seed, stream + LINKEM_JITTER_STREAM);
 	d->tx_free_ns = INT64_MIN;
-	d->last_depart_ns = INT64_MIN;
+	d->dep_ns = INT64_MIN;
 	stats_hist_init(&d->queue_delay);
 	stats_hist_init(&d->timing_error);
 	return 0;
@@ -170,8 +211,8 @@ static void advance_started(linkem_dir *d, int64_t now)
 	d->first_waiting = f;
 }
 
-/* The loss model's verdict on one arriving frame: 1 = lose it. */
-static int loss_decide(linkem_dir *d)
+/* One step of the loss model (a frame, or a cell of one): 1 = lost. */
+static int loss_step(linkem_dir *d)
 {
 	const linkem_dir_config *c = &d->cfg;
 	int lost;
@@ -198,21 +239,46 @@ static int loss_decide(linkem_dir *d)
 	}
 }
 
+/* The loss model's verdict on a frame of len bytes: 1 = lose it. Per cell,
+ * every cell is drawn (the Gilbert-Elliott chain steps once per cell). */
+static int loss_decide(linkem_dir *d, size_t len)
+{
+	uint64_t n, i;
+	int lost = 0;
+
+	if (d->cfg.loss_model == LINKEM_LOSS_NONE)
+		return 0;
+	n = d->cfg.loss_per_cell ? linkem_cells(&d->cfg, len) : 1;
+	for (i = 0; i < n; i++)
+		lost |= loss_step(d);
+	return lost;
+}
+
+/* (a_ns + a_frac/rate) < (b_ns + b_frac/rate), both fractions < rate */
+static int exact_before(int64_t a_ns, uint64_t a_frac, int64_t b_ns,
+                        uint64_t b_frac)
+{
+	return a_ns != b_ns ? a_ns < b_ns : a_frac < b_frac;
+}
+
 int linkem_dir_input(linkem_dir *d, const uint8_t *data, size_t len,
                      int64_t now)
 {
 	const linkem_dir_config *c = &d->cfg;
 	linkem_frame *f;
-	int64_t start_ns, end_ns, start_up, end_up, delay, depart, ser;
-	uint64_t start_frac, end_frac, ser_frac;
+	int64_t start_ns, end_ns, start_up, delay, ser = 0;
+	int64_t dep_ns, min_ns;
+	uint64_t start_frac, end_frac, ser_frac = 0, dep_frac, min_frac;
 	int busy;
 
 	if (len == 0 || len > LINKEM_FRAME_MAX)
 		return LINKEM_ERR_INVALID;
 	d->st.frames_in++;
 	d->st.bytes_in += len;
+	if (len > d->st.frame_max)
+		d->st.frame_max = len;
 
-	if (loss_decide(d)) {
+	if (loss_decide(d, len)) {
 		d->st.dropped_loss++;
 		d->st.bytes_dropped_loss += len;
 		return LINKEM_DROPPED_LOSS;
@@ -248,7 +314,8 @@ int linkem_dir_input(linkem_dir *d, const uint8_t *data, size_t len,
 		start_frac = 0;
 	}
 	if (c->rate_bps != 0) {
-		ser = linkem_ser_ns(len, c->rate_bps, &ser_frac);
+		ser = linkem_ser_ns(linkem_wire_bytes(c, len), c->rate_bps,
+		                    &ser_frac);
 		end_frac = start_frac + ser_frac; /* < 2 * rate, no overflow */
 		end_ns = start_ns + ser + (int64_t)(end_frac / c->rate_bps);
 		end_frac %= c->rate_bps;
@@ -261,24 +328,39 @@ int linkem_dir_input(linkem_dir *d, const uint8_t *data, size_t len,
 
 	/* whole-ns times round up: a frame is not out before its last bit */
 	start_up = start_ns + (start_frac != 0);
-	end_up = end_ns + (end_frac != 0);
 
 	delay = c->delay_ns;
 	if (c->jitter_ns > 0) {
 		delay += (int64_t)linkem_rng_below(
-			         &d->rng, 2 * (uint64_t)c->jitter_ns + 1) -
+			         &d->jitter_rng,
+			         2 * (uint64_t)c->jitter_ns + 1) -
 		         c->jitter_ns;
 		if (delay < 0)
 			delay = 0;
 	}
-	depart = end_up + delay;
-	if (depart < d->last_depart_ns)
-		depart = d->last_depart_ns; /* never overtake the frame ahead */
-	d->last_depart_ns = depart;
+	/* departure, exactly: end of serialisation + delay, but not before
+	 * the frame ahead has left plus this frame's own serialisation time
+	 * (jitter never reorders, nor packs frames tighter than the rate) */
+	dep_ns = end_ns + delay;
+	dep_frac = end_frac;
+	if (d->dep_ns != INT64_MIN) {
+		min_frac = d->dep_frac + ser_frac;
+		min_ns = d->dep_ns + ser;
+		if (c->rate_bps != 0) {
+			min_ns += (int64_t)(min_frac / c->rate_bps);
+			min_frac %= c->rate_bps;
+		}
+		if (exact_before(dep_ns, dep_frac, min_ns, min_frac)) {
+			dep_ns = min_ns;
+			dep_frac = min_frac;
+		}
+	}
+	d->dep_ns = dep_ns;
+	d->dep_frac = dep_frac;
 
 	f->arrival_ns = now;
 	f->start_ns = start_up;
-	f->depart_ns = depart;
+	f->depart_ns = dep_ns + (dep_frac != 0);
 	if (d->tail)
 		d->tail->next = f;
 	else

@@ -9,16 +9,26 @@
  * times.
  *
  * Per frame, in this order:
- *   1. the loss model (none, Bernoulli, Gilbert-Elliott) decides at arrival;
+ *   1. the loss model (none, Bernoulli, Gilbert-Elliott) decides at arrival,
+ *      once per frame or, with loss_per_cell, once per cell of the frame
+ *      (the frame is lost if any of its cells is);
  *   2. the drop-tail check: a frame that would have to wait for the
  *      transmitter is dropped when the frames already waiting reach
  *      queue_packets, or their bytes plus its own exceed queue_bytes;
- *   3. FIFO serialisation at rate_bps: the transmitter's next-free time is
- *      kept as an exact rational (ns + frac/rate_bps), so back-to-back
- *      frames are spaced by exactly len*8/rate with no rounding drift;
+ *   3. FIFO serialisation at rate_bps of the frame's wire size
+ *      (linkem_wire_bytes: the frame plus packet_overhead, in cells of
+ *      cell_size + cell_overhead bytes when cell_size is set, as netem's
+ *      "rate R PACKETOVERHEAD CELLSIZE CELLOVERHEAD"): the transmitter's
+ *      next-free time is kept as an exact rational (ns + frac/rate_bps), so
+ *      back-to-back frames are spaced by exactly their serialisation time
+ *      with no rounding drift;
  *   4. the delay line: departure = end of serialisation + delay + a uniform
  *      jitter in [-jitter, +jitter] (delay + jitter never below 0), then
- *      raised to the previous departure so frames never reorder.
+ *      raised to the previous departure plus the frame's own serialisation
+ *      time (also exact), so frames never reorder and never leave closer
+ *      together than the link rate allows.
+ * Jitter draws from its own PRNG stream, apart from the loss model's, so
+ * turning jitter on or off does not change which frames are lost.
  * Because serialisation is FIFO and deterministic, the whole schedule of a
  * frame is fixed when it is accepted; one FIFO holds every accepted frame
  * (waiting, being sent, in flight) in departure order. Only the waiting
@@ -49,10 +59,19 @@
 #define LINKEM_RATE_MAX 1000000000000ull
 /* Longest delay or jitter accepted: 1000 s. */
 #define LINKEM_DELAY_MAX_NS 1000000000000ll
+/* Framing bounds: |packet_overhead| and cell_size up to 65535 bytes,
+ * cell_overhead up to 1000; wire sizes then stay below 2^27 bytes, so
+ * wire * 8e9 + frac keeps inside 64 bits. */
+#define LINKEM_OVERHEAD_MAX 65535
+#define LINKEM_CELL_OVERHEAD_MAX 1000
+/* Stream of a direction's jitter draws: its loss stream plus this, so the
+ * two never share a sequence. */
+#define LINKEM_JITTER_STREAM 0x100000000ull
 
-/* Error codes: negative, 0 is success. */
-#define LINKEM_ERR_INVALID -1 /* argument out of range */
-#define LINKEM_ERR_NOMEM -2   /* allocation failed */
+/* Error codes: negative, 0 is success; -6xx is the emulator's range
+ * (codec -1xx, transport -2xx, client -3xx, measure -4xx, cli -5xx). */
+#define LINKEM_ERR_INVALID -601 /* argument out of range */
+#define LINKEM_ERR_NOMEM -602   /* allocation failed */
 
 /* What linkem_dir_input did with a frame. */
 #define LINKEM_ACCEPTED 0
@@ -77,6 +96,15 @@ typedef struct linkem_dir_config {
 	double ge_p, ge_r, ge_lb, ge_lg;
 	uint64_t queue_packets; /* drop-tail limit on waiting frames */
 	uint64_t queue_bytes;   /* limit on their bytes; 0 = none */
+	/* Link-layer framing, as netem's rate options: every frame counts
+	 * packet_overhead more bytes (may be negative, e.g. -14 for a link
+	 * without the Ethernet header); with cell_size > 0 the result is cut
+	 * into cells of cell_size bytes, each sent as cell_size +
+	 * cell_overhead bytes. */
+	int64_t packet_overhead;
+	uint64_t cell_size;     /* 0 = no cells */
+	int64_t cell_overhead;
+	int loss_per_cell;      /* the loss model draws once per cell */
 } linkem_dir_config;
 
 /* xoshiro256** state; seeded through splitmix64. */
@@ -95,6 +123,7 @@ typedef struct linkem_frame {
 
 typedef struct linkem_dir_stats {
 	uint64_t frames_in, bytes_in;
+	uint64_t frame_max; /* largest frame handed in, bytes */
 	uint64_t frames_out, bytes_out;
 	uint64_t dropped_loss, bytes_dropped_loss;
 	uint64_t dropped_queue, bytes_dropped_queue;
@@ -102,13 +131,17 @@ typedef struct linkem_dir_stats {
 
 typedef struct linkem_dir {
 	linkem_dir_config cfg;
-	linkem_rng rng;
+	linkem_rng rng;        /* the loss model's draws */
+	linkem_rng jitter_rng; /* the jitter's draws */
 	int ge_bad; /* Gilbert-Elliott: currently in the bad state */
 
 	/* transmitter free from tx_free_ns + tx_free_frac / rate_bps on */
 	int64_t tx_free_ns;
 	uint64_t tx_free_frac;
-	int64_t last_depart_ns;
+	/* the last departure, exactly: dep_ns + dep_frac / rate_bps
+	 * (INT64_MIN before the first) */
+	int64_t dep_ns;
+	uint64_t dep_frac;
 
 	/* every accepted frame not yet popped, in departure order */
 	linkem_frame *head, *tail;
@@ -142,6 +175,16 @@ linkem_frame *linkem_frame_new(size_t len);
 void linkem_frame_del(linkem_frame *f);
 
 /*
+ * Bytes the link sends for a frame of len bytes under c's framing: len +
+ * packet_overhead (at least 0), rounded up to whole cells of cell_size
+ * bytes, each counted as cell_size + cell_overhead.
+ */
+uint64_t linkem_wire_bytes(const linkem_dir_config *c, uint64_t len);
+
+/* Cells of a frame of len bytes (at least 1); 1 without cells. */
+uint64_t linkem_cells(const linkem_dir_config *c, uint64_t len);
+
+/*
  * Serialisation time of len bytes at rate_bps as whole ns plus a remainder
  * in units of 1/rate_bps ns: len * 8e9 = ns * rate + frac. rate_bps > 0.
  */
@@ -149,8 +192,9 @@ int64_t linkem_ser_ns(uint64_t len, uint64_t rate_bps, uint64_t *frac);
 
 /*
  * Set up d with the configuration c (copied; checked by the caller with
- * linkem_dir_config_check) and PRNG stream `stream` of `seed`. Returns 0 or
- * LINKEM_ERR_INVALID.
+ * linkem_dir_config_check): the loss model draws from PRNG stream `stream`
+ * of `seed`, the jitter from stream `stream` + LINKEM_JITTER_STREAM.
+ * Returns 0 or LINKEM_ERR_INVALID.
  */
 int linkem_dir_init(linkem_dir *d, const linkem_dir_config *c, uint64_t seed,
                     uint64_t stream);

@@ -35,6 +35,11 @@ static uint32_t frame_seq(const linkem_frame *f)
 	return s;
 }
 
+static int linkem_config_ok(const linkem_dir_config *c)
+{
+	return linkem_dir_config_check(c) == 0;
+}
+
 static void init_dir(linkem_dir *d, uint64_t rate, int64_t delay,
                      int64_t jitter, uint64_t qpk, uint64_t qbytes)
 {
@@ -273,6 +278,250 @@ static void test_jitter(void)
 	}
 	TT_CHECK(ok);
 	linkem_dir_free(&d);
+}
+
+/* Jitter never packs frames tighter than the link rate: each departure is
+ * at least the frame's own serialisation time after the one ahead (the old
+ * max(own, previous departure) let a frame leave at the same instant as
+ * the frame ahead), and the exact spacing does not drift. */
+static void test_jitter_keeps_rate(void)
+{
+	linkem_dir d;
+	linkem_frame *f;
+	const uint64_t rate = 3000000;
+	const size_t len = 1000; /* 2666666.67 ns each */
+	const int n = 5000;
+	int64_t prev = INT64_MIN, first = 0, last = 0;
+	uint64_t frac;
+	int64_t ser = linkem_ser_ns(len, rate, &frac);
+	int k, ok = 1, tight = 0;
+
+	/* frames at exactly the rate, jitter far larger than the spacing:
+	 * without the rule, a frame that draws less delay than the one
+	 * ahead would leave with it */
+	init_dir(&d, rate, 20 * MS, 10 * MS, 100000, 0);
+	for (k = 0; k < n; k++)
+		input_seq(&d, (uint32_t)k, len, exact_ceil((uint64_t)k, len,
+		                                            rate));
+	for (k = 0; k < n; k++) {
+		f = linkem_dir_pop(&d, INT64_MAX - 1);
+		ok &= f && frame_seq(f) == (uint32_t)k;
+		if (!f)
+			break;
+		if (k == 0)
+			first = f->depart_ns;
+		else {
+			/* whole ns of an exact spacing of ser + frac/rate */
+			ok &= f->depart_ns - prev >= ser;
+			tight += f->depart_ns - prev <= ser + 1;
+		}
+		prev = last = f->depart_ns;
+		linkem_frame_del(f);
+	}
+	TT_CHECK(ok);
+	/* the rule did bind, often: back-to-back departures */
+	TT_CHECK(tight > n / 10);
+	/* no drift: n-1 spacings of exactly len*8/rate at the least, and the
+	 * whole schedule stays within delay + jitter of the arrivals */
+	TT_CHECK(last - first >= exact_ceil((uint64_t)n - 1, len, rate) - 1);
+	TT_CHECK(counters_add_up(&d));
+	linkem_dir_free(&d);
+
+	/* no jitter: the rule never moves a frame; the schedule is exact */
+	init_dir(&d, rate, 20 * MS, 0, 100000, 0);
+	for (k = 0; k < 200; k++)
+		input_seq(&d, (uint32_t)k, len, 0);
+	ok = 1;
+	for (k = 1; k <= 200; k++) {
+		f = linkem_dir_pop(&d, INT64_MAX - 1);
+		ok &= f && f->depart_ns == exact_ceil((uint64_t)k, len, rate) +
+		                                   20 * MS;
+		linkem_frame_del(f);
+	}
+	TT_CHECK(ok);
+	linkem_dir_free(&d);
+}
+
+/* Run n frames of len bytes, 1 ms apart, through c; write which were lost
+ * (1) into lost[]. Returns the number lost. */
+static int lost_pattern(const linkem_dir_config *c, int n, size_t len,
+                        char *lost)
+{
+	linkem_dir d;
+	linkem_frame *f;
+	int k, count = 0;
+
+	if (linkem_dir_init(&d, c, 5, 1) != 0)
+		return -1;
+	for (k = 0; k < n; k++) {
+		lost[k] = input_seq(&d, (uint32_t)k, len, k * MS) ==
+		          LINKEM_DROPPED_LOSS;
+		count += lost[k];
+		while ((f = linkem_dir_pop(&d, k * MS)) != NULL)
+			linkem_frame_del(f);
+	}
+	linkem_dir_free(&d);
+	return count;
+}
+
+/* Jitter has its own random stream: turning it on does not change which
+ * frames the loss model drops (it did when both drew from one stream). */
+static void test_jitter_own_stream(void)
+{
+	static char a[20000], b[20000];
+	linkem_dir_config c;
+	int n = 20000, la, lb;
+
+	linkem_dir_config_default(&c);
+	c.rate_bps = 10000000;
+	c.delay_ns = 5 * MS;
+	c.loss_model = LINKEM_LOSS_BERNOULLI;
+	c.loss_p = 0.05;
+	la = lost_pattern(&c, n, 200, a);
+	c.jitter_ns = 2 * MS;
+	lb = lost_pattern(&c, n, 200, b);
+	TT_CHECK(la > 800 && la < 1200);
+	TT_CHECK(la == lb && memcmp(a, b, (size_t)n) == 0);
+
+	/* Gilbert-Elliott draws twice per frame: the same holds */
+	c.loss_model = LINKEM_LOSS_GE;
+	c.ge_p = 0.01;
+	c.ge_r = 0.3;
+	c.ge_lb = 0.9;
+	c.ge_lg = 0.001;
+	c.jitter_ns = 0;
+	la = lost_pattern(&c, n, 200, a);
+	c.jitter_ns = 3 * MS;
+	lb = lost_pattern(&c, n, 200, b);
+	TT_CHECK(la > 0 && la == lb && memcmp(a, b, (size_t)n) == 0);
+
+	/* and the jitter stream is not the loss stream of the other
+	 * direction (stream 1 of the same seed) */
+	{
+		linkem_rng j, l;
+		int k, same = 0;
+
+		linkem_rng_seed(&j, 5, 0 + LINKEM_JITTER_STREAM);
+		linkem_rng_seed(&l, 5, 1);
+		for (k = 0; k < 100; k++)
+			same += linkem_rng_next(&j) == linkem_rng_next(&l);
+		TT_CHECK(same == 0);
+	}
+}
+
+/* Link-layer framing, netem's way: overhead per frame, then whole cells of
+ * cell_size + cell_overhead bytes. */
+static void test_framing(void)
+{
+	linkem_dir_config c;
+	linkem_dir d;
+	linkem_frame *f;
+	int k, ok = 1;
+
+	linkem_dir_config_default(&c);
+	TT_CHECK(linkem_wire_bytes(&c, 1514) == 1514);
+	TT_CHECK(linkem_cells(&c, 1514) == 1);
+	c.packet_overhead = 24; /* e.g. preamble, FCS, inter-frame gap */
+	TT_CHECK(linkem_wire_bytes(&c, 1514) == 1538);
+	c.packet_overhead = -14; /* no Ethernet header on this link */
+	TT_CHECK(linkem_wire_bytes(&c, 98) == 84);
+	TT_CHECK(linkem_wire_bytes(&c, 10) == 0);
+	/* 802.15.4 + 6LoWPAN-like: 104-byte cells sent as 146 bytes */
+	c.cell_size = 104;
+	c.cell_overhead = 42;
+	TT_CHECK(linkem_cells(&c, 1514) == 15);           /* 1500 / 104 */
+	TT_CHECK(linkem_wire_bytes(&c, 1514) == 15 * 146);
+	TT_CHECK(linkem_cells(&c, 118) == 1);            /* exactly 104 */
+	TT_CHECK(linkem_cells(&c, 119) == 2);
+	TT_CHECK(linkem_wire_bytes(&c, 119) == 2 * 146);
+	TT_CHECK(linkem_cells(&c, 14) == 1);             /* never 0 */
+	/* ATM: 48-byte cells with 5 bytes of header each */
+	c.packet_overhead = 0;
+	c.cell_size = 48;
+	c.cell_overhead = 5;
+	TT_CHECK(linkem_wire_bytes(&c, 100) == 3 * 53);
+	TT_CHECK(linkem_config_ok(&c));
+
+	/* the transmitter serialises wire bytes: 250 kbit/s, 1514-byte frames
+	 * as 2190 bytes, 70.08 ms each, back to back */
+	linkem_dir_config_default(&c);
+	c.rate_bps = 250000;
+	c.packet_overhead = -14;
+	c.cell_size = 104;
+	c.cell_overhead = 42;
+	TT_CHECK(linkem_dir_init(&d, &c, 1, 0) == 0);
+	for (k = 0; k < 5; k++)
+		input_seq(&d, (uint32_t)k, 1514, 0);
+	for (k = 1; k <= 5; k++) {
+		f = linkem_dir_pop(&d, INT64_MAX - 1);
+		ok &= f && f->depart_ns == k * 70080 * US;
+		linkem_frame_del(f);
+	}
+	TT_CHECK(ok);
+	linkem_dir_free(&d);
+
+	/* out of range */
+	linkem_dir_config_default(&c);
+	c.cell_overhead = 5; /* overhead of cells without cells */
+	TT_CHECK(!linkem_config_ok(&c));
+	c.cell_size = 10;
+	c.cell_overhead = -11; /* a cell of less than nothing */
+	TT_CHECK(!linkem_config_ok(&c));
+	c.cell_overhead = LINKEM_CELL_OVERHEAD_MAX + 1;
+	TT_CHECK(!linkem_config_ok(&c));
+	linkem_dir_config_default(&c);
+	c.packet_overhead = -LINKEM_OVERHEAD_MAX - 1;
+	TT_CHECK(!linkem_config_ok(&c));
+	c.packet_overhead = 0;
+	c.loss_model = LINKEM_LOSS_BERNOULLI;
+	c.loss_per_cell = 1; /* per cell, but no cells */
+	TT_CHECK(!linkem_config_ok(&c));
+}
+
+/* Loss per cell: a frame is lost if any of its cells is, so a frame of k
+ * cells is lost with 1 - (1 - p)^k; Gilbert-Elliott steps once per cell. */
+static void test_loss_per_cell(void)
+{
+	static char lost[40000];
+	linkem_dir_config c;
+	const int n = 40000;
+	double p = 0.01, want, sd;
+	int got;
+
+	linkem_dir_config_default(&c);
+	c.loss_model = LINKEM_LOSS_BERNOULLI;
+	c.loss_p = p;
+	c.packet_overhead = -14;
+	c.cell_size = 104;
+	c.cell_overhead = 42;
+	c.loss_per_cell = 1;
+	/* 1294-byte frames: 1280 bytes, 13 cells */
+	TT_CHECK(linkem_cells(&c, 1294) == 13);
+	got = lost_pattern(&c, n, 1294, lost);
+	want = n * (1 - pow(1 - p, 13));
+	sd = sqrt(want * pow(1 - p, 13));
+	TT_CHECK(fabs(got - want) <= 3.2905 * sd);
+	/* one-cell frames: p */
+	got = lost_pattern(&c, n, 60, lost);
+	TT_CHECK(fabs(got - n * p) <= 3.2905 * sqrt(n * p * (1 - p)));
+	/* per frame (the default): p whatever the size */
+	c.loss_per_cell = 0;
+	got = lost_pattern(&c, n, 1294, lost);
+	TT_CHECK(fabs(got - n * p) <= 3.2905 * sqrt(n * p * (1 - p)));
+
+	/* Gilbert-Elliott, bursts of 1/r = 20 cells on average, all lost in
+	 * the bad state: 13-cell frames lose a whole burst's worth of cells
+	 * in one or two frames, so far fewer frames are lost than cells */
+	c.loss_model = LINKEM_LOSS_GE;
+	c.ge_p = 0.002;
+	c.ge_r = 0.05;
+	c.ge_lb = 1;
+	c.ge_lg = 0;
+	c.loss_per_cell = 1;
+	got = lost_pattern(&c, n, 1294, lost);
+	/* cells lost: n*13*p/(p+r) = 20000; bursts n*13*p*r/(p+r) ~ 1000,
+	 * each touching about 1 + 20/13 frames: ~2500 frames */
+	TT_CHECK(got > 1500 && got < 3500);
 }
 
 /* Run n frames through a lossy direction (rate 0, delay 0), return the
@@ -609,6 +858,10 @@ int main(void)
 	TT_RUN(test_rate_spacing);
 	TT_RUN(test_delay);
 	TT_RUN(test_jitter);
+	TT_RUN(test_jitter_keeps_rate);
+	TT_RUN(test_jitter_own_stream);
+	TT_RUN(test_framing);
+	TT_RUN(test_loss_per_cell);
 	TT_RUN(test_bernoulli);
 	TT_RUN(test_gilbert_elliott);
 	TT_RUN(test_droptail_packets);

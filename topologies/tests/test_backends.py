@@ -4,7 +4,6 @@ The netem backend cannot run on a kernel without sch_netem (like the
 project's CI machines), so its commands are checked here as data, and its
 live test skips with the reason.
 """
-import math
 import os
 
 import pytest
@@ -24,45 +23,64 @@ def direction(name):
 
 # ---- netem: command construction -------------------------------------------
 
+ROOT = ["tc", "qdisc", "replace", "dev", "mqbs1-bn", "root", "handle", "1:",
+        "netem"]
+CHILD = ["tc", "qdisc", "replace", "dev", "mqbs1-bn", "parent", "1:1",
+         "handle", "10:", "netem"]
+
+
 def test_netem_command_zigbee():
+    # The delay stage (root): loss at arrival, the delay, a limit no
+    # delay line reaches. The rate stage (its child): the transmitter
+    # and its queue, limit = queue 20 + the frame in transmission.
     cmds = backends.netem_commands("mqbs1-bn", direction("zigbee"))
-    # queue 20 + 1 in transmission + ceil(250k * 5ms / 12112 bit) = 1 in
-    # flight, no margin
-    assert cmds == [["tc", "qdisc", "replace", "dev", "mqbs1-bn", "root",
-                     "handle", "1:", "netem", "limit", "22",
-                     "delay", "5000us", "rate", "250000bit",
-                     "loss", "random", "1%"]]
+    assert cmds == [
+        ROOT + ["limit", "1000000", "delay", "5000us", "loss", "random",
+                "1%"],
+        CHILD + ["limit", "21", "rate", "250000bit"]]
 
 
 def test_netem_command_wifi():
-    (cmd,) = backends.netem_commands("mqbs2-bn", direction("wifi"))
-    args = cmd[cmd.index("netem") + 1:]
-    inflight = math.ceil(30e6 * 0.010 / (8 * 1514))        # 25 frames
-    assert inflight == 25
-    assert args == ["limit", str(100 + 1 + 25), "delay", "10000us",
-                    "rate", "30000000bit", "loss", "random", "2%"]
+    root, child = backends.netem_commands("mqbs1-bn", direction("wifi"))
+    assert root == ROOT + ["limit", "1000000", "delay", "10000us", "loss",
+                           "random", "2%"]
+    assert child == CHILD + ["limit", "101", "rate", "30000000bit"]
 
 
 @pytest.mark.parametrize("name", ["wifi", "zigbee", "4g", "3g", "ethernet"])
-def test_netem_limit_holds_queue_and_delay_line(name):
-    # The queue, the frame in transmission and the full-size frames on the
-    # delay line, rounded up, nothing more: a saturated link of full-size
-    # frames then keeps as many waiting as linkem's queue.
+def test_netem_queue_limit_is_linkems_queue(name):
+    """The rate stage's limit is the queue plus the frame being sent,
+    nothing for the delay line: the old single qdisc's limit also counted
+    every frame in flight, so small frames filled it and capped the rate
+    below the link's (e.g. 4g: 38 frames per 20 ms = 1900 frames/s at
+    most, 1.6 Mbit/s of 106-byte frames on a 4 Mbit/s link)."""
     d = direction(name)
-    inflight = d.rate_bps * d.delay_us / 1e6 / (8 * 1514)
-    assert backends.netem_limit(d) == \
-        d.queue_packets + 1 + math.ceil(inflight)
+    cmds = backends.netem_commands("x", d)
+    rate_stage = cmds[1][cmds[1].index("netem") + 1:]
+    assert rate_stage[:2] == ["limit", str(d.queue_packets + 1)]
+    delay_stage = cmds[0][cmds[0].index("netem") + 1:]
+    assert delay_stage[:2] == ["limit", str(backends.NETEM_DELAY_LIMIT)]
+    # how many frames the delay line holds at the rate, for the smallest
+    # frames: far below the delay stage's limit, and not in the queue's
+    smallest = 60
+    inflight = d.rate_bps * d.delay_us / 1e6 / (8 * smallest)
+    assert inflight < backends.NETEM_DELAY_LIMIT / 100
+    assert "rate" not in delay_stage
 
 
 def test_netem_no_token_bucket():
     # netem's own rate serialises every frame; an htb/tbf bucket would
     # let an isolated frame skip its serialisation time (module comment).
     for name in profiles.profile_names():
-        for cmd in backends.netem_commands("x", direction(name)):
+        d = direction(name)
+        if d.loss_per_cell:
+            continue
+        for cmd in backends.netem_commands("x", d):
             assert "htb" not in cmd and "tbf" not in cmd and \
                 "burst" not in cmd
-            assert cmd[cmd.index("rate") + 1] == \
-                f"{direction(name).rate_bps}bit"
+        if d.rate_bps:
+            cmd = backends.netem_commands("x", d)[1]
+            assert cmd[cmd.index("rate") + 1] == f"{d.rate_bps}bit"
 
 
 def test_netem_jitter_gemodel_and_bytes():
@@ -70,38 +88,88 @@ def test_netem_jitter_gemodel_and_bytes():
              'loss_model = "gilbert-elliott"\nqueue = "15140B"\n'
              '[gilbert_elliott]\np = "1%"\nr = "30%"\nloss_bad = "90%"\n'
              'loss_good = "0.1%"\n')
-    args = backends.netem_args(p.left_to_right)
-    assert args[args.index("delay"):args.index("delay") + 3] == \
-        ["delay", "20000us", "5000us"]
+    root, child = backends.netem_commands("mqbs1-bn", p.left_to_right)
+    args = root[root.index("netem") + 1:]
+    # jitter, and a rate no link has, which keeps the delay line in order
+    assert args[args.index("delay"):args.index("delay") + 5] == \
+        ["delay", "20000us", "5000us", "rate", backends.NETEM_ORDER_RATE]
     assert "distribution" not in args          # kernel's uniform draw
     assert args[args.index("loss"):] == \
         ["loss", "gemodel", "1%", "30%", "90%", "0.1%"]
-    # 10 frames of bytes, +1, in flight over 25 ms at 4 Mbit/s: 9
-    assert args[1] == str(10 + 1 + 9)
+    # 10 frames of bytes, +1 in transmission; loss only at arrival
+    assert child[child.index("netem") + 1:] == \
+        ["limit", "11", "rate", "4000000bit"]
+
+
+def test_netem_framing_and_what_it_cannot_do():
+    p = prof('rate = "250kbit"\ndelay = "5ms"\nloss = "1%"\n'
+             'packet_overhead = "-14B"\ncell_size = "104B"\n'
+             'cell_overhead = "42B"\n')
+    _, child = backends.netem_commands("x", p.left_to_right)
+    # netem's rate takes overhead, cell size and cell overhead in order
+    assert child[child.index("rate"):] == \
+        ["rate", "250000bit", "-14", "104", "42"]
+    p = prof('rate = "1Mbit"\ndelay = "5ms"\nloss = "1%"\n'
+             'packet_overhead = "24B"\n')
+    _, child = backends.netem_commands("x", p.left_to_right)
+    assert child[child.index("rate"):] == ["rate", "1000000bit", "24"]
+    # loss per cell has no netem equivalent: refused, in one line
+    d = direction("zigbee-6lowpan")
+    assert d.loss_per_cell
+    with pytest.raises(backends.BackendError) as ei:
+        backends.netem_commands("x", d)
+    assert str(ei.value) == ('loss per cell (loss_unit = "cell") has no '
+                             'netem equivalent; use --backend userspace')
+
+
+def test_netem_unlimited_rate_has_no_rate_stage():
+    (root,) = backends.netem_commands("x", direction("null"))
+    assert root[root.index("netem") + 1:] == \
+        ["limit", str(backends.NETEM_DELAY_LIMIT), "delay", "0us"]
 
 
 def test_netem_zero_loss_has_no_loss_clause():
     p = prof('rate = "1Mbit"\ndelay = "0ms"\nloss = "0%"\n')
-    assert "loss" not in backends.netem_args(p.left_to_right)
+    for cmd in backends.netem_commands("x", p.left_to_right):
+        assert "loss" not in cmd
 
 
 def test_tc_accepts_our_netem_commands(root):
     """Feed every command to the real tc on a veth in a throwaway
     namespace: tc parses netem's options itself before asking the kernel,
-    so a kernel without sch_netem still proves the syntax (its answer is
-    then "qdisc kind is unknown", never a parse error)."""
+    so a kernel without sch_netem still proves the syntax: tc exits 1
+    on a parse error before it sends anything, 2 with the kernel's
+    "Error: ..." once it has sent a message built from every option.
+    The rate stage needs a parent with class 1:1: where netem itself
+    cannot be made, an htb root stands in for the delay stage."""
     import subprocess
-    variants = [profiles.load_profile(n) for n in profiles.profile_names()]
+    variants = [profiles.load_profile(n) for n in profiles.profile_names()
+                if n != "zigbee-6lowpan"]
     variants.append(prof('rate = "4Mbit"\ndelay = "20ms"\njitter = "5ms"\n'
                          'loss_model = "gilbert-elliott"\n'
                          'queue = "64KiB"\n[gilbert_elliott]\np = "1%"\n'
                          'r = "30%"\nloss_bad = "90%"\nloss_good = "0.1%"\n'))
     variants.append(prof('rate = "1kbit"\ndelay = "0ms"\nloss = "0%"\n'))
+    variants.append(prof('rate = "250kbit"\ndelay = "5ms"\nloss = "1%"\n'
+                         'packet_overhead = "-14B"\ncell_size = "104B"\n'
+                         'cell_overhead = "42B"\n'))
+    variants.append(prof('rate = "10Gbit"\ndelay = "1ms"\nloss = "0%"\n'
+                         'packet_overhead = "24B"\n'))
     script = ["ip link add mqbp0 type veth peer name mqbp1 || exit 99"]
+    n = 0
     for p in variants:
         for d in profiles.DIRECTIONS:
             for cmd in backends.netem_commands("mqbp0", p.direction(d)):
+                if "parent" not in cmd:
+                    script.append("tc qdisc del dev mqbp0 root 2>/dev/null")
+                else:
+                    script.append(
+                        "tc qdisc show dev mqbp0 | grep -q 'netem 1:' || "
+                        "{ tc qdisc add dev mqbp0 root handle 1: htb && "
+                        "tc class add dev mqbp0 parent 1: classid 1:1 htb "
+                        "rate 1gbit; } >/dev/null 2>&1 || exit 98")
                 script.append(" ".join(cmd) + " 2>&1; echo rc=$?")
+                n += 1
     r = subprocess.run(["unshare", "--net", "sh", "-c", "\n".join(script)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
@@ -109,13 +177,17 @@ def test_tc_accepts_our_netem_commands(root):
     ok = 0
     for i, line in enumerate(results):
         if line.startswith("rc="):
-            if line == "rc=0":
-                ok += 1
-            else:
-                assert results[i - 1] == \
-                    "Error: Specified qdisc kind is unknown.", results[i - 1]
-                ok += 1
-    assert ok == 2 * len(variants)
+            if line != "rc=0":
+                assert line == "rc=2" and \
+                    results[i - 1].startswith("Error: "), results[i - 1]
+            ok += 1
+    assert ok == n and n >= 2 * len(variants)
+    # and a mistake is a parse error, not "unknown kind": the check bites
+    r = subprocess.run(["unshare", "--net", "sh", "-c", script[0] + "\n" +
+                        "tc qdisc add dev mqbp0 root netem rate 1mbit -14 "
+                        "104 42 bogus"], capture_output=True, text=True,
+                       timeout=10)
+    assert r.returncode == 1 and "What is \"bogus\"?" in r.stderr
 
 
 def test_netem_each_direction_shaped_once_where_it_leaves():
@@ -169,6 +241,20 @@ def test_linkem_args_gilbert_elliott():
     assert not any(a.startswith("--a2b-loss=") for a in args)
 
 
+def test_linkem_args_framing():
+    d = direction("zigbee-6lowpan")
+    args = backends.linkem_link_args(d, d)
+    for pre in ("a2b", "b2a"):
+        assert [a for a in args if a.startswith(f"--{pre}-")] == [
+            f"--{pre}-rate=250000", f"--{pre}-delay-us=5000",
+            f"--{pre}-loss=0.01", f"--{pre}-packet-overhead=-14",
+            f"--{pre}-cell-size=104", f"--{pre}-cell-overhead=42",
+            f"--{pre}-loss-unit=cell", f"--{pre}-queue-packets=20"]
+    d = direction("null")
+    assert backends.linkem_link_args(d, d)[:2] == \
+        ["--a2b-rate=0", "--a2b-delay-us=0"]
+
+
 def test_linkem_accepts_our_options(linkem, tmp_path):
     # The real binary parses every option we generate (no TAPs made:
     # --help after them stops it early) ... and rejects a bad one.
@@ -184,6 +270,11 @@ def test_linkem_accepts_our_options(linkem, tmp_path):
                            dumbbell_mod.MAX_SEED, "access-r99")),
                                "--help"], capture_output=True, text=True,
                        timeout=10)
+    assert r.returncode == 0, r.stderr
+    d = direction("zigbee-6lowpan")
+    r = subprocess.run([linkem, "--tap-a", "mqbt-x", "--tap-b", "mqbt-y"] +
+                       backends.linkem_link_args(d, d) + ["--help"],
+                       capture_output=True, text=True, timeout=10)
     assert r.returncode == 0, r.stderr
     r = subprocess.run([linkem, "--tap-a", "a", "--tap-b", "b",
                         "--a2b-rate=fast"], capture_output=True, text=True,
@@ -255,24 +346,33 @@ def test_netem_wiring_with_a_recording_tc(root, quiet_mininet, tmp_path,
         ns = {"root": os.readlink("/proc/self/ns/net"),
               "l1": os.readlink(f"/proc/{db.host('l1').pid}/ns/net"),
               "r1": os.readlink(f"/proc/{db.host('r1').pid}/ns/net")}
-    l2r = " ".join(backends.netem_args(p.left_to_right))
-    r2l = " ".join(backends.netem_args(p.right_to_left))
-    assert "1000000bit" in l2r and "2000000bit" in r2l
-    want = {
-        (ns["root"], "mqbs1-bn", l2r), (ns["root"], "mqbs2-bn", r2l),
-        (ns["l1"], "l1-eth0", l2r), (ns["root"], "mqbs1-l1", r2l),
-        (ns["root"], "mqbs2-r1", l2r), (ns["r1"], "r1-eth0", r2l),
-    }
+    def stages(d):
+        return {" ".join(c[c.index("netem") + 1:]): c[5]
+                for c in backends.netem_commands("x", d)}
+    l2r, r2l = stages(p.left_to_right), stages(p.right_to_left)
+    assert any("1000000bit" in a for a in l2r)
+    assert any("2000000bit" in a for a in r2l)
+    places = {(ns["root"], "mqbs1-bn", "l2r"), (ns["root"], "mqbs2-bn", "r2l"),
+              (ns["l1"], "l1-eth0", "l2r"), (ns["root"], "mqbs1-l1", "r2l"),
+              (ns["root"], "mqbs2-r1", "l2r"), (ns["r1"], "r1-eth0", "r2l")}
+    want = set()
+    for where, dev, d in places:
+        for args, parent in (l2r if d == "l2r" else r2l).items():
+            want.add((where, dev, parent, args))
     got = set()
     for line in log.read_text().splitlines():
         where, rest = line.split(" ", 1)
         if rest.startswith("qdisc replace"):
-            dev = rest.split()[3]
-            assert rest.startswith(f"qdisc replace dev {dev} root handle 1: "
-                                   f"netem "), rest
-            got.add((where, dev, rest.split(" netem ", 1)[1]))
+            w = rest.split()
+            dev, parent = w[3], w[4]
+            head = f"qdisc replace dev {dev} " + (
+                "root handle 1: netem " if parent == "root" else
+                "parent 1:1 handle 10: netem ")
+            assert rest.startswith(head), rest
+            got.add((where, dev, parent, rest[len(head):]))
     assert got == want
-    assert len(log.read_text().splitlines()) == 12   # 6 shaped, 6 read back
+    # 6 shaped directions, a delay and a rate stage each; 6 read back
+    assert len(log.read_text().splitlines()) == 6 * 2 + 6
     assert db.link_stats["links"]["bottleneck"]["left_to_right"] == \
         {"interface": "mqbs1-bn", "tc": []}
     assert db.problems == []

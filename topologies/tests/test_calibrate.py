@@ -103,3 +103,29 @@ def test_signal_during_the_baseline(linkem, tmp_path, sig, code, line):
             if n.startswith(f"{p.pid}.")] == []
     assert not [n for n in os.listdir("/sys/class/net")
                 if state.OUR_NAME_RE.match(n)]
+
+
+def test_readme_table_is_replaced_between_its_markers(tmp_path):
+    cal = _module()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{cal.README_BEGIN}\nold table\n"
+                      f"{cal.README_END}\nafter\n")
+    doc = {"profiles": [], "started_at": "20261130-010203", "seed": 1,
+           "versions": {"kernel": "6.18"}, "backend": "auto", "pass": True,
+           "seconds": 12.3}
+    cal.update_readme(str(readme), doc)
+    text = readme.read_text()
+    assert "old table" not in text
+    assert text.startswith(f"# x\n\nbefore\n{cal.README_BEGIN}\nMeasured by "
+                           f"`make calibrate` on 20261130-010203 (kernel "
+                           f"6.18, ")
+    assert "every check passed." in text
+    assert "| profile | backend |" in text
+    assert text.endswith(f"{cal.README_END}\nafter\n")
+    # the project's README has the markers make calibrate needs
+    with open(os.path.join(REPO, "README.md")) as f:
+        real = f.read()
+    assert real.index(cal.README_BEGIN) < real.index(cal.README_END)
+    (tmp_path / "bare.md").write_text("no markers\n")
+    with pytest.raises(cal._SaveError):
+        cal.update_readme(str(tmp_path / "bare.md"), doc)

@@ -257,19 +257,28 @@ def _up_with_orphan(*extra):
 def test_sigkill_then_cleanup_then_second_run(linkem, clean_before):
     before = clean_before
     proc, data, l1 = _up_with_orphan()
-
-    # While it lives, nobody else may touch the network.
-    r = subprocess.run([sys.executable, "-m", "topologies.cleanup"],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "is using the test network" in r.stderr
-    assert os.path.exists(f"/sys/class/net/{S1}")
-    r = subprocess.run([sys.executable, "-m", "topologies.dumbbell",
-                        "--profile", "3g", "--hosts", "1"], cwd=REPO,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1 and "another run" in r.stderr
-
-    proc.kill()
-    proc.wait()
+    try:
+        # While it lives, nobody else may touch the network: cleanup
+        # refuses at once, a second run waits (one line), then gives up.
+        r = subprocess.run([sys.executable, "-m", "topologies.cleanup"],
+                           cwd=REPO, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 1 and "is using the test network" in r.stderr
+        assert os.path.exists(f"/sys/class/net/{S1}")
+        r = subprocess.run([sys.executable, "-m", "topologies.dumbbell",
+                            "--profile", "3g", "--hosts", "1",
+                            "--lock-timeout", "1"], cwd=REPO,
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1
+        assert r.stderr.splitlines() == [
+            f"waiting: another run (pid {proc.pid}) holds the test network "
+            f"({state.STATE_DIR}/lock); waiting up to 1 s for it",
+            f"error: another run (pid {proc.pid}) held the test network for "
+            f"1 s; try again when it has ended (or wait longer: "
+            f"--lock-timeout, MQB_LOCK_TIMEOUT)"]
+    finally:
+        proc.kill()
+        proc.wait()
     # Left behind: the bridges, the orphan keeping l1's namespace (and
     # its veth) alive, the state file, the changed sysctls.
     assert os.path.exists(f"/sys/class/net/{S1}")
@@ -290,6 +299,33 @@ def test_sigkill_then_cleanup_then_second_run(linkem, clean_before):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert "l1 -> r1:" in r.stderr
+    assert our_ifaces() == []
+
+
+def test_a_second_run_waits_for_the_first(linkem, clean_before):
+    """Only one topology at a time: a run started while another holds the
+    network says so in one line, waits, and builds once the first has
+    torn down."""
+    first = _start_cli("--profile", "3g", "--hosts", "1", "--backend",
+                       "userspace", "--cmd", "l1", "sleep 2")
+    try:
+        _wait_for(first, "backend: userspace")
+        second = subprocess.Popen(
+            [sys.executable, "-m", "topologies.dumbbell", "--profile",
+             "zigbee", "--hosts", "1", "--backend", "userspace",
+             "--lock-timeout", "60"], cwd=REPO, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE)
+        err = _wait_for(second, "waiting: another run")
+        assert f"(pid {first.pid}) holds the test network" in err
+        assert first.wait(timeout=60) == 0
+        err += second.communicate(timeout=60)[1].decode()
+        assert second.returncode == 0, err
+        assert err.count("waiting:") == 1 and "l1 -> r1:" in err
+    finally:
+        for p in (first, locals().get("second")):
+            if p and p.poll() is None:
+                p.kill()
+                p.wait()
     assert our_ifaces() == []
 
 

@@ -53,9 +53,13 @@ def expect_error(tmp_path, name, text, field, *words):
     return msg
 
 
+# Shipped besides the dissertation's five.
+EXTRA = ("null", "zigbee-6lowpan")
+
+
 def test_shipped_profiles_are_the_table():
     loaded = profiles.load_all()
-    assert sorted(loaded) == sorted(TABLE)
+    assert sorted(loaded) == sorted(list(TABLE) + list(EXTRA))
     for name, (rate, delay, loss) in TABLE.items():
         p = loaded[name]
         assert p.applies == ("bottleneck",)
@@ -65,13 +69,53 @@ def test_shipped_profiles_are_the_table():
         assert d.loss == pytest.approx(loss, abs=1e-12)
         assert d.loss_model == "bernoulli" and d.ge is None
         assert d.queue_packets is not None and d.queue_bytes is None
+        # no framing: the dissertation's links are plain rate pipes
+        assert (d.packet_overhead, d.cell_size, d.cell_overhead) == \
+            (0, 0, 0) and not d.loss_per_cell
+
+
+def test_the_five_profiles_are_unchanged():
+    """The dissertation's profiles stay exactly as they were (their
+    digests), whatever else is added."""
+    want = {
+        "3g": "11fd6d407f77210f", "4g": "af83c05fa2ea6ae6",
+        "ethernet": "9255f5832a3e5f3b",
+        "wifi": "e44e265576306f8b", "zigbee": "21a7d6edf065dc67",
+    }
+    got = {n: profiles.load_profile(n).sha256[:16] for n in want}
+    assert got == want
+
+
+def test_null_profile_shapes_nothing():
+    d = profiles.load_profile("null").left_to_right
+    assert (d.rate_bps, d.delay_us, d.jitter_us, d.loss) == (0, 0, 0, 0.0)
+    assert d.serialisation_us(1514) == 0.0
+    assert profiles.load_profile("null").symmetric()
+
+
+def test_zigbee_6lowpan_framing():
+    """802.15.4 frames of 104 bytes of packet each, sent as 146: a
+    1294-byte frame (a 1280-byte IPv6-sized packet) is 13 radio frames,
+    lost with 1 - 0.99^13; a ping frame is one radio frame."""
+    p = profiles.load_profile("zigbee-6lowpan")
+    d = p.left_to_right
+    assert (d.rate_bps, d.delay_us) == (250_000, 5_000)
+    assert (d.packet_overhead, d.cell_size, d.cell_overhead) == \
+        (-14, 104, 42)
+    assert d.loss_per_cell and d.loss == pytest.approx(0.01)
+    assert d.cells(1294) == 13 and d.wire_bytes(1294) == 13 * 146
+    assert d.frame_loss(1294) == pytest.approx(1 - 0.99 ** 13)
+    assert d.cells(98) == 1 and d.frame_loss(98) == pytest.approx(0.01)
+    assert d.serialisation_us(98) == pytest.approx(146 * 8 / 0.25)
+    # the link's frame rate for full-size frames: 15 cells of 146 bytes
+    assert d.frame_rate_bps(1514) == pytest.approx(250_000 * 1514 / 2190)
 
 
 def test_shipped_queues_follow_the_documented_rule():
     # 2 x BDP at the base RTT in 1514-byte frames, >= 20, up to a
     # multiple of 10 (README.md).
-    for name, p in profiles.load_all().items():
-        d = p.left_to_right
+    for name in TABLE:
+        d = profiles.load_profile(name).left_to_right
         bdp = d.rate_bps * 2 * d.delay_us / 1e6 / 8 / 1514
         want = max(20, -(-int(2 * bdp * 1000) // 1000))
         want = -(-want // 10) * 10
@@ -241,3 +285,43 @@ def test_readme_examples_parse(tmp_path):
         load_file(write(tmp_path, f"example{i}", text))
     ge = load_file(write(tmp_path, "bursty", blocks[0]))
     assert ge.left_to_right.loss == pytest.approx(0.01, rel=1e-3)
+
+
+@pytest.mark.parametrize("extra,field,words", [
+    ('cell_overhead = "42B"\n', "cell_overhead", ("without cell_size",)),
+    ('loss_unit = "cell"\n', "loss_unit", ("needs cell_size",)),
+    ('loss_unit = "packet"\n', "loss_unit", ("not a loss unit",)),
+    ('cell_size = "104"\n', "cell_size", ("in bytes",)),
+    ('cell_size = "0B"\n', "cell_size", ("out of range",)),
+    ('cell_size = "10B"\ncell_overhead = "-10B"\n', "cell_overhead",
+     ("out of range",)),
+    ('packet_overhead = "-70000B"\n', "packet_overhead", ("out of range",)),
+    ('packet_overhead = "1.5B"\n', "packet_overhead", ("whole number",)),
+])
+def test_framing_errors(tmp_path, extra, field, words):
+    expect_error(tmp_path, "frm", GOOD + extra, field, *words)
+
+
+def test_loss_per_cell_needs_bernoulli(tmp_path):
+    expect_error(tmp_path, "gec",
+                 'rate = "1Mbit"\ndelay = "1ms"\ncell_size = "100B"\n'
+                 'loss_model = "gilbert-elliott"\nloss_unit = "cell"\n'
+                 '[gilbert_elliott]\np = "1%"\nr = "25%"\nloss_bad = "100%"\n'
+                 'loss_good = "0%"\n', "loss_unit", "bernoulli")
+
+
+def test_unlimited_rate(tmp_path):
+    p = load_file(write(tmp_path, "unl", text_with(rate='"unlimited"')))
+    assert p.left_to_right.rate_bps == 0
+    expect_error(tmp_path, "unl2", text_with(rate='"unlimited"') +
+                 'packet_overhead = "10B"\n', "rate", "unlimited")
+
+
+def test_framing_per_direction(tmp_path):
+    p = load_file(write(tmp_path, "asym", GOOD + '[right_to_left]\n'
+                        'packet_overhead = "24B"\n'))
+    assert p.right_to_left.packet_overhead == 24
+    assert p.left_to_right.packet_overhead == 0
+    assert p.right_to_left.wire_bytes(1514) == 1538
+    assert p.right_to_left.to_dict()["packet_overhead"] == 24
+    assert "packet_overhead" not in p.left_to_right.to_dict()

@@ -181,20 +181,48 @@ static double tv_sec(const struct timeval *tv)
 	return (double)tv->tv_sec + (double)tv->tv_usec / 1e6;
 }
 
+/*
+ * The main thread's time waiting on a run queue, runnable but not running
+ * (the second field of /proc/self/schedstat, ns): how much the CPU was
+ * contended for this process. 0, or -1 if the kernel does not tell.
+ */
+static int run_queue_delay_ns(uint64_t *wait_ns)
+{
+	FILE *f = fopen("/proc/self/schedstat", "r");
+	unsigned long long run, wait;
+	int n;
+
+	if (f == NULL)
+		return -1;
+	n = fscanf(f, "%llu %llu", &run, &wait);
+	fclose(f);
+	if (n != 2)
+		return -1;
+	*wait_ns = wait;
+	return 0;
+}
+
 json_t *report_resources(void)
 {
 	struct rusage ru;
 	double user, sys;
+	uint64_t wait_ns;
+	json_t *o;
 
 	if (getrusage(RUSAGE_SELF, &ru) != 0)
 		return json_null();
 	user = tv_sec(&ru.ru_utime);
 	sys = tv_sec(&ru.ru_stime);
-	return json_pack("{s:f, s:f, s:f, s:I, s:I, s:I}", "cpu_user_s", user,
-	                 "cpu_sys_s", sys, "cpu_total_s", user + sys,
-	                 "max_rss_kib", (json_int_t)ru.ru_maxrss,
-	                 "voluntary_ctx_switches", (json_int_t)ru.ru_nvcsw,
-	                 "involuntary_ctx_switches", (json_int_t)ru.ru_nivcsw);
+	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I}", "cpu_user_s", user,
+	              "cpu_sys_s", sys, "cpu_total_s", user + sys,
+	              "max_rss_kib", (json_int_t)ru.ru_maxrss,
+	              "voluntary_ctx_switches", (json_int_t)ru.ru_nvcsw,
+	              "involuntary_ctx_switches", (json_int_t)ru.ru_nivcsw);
+	if (o != NULL)
+		report_set(o, "run_queue_delay_us",
+		           run_queue_delay_ns(&wait_ns) == 0 ? report_us(wait_ns)
+		                                             : json_null());
+	return o;
 }
 
 long report_rss_kib(void)

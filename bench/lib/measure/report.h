@@ -58,8 +58,11 @@ json_t *report_u64(uint64_t v);
 json_t *report_hist(const struct stats_hist *h, int with_buckets);
 
 /*
- * CPU time (user, system, total, in seconds) and peak RSS (KiB) of this
- * process so far, from getrusage(RUSAGE_SELF).
+ * CPU time (user, system, total, in seconds), peak RSS (KiB) and context
+ * switches of this process so far, from getrusage(RUSAGE_SELF); and
+ * "run_queue_delay_us", the time its main thread spent runnable but
+ * waiting for a CPU (/proc/self/schedstat; null where the kernel does not
+ * keep it): what tells that the machine's CPUs were contended.
  */
 json_t *report_resources(void);
 

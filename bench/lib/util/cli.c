@@ -75,6 +75,32 @@ int cli_parse_u64(const char *opt, const char *arg, uint64_t min,
 	return 0;
 }
 
+int cli_parse_i64(const char *opt, const char *arg, int64_t min, int64_t max,
+                  int64_t *out)
+{
+	const char *digits = arg && arg[0] == '-' ? arg + 1 : arg;
+	long long v;
+	char *end;
+
+	if (digits == NULL || !isdigit((unsigned char)digits[0])) {
+		cli_error("%s: '%s' is not an integer", opt, arg ? arg : "");
+		return CLI_EBADARG;
+	}
+	errno = 0;
+	v = strtoll(arg, &end, 10);
+	if (*end != '\0') {
+		cli_error("%s: '%s' is not an integer", opt, arg);
+		return CLI_EBADARG;
+	}
+	if (errno == ERANGE || v < min || v > max) {
+		cli_error("%s: %s is out of range (%lld to %lld)", opt, arg,
+		          (long long)min, (long long)max);
+		return CLI_EBADARG;
+	}
+	*out = v;
+	return 0;
+}
+
 /* strtod, but only plain decimal notation: no hex, inf, nan or sign. */
 static int parse_real(const char *arg, double *v, char **end)
 {

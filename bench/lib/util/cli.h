@@ -33,6 +33,9 @@ void cli_die_usage(const char *fmt, ...)
 /* Unsigned integer in [min, max], decimal only; no sign, no suffix. */
 int cli_parse_u64(const char *opt, const char *arg, uint64_t min,
                   uint64_t max, uint64_t *out);
+/* Signed integer in [min, max], decimal only, an optional leading '-'. */
+int cli_parse_i64(const char *opt, const char *arg, int64_t min, int64_t max,
+                  int64_t *out);
 /* Finite real number in [min, max]. */
 int cli_parse_double(const char *opt, const char *arg, double min, double max,
                      double *out);

@@ -209,14 +209,32 @@ def test_ping_rtt_and_stats():
         assert s["bytes_in"] == n * frame and s["bytes_out"] == n * frame
         assert s["dropped_loss"] == 0 and s["dropped_queue"] == 0
         assert s["write_errors"] == 0
-        assert s["timing_error_us"]["count"] == n
-        assert s["queue_delay_us"]["max"] == 0    # frames 100 ms apart
+        assert s["timing_error"]["count"] == n
+        assert s["queue_delay"]["max_us"] == 0    # frames 100 ms apart
+        assert s["frame_max_bytes"] == frame and s["frames_above_mtu"] == 0
+        assert s["read_bursts"]["reads"] == n     # one frame per read
+        assert s["read_bursts"]["at_cap"] == 0
+        assert s["tap_dropped_in"] == 0 and s["tap_dropped_out"] == 0
         check_counters(s)
     # the kernel saw what linkem counted
     assert tx_a["tx"]["packets"] == st["a2b"]["frames_in"]
     assert rx_b["rx"]["packets"] == st["a2b"]["frames_out"]
+    # the TAPs' own counters, read where they are (tap_b was moved into
+    # namespace b): the kernel handed linkem every frame, took every one
+    assert st["taps"]["a"] == {"name": L.tap_a, "tx_packets": n,
+                               "tx_dropped": 0, "rx_packets": n,
+                               "rx_dropped": 0}
+    assert st["taps"]["b"]["name"] == L.tap_b
+    assert st["taps"]["b"]["tx_packets"] == n
     assert st["duration_s"] > 0.9
-    assert st["cpu_user_s"] >= 0 and st["max_rss_kb"] > 0
+    # the same names as loadgen's and sink's documents
+    assert st["tool"] == "linkem" and st["schema"] >= 1
+    assert "linkem" in st["meta"]["versions"]
+    r = st["resources"]
+    assert r["cpu_total_s"] >= 0 and r["max_rss_kib"] > 0
+    assert r["run_queue_delay_us"] >= 0
+    assert st["loop"]["busy"]["count"] > 0
+
 
 
 def test_rate_saturated_udp():
@@ -250,7 +268,7 @@ def test_rate_saturated_udp():
     # the kernel counts frames with their Ethernet header, as linkem does
     assert rx_b["bytes"] == a["bytes_out"]
     # a full queue of 100 frames of 1442 bytes at 20 Mb/s waits ~58 ms
-    assert 40_000 < a["queue_delay_us"]["p99"] < 70_000, a["queue_delay_us"]
+    assert 40_000 < a["queue_delay"]["p99_us"] < 70_000, a["queue_delay"]
 
 
 RECEIVER = """
@@ -282,18 +300,21 @@ for i in range(int(sys.argv[3])):
 """
 
 
+def send_counted(L, n, port):
+    """n datagrams a -> b (RECEIVER, SENDER); how many arrived."""
+    rcv = L.spawn(L.ns_b, sys.executable, "-c", RECEIVER, L.ip_b, str(port))
+    assert read_line(rcv, 10) == "bound\n"
+    L.in_ns(L.ns_a, sys.executable, "-c", SENDER, L.ip_b, str(port), str(n))
+    return int(rcv.stdout.readline())
+
+
 def test_bernoulli_loss_end_to_end():
     """Loss on a2b only: what the receiver misses is exactly what linkem
     dropped, and the drop rate lies in the binomial 99.9 % interval."""
     p, n, port = 0.2, 3000, 5301
     frame = 100 + 8 + 20 + 14
     with Link("--a2b-loss", str(p), "--seed", "7") as L:
-        rcv = L.spawn(L.ns_b, sys.executable, "-c", RECEIVER, L.ip_b,
-                      str(port))
-        assert read_line(rcv, 10) == "bound\n"
-        L.in_ns(L.ns_a, sys.executable, "-c", SENDER, L.ip_b, str(port),
-                str(n))
-        got = int(rcv.stdout.readline())
+        got = send_counted(L, n, port)
         st = L.stop()
     a, b = st["a2b"], st["b2a"]
     assert a["frames_in"] == n and a["bytes_in"] == n * frame
@@ -302,7 +323,8 @@ def test_bernoulli_loss_end_to_end():
     assert b["frames_in"] == 0
     sd = math.sqrt(n * p * (1 - p))
     assert abs(a["dropped_loss"] - n * p) <= 3.2905 * sd
-    assert st["config"]["a2b"]["loss"] == {"model": "bernoulli", "p": p}
+    assert st["config"]["a2b"]["loss"] == {"model": "bernoulli", "p": p,
+                                           "unit": "frame"}
     assert st["config"]["b2a"]["loss"] == {"model": "none"}
 
 
@@ -433,6 +455,15 @@ def test_errors():
                  ["--tap-a", a, "--tap-b", a],
                  ["--tap-a", "x" * 16, "--tap-b", b],
                  ["--tap-a", a, "--tap-b", b, "--nope"],
+                 ["--tap-a", a, "--tap-b", b, "--loss-unit", "byte"],
+                 ["--tap-a", a, "--tap-b", b, "--loss", "0.1",
+                  "--loss-unit", "cell"],
+                 ["--tap-a", a, "--tap-b", b, "--cell-overhead", "5"],
+                 ["--tap-a", a, "--tap-b", b, "--cell-size", "10",
+                  "--b2a-cell-overhead", "-11"],
+                 ["--tap-a", a, "--tap-b", b, "--packet-overhead", "--14"],
+                 ["--tap-a", a, "--tap-b", b, "--packet-overhead",
+                  "-70000"],
                  ["--tap-a", a, "--tap-b", b, "--stats", "/nonexistent/x"]):
         rc, err = run(*args)
         assert rc == 2, (args, rc, err)
@@ -475,8 +506,125 @@ def test_config_per_direction_and_priority():
     assert a["rate_bps"] == 1000000 and b["rate_bps"] == 250000
     assert a["delay_us"] == b["delay_us"] == 2000.5
     assert a["jitter_us"] == 300 and b["jitter_us"] == 0
-    assert a["loss"] == {"model": "bernoulli", "p": 0.05}
+    assert a["loss"] == {"model": "bernoulli", "p": 0.05, "unit": "frame"}
     assert b["loss"] == {"model": "gilbert-elliott", "p": 0.01, "r": 0.3,
-                         "lb": 0.9, "lg": 0.001}
+                         "lb": 0.9, "lg": 0.001, "unit": "frame"}
     assert a["queue_packets"] == b["queue_packets"] == 50
     assert a["queue_bytes"] == 0 and b["queue_bytes"] == 30000
+
+
+def test_framing_cells_and_loss_per_cell():
+    """802.15.4-like framing on a2b: the Ethernet header off, 104-byte
+    cells sent as 146 bytes. A 1000-byte ping (1042-byte frame, 1028
+    bytes without the header, 10 cells, 1460 bytes) takes 11.68 ms at
+    1 Mbit/s instead of 8.336 ms; the reply (b2a, plain) 8.336 ms. With
+    loss per cell, such frames are lost 10 times as often as one-cell
+    frames."""
+    size = 1000
+    frame = size + 8 + 20 + 14
+    with Link("--rate", "1000000", "--a2b-packet-overhead", "-14",
+              "--a2b-cell-size", "104", "--a2b-cell-overhead", "42") as L:
+        out = L.in_ns(L.ns_a, "ping", "-n", "-c", "5", "-i", "0.2", "-s",
+                      str(size), L.ip_b).stdout
+        times = ping_times(out)
+        st = L.stop()
+    want = 11.68 + frame * 8 / 1e6 * 1e3
+    assert len(times) == 5, out
+    assert want - 0.005 <= min(times) <= want + 0.5, (times, want)
+    c = st["config"]["a2b"]
+    assert (c["packet_overhead"], c["cell_size"], c["cell_overhead"]) == \
+        (-14, 104, 42)
+    assert st["config"]["b2a"]["cell_size"] == 0
+
+    n, port = 2000, 5302
+    with Link("--a2b-loss", "0.02", "--a2b-loss-unit", "cell",
+              "--cell-size", "10", "--seed", "3") as L:
+        # 100-byte payloads: 142-byte frames, 15 cells: lost with
+        # 1 - 0.98^15 = 26 %, not 2 %
+        got = send_counted(L, n, port)
+        st = L.stop()
+    p = 1 - 0.98 ** 15
+    assert st["a2b"]["dropped_loss"] == n - got
+    sd = math.sqrt(n * p * (1 - p))
+    assert abs((n - got) - n * p) <= 3.2905 * sd, (n - got, n * p)
+    assert st["config"]["a2b"]["loss"]["unit"] == "cell"
+
+
+FLOOD = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[3])):
+    s.sendto(b"x" * 100, (sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_input_side_when_linkem_stalls():
+    """linkem stopped (SIGSTOP) while frames arrive: the TAP holds what
+    its queue can (500 frames) and drops the rest; linkem, resumed, reads
+    the backlog in full bursts. Its stats show the kernel's drops on the
+    input TAP (frames linkem never saw, so counted nowhere else) and the
+    bursts that stopped at the cap with frames still waiting."""
+    n = 3000
+    with Link() as L:
+        os.kill(L.proc.pid, signal.SIGSTOP)
+        try:
+            L.in_ns(L.ns_a, sys.executable, "-c", FLOOD, L.ip_b, "9",
+                    str(n))
+            dropped = link_stats(L.ns_a, L.tap_a)["tx"]["dropped"]
+        finally:
+            os.kill(L.proc.pid, signal.SIGCONT)
+        # wait for linkem to have read the backlog: the receiving TAP
+        # counts what it wrote
+        deadline = time.monotonic() + 10
+        while link_stats(L.ns_b, L.tap_b)["rx"]["packets"] < n - dropped:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        st = L.stop()
+    a = st["a2b"]
+    assert dropped > 0, "the TAP's queue held every frame"
+    assert a["tap_dropped_in"] == dropped
+    assert st["taps"]["a"]["tx_dropped"] == dropped
+    assert a["frames_in"] == n - dropped
+    assert a["read_bursts"]["at_cap"] >= (n - dropped) // 64 - 1
+    assert a["read_bursts"]["max_frames"] == a["read_bursts"]["cap"] == 64
+    check_counters(a)
+
+
+def test_taps_carry_nothing_of_their_own():
+    """The TAPs come up with IPv6 off, even in a namespace where new
+    devices get IPv6: else the host's own stack sends router
+    solicitations, MLD reports and DAD probes out of them, frames that
+    cross the emulated link as if a host had sent them."""
+    ns = f"mqbt-{PID}-v6"
+    a, b = f"mqbt{PID}va", f"mqbt{PID}vb"
+    sh("ip", "netns", "add", ns)
+    p = None
+    try:
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw",
+           "net.ipv6.conf.default.disable_ipv6=0",
+           "net.ipv6.conf.all.disable_ipv6=0")
+        d = tempfile.mkdtemp(prefix="linkem-v6-")
+        stats = os.path.join(d, "stats.json")
+        p = subprocess.Popen(["ip", "netns", "exec", ns, LINKEM, "--tap-a",
+                              a, "--tap-b", b, "--stats", stats],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        assert read_line(p, 30) == "ready\n", p.stderr.read()
+        for tap in (a, b):
+            r = sh("ip", "netns", "exec", ns, "cat",
+                   f"/proc/sys/net/ipv6/conf/{tap}/disable_ipv6")
+            assert r.stdout.strip() == "1", tap
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0
+        with open(stats) as f:
+            st = json.load(f)
+        assert st["a2b"]["frames_in"] == 0 and st["b2a"]["frames_in"] == 0
+        shutil.rmtree(d, ignore_errors=True)
+    finally:
+        if p is not None:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stdout.close()
+            p.stderr.close()
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
