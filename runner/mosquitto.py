@@ -277,13 +277,13 @@ class Broker:
                 timeout=timeout + 5)
         if r.returncode != 0:
             raise BrokerError(f"cannot read $SYS/broker/uptime: "
-                              f"{(r.stderr or r.stdout).strip()[-200:]}")
+                              f"{_text(r.stderr or r.stdout)[-200:]}")
         argv = base + ["-v", "-C", str(len(SYS_TOPICS))]
         for t in SYS_TOPICS:
             argv += ["-t", t]
         r = run(argv, timeout=timeout + 5)
         values = {}
-        for line in (r.stdout or "").splitlines():
+        for line in _text(r.stdout).splitlines():
             topic, _, value = line.partition(" ")
             try:
                 values[topic] = float(value) if "." in value else \
@@ -310,6 +310,12 @@ class Broker:
                 p.wait()
         self.exit_status = p.returncode
         return self.exit_status
+
+
+def _text(b):
+    if isinstance(b, bytes):
+        return b.decode(errors="replace").strip()
+    return (b or "").strip()
 
 
 def dropped(sys_values):

@@ -1,0 +1,313 @@
+"""A cell's figures, computed from the JSON documents its processes wrote
+and from the link's counters; pure functions, used when a cell ends and
+again by the aggregation (which never needs anything but JSON).
+
+Definitions (they are repeated in the report):
+
+  connect      per connection, loadgen's split: TCP handshake (SYN sent
+               to SYN-ACK), transport handshake (TLS or QUIC: first
+               handshake byte to completion), MQTT (CONNECT sent to
+               CONNACK), total = first packet sent to CONNACK received.
+  latency      one-way, publisher's send() to the subscriber's read, from
+               the payload's CLOCK_MONOTONIC stamp (hosts share the
+               clock); every delivery at every subscriber counts once.
+  delivery     per (subscriber, publisher connection) whose topic the
+               subscriber's filters match: expected = messages the
+               publisher sent (loadgen's count per connection), received
+               = distinct sequence numbers the subscriber got from it;
+               grouped by effective QoS = min(publish QoS, subscription
+               QoS). Lost = expected - received, so the tail counts.
+  wire         frames and bytes that entered the bottleneck in each
+               direction (before the link's loss and queue: what the
+               senders put on it), Ethernet header included, no
+               preamble/FCS; per message = both directions / messages
+               published; per connection = both directions /
+               connections made, in scenarios that publish nothing;
+               everything on the link counts (handshakes, acks,
+               keepalives, retransmissions, closes).
+  goodput      payload bytes a subscriber received x 8 / its first-to-last
+               message time.
+"""
+import math
+
+QOS_LEVELS = (0, 1, 2)
+
+
+# ---- small statistics ---------------------------------------------------------
+
+def summarize(values):
+    """n, mean, median, p90, min, max of a list (None when empty)."""
+    v = sorted(x for x in values if x is not None)
+    if not v:
+        return None
+    return {"n": len(v), "mean": sum(v) / len(v), "median": quantile(v, 0.5),
+            "p90": quantile(v, 0.9), "min": v[0], "max": v[-1]}
+
+
+def quantile(sorted_values, q):
+    """Linear interpolation between closest ranks (numpy's default)."""
+    v = sorted_values
+    if not v:
+        return None
+    pos = (len(v) - 1) * q
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def merge_buckets(hists):
+    """Sum the buckets ([[upper bound in ns, count], ...]) of histograms
+    written by loadgen/sink: {bound_ns: count}."""
+    out = {}
+    for h in hists:
+        for bound, count in (h or {}).get("buckets") or []:
+            out[int(bound)] = out.get(int(bound), 0) + int(count)
+    return out
+
+
+def bucket_quantiles(buckets, qs):
+    """{q: value in us} from merged buckets (a bucket's upper bound, as
+    the tools report their own percentiles)."""
+    total = sum(buckets.values())
+    if not total:
+        return {q: None for q in qs}
+    items = sorted(buckets.items())
+    out = {}
+    for q in qs:
+        rank = max(1, math.ceil(q * total))
+        seen = 0
+        for bound, count in items:
+            seen += count
+            if seen >= rank:
+                out[q] = bound / 1000.0
+                break
+    return out
+
+
+# ---- per cell -------------------------------------------------------------------
+
+def connect(loadgens):
+    """Connection set-up over every loadgen document: per-part summaries
+    in milliseconds and the attempts that failed."""
+    parts = {"tcp": [], "handshake": [], "mqtt": [], "total": []}
+    attempted = connected = failed = resumed = 0
+    for d in loadgens:
+        t = d.get("totals", {})
+        attempted += t.get("connections", 0)
+        connected += t.get("connected", 0)
+        failed += t.get("failed", 0)
+        for c in d.get("connections") or []:
+            cn = c.get("connect") or {}
+            if cn.get("total_us") is None:
+                continue
+            parts["tcp"].append(_ms(cn.get("tcp_us")))
+            parts["handshake"].append(_ms(cn.get("transport_us")))
+            parts["mqtt"].append(_ms(cn.get("mqtt_us")))
+            parts["total"].append(_ms(cn.get("total_us")))
+            resumed += bool(cn.get("tls_resumed"))
+    return {"attempted": attempted, "connected": connected,
+            "failed": failed, "resumed": resumed,
+            "ms": {k: summarize(v) for k, v in parts.items()}}
+
+
+def _ms(us):
+    return None if us is None else us / 1000.0
+
+
+def latency(sinks):
+    hists = [d.get("latency") for d in sinks]
+    b = merge_buckets(hists)
+    n = sum(b.values())
+    if not n:
+        return {"count": 0}
+    q = bucket_quantiles(b, (0.5, 0.9, 0.99, 0.999))
+    mean = sum((h or {}).get("mean_us", 0) * (h or {}).get("count", 0)
+               for h in hists) / n
+    return {"count": n, "mean_ms": mean / 1000, "p50_ms": q[0.5] / 1000,
+            "p90_ms": q[0.9] / 1000, "p99_ms": q[0.99] / 1000,
+            "p999_ms": q[0.999] / 1000,
+            "max_ms": max((h or {}).get("max_us") or 0 for h in hists)
+            / 1000}
+
+
+def delivery(loadgens, sinks, match):
+    """Reconcile subscribers with publishers (see the module comment).
+    match(filter, topic) is MQTT topic matching."""
+    by_qos = {q: {"expected": 0, "received": 0, "lost": 0, "duplicates": 0}
+              for q in QOS_LEVELS}
+    conns = []
+    for d in loadgens:
+        qos = d["config"]["connection"]["qos"]
+        for c in d.get("connections") or []:
+            conns.append((c["publisher_id"], c["topic"], c.get("sent", 0),
+                          qos))
+    truncated = False
+    for s in sinks:
+        sq = s["config"]["connection"]["qos"]
+        filters = s["config"].get("filters") or []
+        seq = s.get("sequence") or {}
+        truncated |= bool(seq.get("per_publisher_truncated"))
+        per = {p["publisher"]: p for p in seq.get("per_publisher") or []}
+        for pid, topic, sent, pq in conns:
+            if not any(match(f, topic) for f in filters):
+                continue
+            g = by_qos[min(pq, sq)]
+            p = per.get(pid, {})
+            got = p.get("unique", 0)
+            g["expected"] += sent
+            g["received"] += got
+            g["lost"] += max(0, sent - got)
+            g["duplicates"] += p.get("duplicates", 0)
+    exp = sum(g["expected"] for g in by_qos.values())
+    rec = sum(g["received"] for g in by_qos.values())
+    for g in by_qos.values():
+        g["ratio"] = g["received"] / g["expected"] if g["expected"] else None
+    return {"expected": exp, "received": rec,
+            "lost": sum(g["lost"] for g in by_qos.values()),
+            "ratio": rec / exp if exp else None,
+            "by_qos": {str(q): g for q, g in by_qos.items()},
+            "per_publisher_truncated": truncated}
+
+
+def wire(link, messages, connections, payload_bytes):
+    """Bytes and frames on the bottleneck (see the module comment)."""
+    bn = (link or {}).get("links", {}).get("bottleneck")
+    if not bn:
+        return None
+    out = {"directions": bn}
+    tot_b = tot_f = 0
+    for d in ("left_to_right", "right_to_left"):
+        x = bn.get(d) or {}
+        b = x.get("bytes_in")
+        f = x.get("frames_in")
+        if b is None or f is None:
+            return out | {"bytes": None}
+        tot_b += b
+        tot_f += f
+    out.update({"bytes": tot_b, "frames": tot_f,
+                "messages": messages, "connections": connections,
+                "payload_bytes": payload_bytes,
+                "bytes_per_message": tot_b / messages if messages else None,
+                "frames_per_message": tot_f / messages if messages else None,
+                # per connection only where nothing is published: there
+                # the connections are all the link carries
+                "bytes_per_connection": tot_b / connections
+                if connections and not messages else None,
+                "frames_per_connection": tot_f / connections
+                if connections and not messages else None})
+    return out
+
+
+def goodput(sinks):
+    best = None
+    for s in sinks:
+        m, t = s.get("messages") or {}, s.get("throughput") or {}
+        span = t.get("first_to_last_s")
+        if span and m.get("bench_bytes"):
+            g = m["bench_bytes"] * 8 / span
+            best = g if best is None else max(best, g)
+    return best
+
+
+def cycles(loadgens_by_cycle):
+    """Wake-publish-sleep: per process (cycle), wake to PUBACK = first
+    packet to CONNACK + wait before the PUBLISH left (schedule lag) +
+    PUBLISH to PUBACK, in ms."""
+    vals = []
+    for d in loadgens_by_cycle:
+        c = (d.get("connect") or {}).get("total") or {}
+        a = d.get("ack_latency") or {}
+        lag = d.get("schedule_lag") or {}
+        if not c.get("count") or not a.get("count"):
+            continue
+        vals.append((c["mean_us"] + (lag.get("mean_us") or 0) +
+                     a["mean_us"]) / 1000)
+    return {"cycles": len(loadgens_by_cycle),
+            "wake_to_puback_ms": summarize(vals)}
+
+
+def resources(docs_by_kind):
+    """{kind: {"cpu_s": sum, "max_rss_kib": max, "processes": n}}."""
+    out = {}
+    for kind, docs in docs_by_kind.items():
+        cpu = [d.get("cpu_total_s") for d in docs if d]
+        rss = [d.get("max_rss_kib") for d in docs if d]
+        cpu = [c for c in cpu if c is not None]
+        rss = [r for r in rss if r is not None]
+        if not cpu and not rss:
+            continue
+        out[kind] = {"processes": len(docs), "cpu_s": sum(cpu),
+                     "max_rss_kib": max(rss) if rss else None}
+    return out
+
+
+def schedule(loadgens):
+    late = sent = 0
+    p99 = None
+    for d in loadgens:
+        s = d.get("schedule_lag") or {}
+        late += s.get("late_messages") or 0
+        sent += s.get("count") or 0
+        if s.get("p99_us") is not None:
+            p99 = max(p99 or 0, s["p99_us"] / 1000)
+    return {"messages": sent, "late": late, "p99_max_ms": p99}
+
+
+# ---- link statistics in one format ----------------------------------------------
+
+DIR_KEYS = ("frames_in", "bytes_in", "frames_out", "bytes_out",
+            "dropped_loss", "dropped_queue", "dropped")
+
+
+def normalize_link(raw):
+    """Both backends' counters as {"backend", "links": {label: {
+    "left_to_right": {...}, "right_to_left": {...}}}}; a value a backend
+    cannot give is None (netem does not split loss from queue drops)."""
+    if not raw:
+        return None
+    out = {"backend": raw.get("backend"), "links": {}}
+    for label, st in (raw.get("links") or {}).items():
+        if raw.get("backend") == "userspace":
+            if not st:
+                out["links"][label] = None
+                continue
+            link = {}
+            for src, dst in (("a2b", "left_to_right"),
+                             ("b2a", "right_to_left")):
+                x = st.get(src) or {}
+                q = x.get("queue_delay_us") or {}
+                te = x.get("timing_error_us") or {}
+                link[dst] = {
+                    "frames_in": x.get("frames_in"),
+                    "bytes_in": x.get("bytes_in"),
+                    "frames_out": x.get("frames_out"),
+                    "bytes_out": x.get("bytes_out"),
+                    "dropped_loss": x.get("dropped_loss"),
+                    "dropped_queue": x.get("dropped_queue"),
+                    "dropped": (x.get("dropped_loss") or 0) +
+                    (x.get("dropped_queue") or 0),
+                    "queue_delay_p99_us": q.get("p99"),
+                    "queue_delay_max_us": q.get("max"),
+                    "timing_error_p99_us": te.get("p99"),
+                    "timing_error_max_us": te.get("max")}
+            link["emulator"] = {"cpu_s": (st.get("cpu_user_s") or 0) +
+                                (st.get("cpu_sys_s") or 0),
+                                "max_rss_kib": st.get("max_rss_kb")}
+            out["links"][label] = link
+        else:
+            link = {}
+            for dname in ("left_to_right", "right_to_left"):
+                x = (st or {}).get(dname) or {}
+                q = next((q for q in x.get("tc") or []
+                          if q.get("kind") == "netem"), {})
+                sent, drops = q.get("packets"), q.get("drops")
+                link[dname] = {
+                    "frames_in": None if sent is None else
+                    sent + (drops or 0),
+                    "bytes_in": None, "frames_out": sent,
+                    "bytes_out": q.get("bytes"), "dropped_loss": None,
+                    "dropped_queue": None, "dropped": drops,
+                    "queue_delay_p99_us": None, "queue_delay_max_us": None,
+                    "timing_error_p99_us": None,
+                    "timing_error_max_us": None}
+            out["links"][label] = link
+    return out
