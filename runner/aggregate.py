@@ -92,6 +92,24 @@ METRICS = {
     "frames_per_cycle": (lambda m: _get(m, "cycles", "frames_per_cycle"),
                          "", "wake cycle: frames on the bottleneck"),
 }
+def _flows(m, key):
+    """A head-of-line figure of the (first) subscriber with raw records."""
+    f = m.get("flows") or {}
+    return f[sorted(f)[0]].get(key) if f else None
+
+
+METRICS.update({
+    "hol_spread_p50_ms": (lambda m: _flows(m, "spread_p50_ms"), "ms",
+                          "spread between flows' latencies, median "
+                          "window"),
+    "hol_coincidence": (lambda m: _flows(m, "coincidence"), "",
+                        "share of a flow's latency spikes shared with "
+                        "another flow"),
+    "hol_correlation": (lambda m: _flows(m, "correlation"), "",
+                        "correlation of flows' windowed latencies"),
+    "max_gap_ms": (lambda m: _flows(m, "max_gap_ms"), "ms",
+                   "longest gap between two deliveries of one flow"),
+})
 PROCESS_KINDS = ("loadgen", "sink", "broker", "gateway", "linkem")
 for _k in PROCESS_KINDS:
     METRICS[f"cpu_{_k}_s"] = (
@@ -402,6 +420,16 @@ CAPTIONS = {
     "cycle_bytes": "Wake-publish-sleep: bytes on the bottleneck per cycle "
                    "(both directions, everything from SYN to the close), "
                    "the cost that decides a battery's life.",
+    "hol": "Head-of-line blocking: a flow's latency spike is a message "
+           "above twice its median latency; the share of a flow's spike "
+           "windows (100 ms, by receive time) in which another flow of the "
+           "same device also spikes, averaged over flows: 1 = the flows "
+           "are blocked together, 0 = isolated. From the subscriber's "
+           "per-message records; mean and 95 % CI over repetitions.",
+    "hol_spread": "Spread between the flows' latencies: in each 100 ms "
+                  "window with two or more flows, the largest minus the "
+                  "smallest flow mean; the median window per cell, then "
+                  "mean and 95 % CI over repetitions.",
     "sweep": "The metric against the scenario's swept parameter, one line "
              "per profile and transport; mean and 95 % CI over "
              "repetitions.",
@@ -461,8 +489,14 @@ def figure_specs(run, rows, srows, order):
             add(bars(f"cycle_bytes_{sc}", sc, "bytes_per_cycle", idx, order,
                      f"{sc}: bytes on the bottleneck per cycle", "bytes",
                      CAPTIONS["cycle_bytes"]))
-        sc_doc = scrows[0]["cell"]
-        wanted = _scenario_figures(sc_doc)
+        wanted = _scenario_figures(scrows[0]["cell"])
+        if "hol" in wanted and has("hol_coincidence"):
+            add(bars(f"hol_coincidence_{sc}", sc, "hol_coincidence", idx,
+                     order, f"{sc}: latency spikes shared between flows",
+                     "share of spike windows", CAPTIONS["hol"]))
+            add(bars(f"hol_spread_{sc}", sc, "hol_spread_p50_ms", idx,
+                     order, f"{sc}: spread between flows' latencies", "ms",
+                     CAPTIONS["hol_spread"]))
         if "goodput" in wanted and has("goodput_mbps"):
             add(goodput_lines(f"goodput_{sc}", sc, idx, order, scrows,
                               CAPTIONS["goodput"]))
@@ -476,6 +510,22 @@ def figure_specs(run, rows, srows, order):
                                     METRICS[metric][1] or "ratio",
                                     CAPTIONS["sweep"]))
     return figs
+
+
+# Figures (and their tables) a scenario shows only when its file asks
+# with `figures = [...]`, and the metrics that belong to them.
+OPTIONAL = {"goodput": ("goodput_mbps",),
+            "hol": ("hol_spread_p50_ms", "hol_coincidence",
+                    "hol_correlation", "max_gap_ms"),
+            "gap": ("max_gap_ms",)}
+
+
+def shown_metrics(cell, metrics):
+    """metrics less the optional ones the scenario did not ask for."""
+    wanted = _scenario_figures(cell)
+    allowed = {m for k in wanted for m in OPTIONAL.get(k, ())}
+    optional = {m for v in OPTIONAL.values() for m in v}
+    return [m for m in metrics if m not in optional or m in allowed]
 
 
 def _scenario_figures(cell):

@@ -97,7 +97,8 @@ def resume(args):
     cells = [matrix.Cell(scenario=c["scenario"], variant=c["variant"],
                          values=tuple(c["values"].items()),
                          profile=c["profile"], transport=c["transport"],
-                         rep=c["rep"], seed=c["seed"])
+                         rep=c["rep"], seed=c["seed"],
+                         source=c.get("scenario_path", ""))
              for c in doc["cells"]]
     keep = {c["id"] for c in results.load_cells(run_dir)
             if c.get("status") == "ok"}

@@ -335,7 +335,7 @@ class CellRun:
 
     def _run(self):
         cell, ctx = self.cell, self.ctx
-        base = scn.load(cell.scenario)
+        base = scn.load(cell.source or cell.scenario)
         sc = base.apply(dict(cell.values))
         self.sc = sc
         self.transport = tr.get(cell.transport)
@@ -798,6 +798,12 @@ def compute(cell_dir, result):
          "resources": res,
          "schedule": metrics.schedule(lg),
          "messages_sent": msgs, "payload_bytes_sent": payload}
+    for rec in result.get("processes") or []:
+        raw = os.path.join(cell_dir, rec["name"] + ".raw")
+        if rec.get("kind") == "sink" and os.path.exists(raw):
+            h = metrics.hol(metrics.read_raw(raw))
+            if h:
+                m.setdefault("flows", {})[rec["name"]] = h
     if repeated:
         m["cycles"] = metrics.cycles(
             [d for r in repeated for d in by_role.get(r, [])])

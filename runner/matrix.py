@@ -27,6 +27,7 @@ class Cell:
     transport: str
     rep: int
     seed: int
+    source: str = ""             # the scenario file's path
 
     @property
     def id(self):
@@ -44,7 +45,8 @@ class Cell:
         return {"id": self.id, "scenario": self.scenario,
                 "variant": self.variant, "values": dict(self.values),
                 "profile": self.profile, "transport": self.transport,
-                "rep": self.rep, "seed": self.seed}
+                "rep": self.rep, "seed": self.seed,
+                "scenario_path": self.source}
 
 
 def slug(text):
@@ -77,10 +79,11 @@ def cells(sel, all_profiles, load=scn.load):
                 for t in trans:
                     if sc.variant_allows(values, t):
                         combos.append((sc.name, label,
-                                       tuple(values.items()), p, t))
+                                       tuple(values.items()), p, t,
+                                       sc.path))
     out = []
     for rep in range(1, sel.reps + 1):
-        for s, label, values, p, t in combos:
+        for s, label, values, p, t, path in combos:
             out.append(Cell(s, label, values, p, t, rep,
-                            seed=sel.seed + rep - 1))
+                            seed=sel.seed + rep - 1, source=path))
     return out

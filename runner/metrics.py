@@ -311,3 +311,104 @@ def normalize_link(raw):
                     "timing_error_max_us": None}
             out["links"][label] = link
     return out
+
+
+# ---- head-of-line blocking, from a sink's raw per-message records ---------------
+
+HOL_WINDOW_MS = 100.0
+
+
+def read_raw(path):
+    """{publisher: [(recv_ms, latency_ms), ...]} from a sink's text raw
+    file ('recv_ns publisher seq latency_ns size kind'); benchmark
+    messages only."""
+    flows = {}
+    with open(path) as f:
+        for line in f:
+            if line.startswith("#"):
+                continue
+            p = line.split()
+            if len(p) < 6 or p[5] in ("foreign", "invalid", "clock_error") \
+                    or p[3] == "-":
+                continue
+            flows.setdefault(int(p[1]), []).append(
+                (int(p[0]) / 1e6, int(p[3]) / 1e6))
+    return flows
+
+
+def _pearson(a, b):
+    n = len(a)
+    ma, mb = sum(a) / n, sum(b) / n
+    va = sum((x - ma) ** 2 for x in a)
+    vb = sum((y - mb) ** 2 for y in b)
+    if va == 0 or vb == 0:
+        return None
+    return sum((x - ma) * (y - mb) for x, y in zip(a, b)) / \
+        math.sqrt(va * vb)
+
+
+def hol(flows, window_ms=HOL_WINDOW_MS):
+    """What isolates head-of-line blocking between flows (publishers):
+
+      spread       per window of window_ms (by receive time) where two or
+                   more flows have messages: the largest minus the
+                   smallest of the flows' mean latencies; median and p90
+      coincidence  a flow's spike is a message above twice the flow's
+                   median latency; the share of a flow's spike windows in
+                   which another flow also spikes (same or adjacent
+                   window), averaged over flows with spikes: 1 = they are
+                   blocked together, 0 = isolated
+      correlation  Pearson correlation of two flows' per-window mean
+                   latencies over their common windows, averaged over
+                   pairs
+      max_gap_ms   the longest time between two deliveries of one flow
+    Returns None with fewer than two flows."""
+    if len(flows) < 2:
+        return None
+    t0 = min(m[0] for v in flows.values() for m in v)
+    means, spikes, gaps = {}, {}, []
+    for pid, msgs in flows.items():
+        lats = sorted(l for _, l in msgs)
+        med = quantile(lats, 0.5)
+        win = {}
+        sp = set()
+        for t, l in msgs:
+            w = int((t - t0) // window_ms)
+            win.setdefault(w, []).append(l)
+            if l > 2 * med:
+                sp.add(w)
+        means[pid] = {w: sum(v) / len(v) for w, v in win.items()}
+        spikes[pid] = sp
+        ts = sorted(t for t, _ in msgs)
+        gaps += [b - a for a, b in zip(ts, ts[1:])]
+    windows = sorted({w for m in means.values() for w in m})
+    spread = []
+    for w in windows:
+        vals = [m[w] for m in means.values() if w in m]
+        if len(vals) >= 2:
+            spread.append(max(vals) - min(vals))
+    spread.sort()
+    shares = []
+    for pid, sp in spikes.items():
+        if not sp:
+            continue
+        others = set().union(*(s for q, s in spikes.items() if q != pid))
+        hit = sum(1 for w in sp if {w - 1, w, w + 1} & others)
+        shares.append(hit / len(sp))
+    pids = sorted(means)
+    cors = []
+    for i, a in enumerate(pids):
+        for b in pids[i + 1:]:
+            common = sorted(set(means[a]) & set(means[b]))
+            if len(common) >= 5:
+                c = _pearson([means[a][w] for w in common],
+                             [means[b][w] for w in common])
+                if c is not None:
+                    cors.append(c)
+    return {"flows": len(flows), "window_ms": window_ms,
+            "spread_p50_ms": quantile(spread, 0.5),
+            "spread_p90_ms": quantile(spread, 0.9),
+            "coincidence": sum(shares) / len(shares) if shares else None,
+            "flows_with_spikes": len(shares),
+            "correlation": sum(cors) / len(cors) if cors else None,
+            "max_gap_ms": max(gaps) if gaps else None}

@@ -19,7 +19,9 @@ TABLE_METRICS = ("connect_ms", "connect_tcp_ms", "connect_handshake_ms",
                  "delivery_ratio", "delivery_qos1", "delivery_qos2",
                  "bytes_per_message", "frames_per_message",
                  "bytes_per_connection", "frames_per_connection",
-                 "wake_to_puback_ms", "bytes_per_cycle", "goodput_mbps")
+                 "wake_to_puback_ms", "bytes_per_cycle", "goodput_mbps",
+                 "hol_spread_p50_ms", "hol_coincidence", "hol_correlation",
+                 "max_gap_ms")
 CONNECT_PARTS = ("connect_tcp_ms", "connect_handshake_ms", "connect_mqtt_ms")
 SHORT_METRICS = ("connect_ms", "latency_p50_ms", "latency_p99_ms",
                  "delivery_ratio", "wake_to_puback_ms", "goodput_mbps")
@@ -289,10 +291,11 @@ def _calibration(doc, rows, run_dir):
               "loss against their configuration.")
 
 
-def _scenario_tables(doc, sc, srows, order, idx, figs, latex):
-    metrics = [m for m in TABLE_METRICS
-               if any(s["scenario"] == sc and s["metric"] == m
-                      for s in srows)]
+def _scenario_tables(doc, sc, cell, srows, order, idx, figs, latex):
+    from .aggregate import shown_metrics
+    metrics = shown_metrics(cell, [m for m in TABLE_METRICS
+                                   if any(s["scenario"] == sc and
+                                          s["metric"] == m for s in srows)])
     if "latency_p50_ms" in metrics:      # messages flow: connect in short
         metrics = [m for m in metrics if m not in CONNECT_PARTS]
     from .aggregate import METRICS
@@ -369,7 +372,8 @@ def write(run_dir, run, rows, srows, order, figs):
         desc = _description(text)
         if desc:
             doc.p(desc)
-        _scenario_tables(doc, sc, srows, order, idx, figs, latex)
+        _scenario_tables(doc, sc, scrows[0]["cell"], srows, order, idx,
+                         figs, latex)
         for f in figs:
             if f.name.endswith(f"_{sc}") or f"_{sc}_" in f.name:
                 doc.fig(f.name, f.caption)
@@ -408,24 +412,30 @@ def _description(text):
 
 
 def short_table(run_dir):
-    from .aggregate import collect, orders, stat_rows, stats_index, METRICS
+    from .aggregate import (collect, orders, stat_rows, stats_index, METRICS,
+                            shown_metrics)
     run, rows = collect(run_dir)
     order = orders(run, rows)
     srows = stat_rows(rows, order)
     idx = stats_index(srows)
     out = []
     for sc in order["scenario"]:
-        ms = [m for m in SHORT_METRICS
-              if any(k[0] == sc and k[4] == m for k in idx)]
+        scrows = [r for r in rows if r["scenario"] == sc]
+        if not scrows:
+            continue
+        ms = shown_metrics(scrows[0]["cell"], [
+            m for m in SHORT_METRICS
+            if any(k[0] == sc and k[4] == m for k in idx)])
         if not ms:
             continue
+        w = max(len(f"{r['profile']} {r['variant']}".strip())
+                for r in scrows) + 2
         trs = [t for t in order["transport"]
                if any(k[0] == sc and k[3] == t for k in idx)]
         out.append(f"\n{sc}: mean [95 % CI] over repetitions")
         for m in ms:
             unit = METRICS[m][1]
             out.append(f"  {METRICS[m][2]}" + (f" ({unit})" if unit else ""))
-            w = 14
             out.append("    " + "profile".ljust(w) +
                        "".join(t.ljust(26) for t in trs))
             for v in order["variant"]:

@@ -11,7 +11,6 @@ import copy
 import dataclasses
 import difflib
 import itertools
-import math
 import os
 import re
 import tomllib
@@ -36,6 +35,8 @@ PUBLISHER_FIELDS = {
     "host": ("host", None, None),
     "description": ("str", None, ""),
     "clients": ("int", "--clients", 1),
+    "flows": ("int", "--flows", None),
+    "sessions_per_connection": ("int", "--sessions-per-connection", None),
     "topic": ("topic", "--topic", None),
     "size": ("size", "--size", 64),
     "qos": ("qos", "--qos", None),
@@ -55,6 +56,7 @@ PUBLISHER_FIELDS = {
     "pause": ("dur", None, 0.0),
     "options": ("list", None, []),
     "transports": ("transports", None, None),
+    "when": ("when", None, None),
 }
 SUBSCRIBER_FIELDS = {
     "host": ("host", None, None),
@@ -66,6 +68,7 @@ SUBSCRIBER_FIELDS = {
     "raw": ("bool", None, False),
     "options": ("list", None, []),
     "transports": ("transports", None, None),
+    "when": ("when", None, None),
 }
 REQUIRED = {"publisher": ("host", "topic"), "subscriber": ("host", "topics")}
 TOP_KEYS = ("name", "description", "hosts", "mqtt", "qos", "profiles",
@@ -148,9 +151,11 @@ class Role:
         return t is None or transport in t
 
     def topics(self):
-        """Concrete topics of a publisher's clients, by client index."""
-        return [self.f["topic"].replace("{n}", str(n))
-                for n in range(self.f["clients"])]
+        """Concrete topics of a publisher's clients and flows: {n} is the
+        client's index, {f} the flow's (loadgen --flows)."""
+        return [self.f["topic"].replace("{n}", str(n)).replace("{f}", str(f))
+                for n in range(self.f["clients"])
+                for f in range(self.f.get("flows") or 1)]
 
     def messages_per_client(self):
         """Messages each client publishes per process, or None when the
@@ -221,13 +226,26 @@ class Scenario:
                             r[field] = v
                     # "{sweep}" in a role's raw options is replaced too
         for kind in ("publisher", "subscriber"):
-            for r in raw.get(kind, []):
+            raw[kind] = [r for r in raw.get(kind, [])
+                         if _when_matches(r.get("when"), values)]
+            for r in raw[kind]:
+                r.pop("when", None)
                 if "options" in r:
                     r["options"] = [_subst(o, values) for o in r["options"]]
         raw.pop("sweep", None)
         sc = parse(raw, self.path, self.text, sweeps_done=True)
         sc.sweeps = self.sweeps
         return sc
+
+
+def _when_matches(when, values):
+    if not when:
+        return True
+    for k, v in when.items():
+        allowed = v if isinstance(v, list) else [v]
+        if k in values and values[k] not in allowed:
+            return False
+    return True
 
 
 def _subst(opt, values):
@@ -314,6 +332,12 @@ def _check(kind, value, path, field, hosts):
                 not all(isinstance(v, (str, int, float)) for v in value):
             err(f"expected a list of command-line words, got {value!r}")
         return [str(v) for v in value]
+    if kind == "when":
+        if not isinstance(value, dict) or not value:
+            err("expected a table {sweep = value or [values]}: the role "
+                "exists only in those variants")
+        return {k: (v if isinstance(v, list) else [v])
+                for k, v in value.items()}
     if kind == "transports":
         if isinstance(value, str):
             value = [value]
@@ -427,6 +451,17 @@ def parse(raw, path, text="", sweeps_done=False):
     if not sweeps_done:
         for i, s in enumerate(raw.get("sweep", [])):
             sweeps.append(_sweep(s, i, path, names, pubs, subs))
+    if not sweeps_done:
+        swept = {s["name"]: [str(v) for v in s["values"]] for s in sweeps}
+        for r in pubs + subs:
+            for k, vs in (r.f.get("when") or {}).items():
+                if k not in swept:
+                    err(f"{r.kind} {r.name!r}.when.{k}", "no [[sweep]] of "
+                        "that name")
+                for v in vs:
+                    if str(v) not in swept[k]:
+                        err(f"{r.kind} {r.name!r}.when.{k}", f"{v!r} is not "
+                            f"one of the sweep's values")
     needs = raw.get("needs", [])
     if not isinstance(needs, list) or \
             not all(isinstance(n, str) for n in needs):
@@ -610,7 +645,3 @@ def help_options(binary):
     except (OSError, subprocess.TimeoutExpired):
         return set()
     return set(re.findall(r"(--[a-z0-9][a-z0-9-]*)", r.stdout + r.stderr))
-
-
-def ceil_div(a, b):
-    return int(math.ceil(a / b))
