@@ -118,7 +118,7 @@ fuzzers: $(FUZZERS)
 # `make test` runs them all (keep going on failure) and sums them.
 TS := $(SYSPY) scripts/testsuite.py
 
-test:
+test: deps
 	@rm -rf build/test-results
 	@$(MAKE) --no-print-directory -k test-run; \
 	 $(TS) sum

@@ -1,0 +1,87 @@
+"""Statistics and per-cell metrics on numbers worked out by hand."""
+import math
+
+import pytest
+
+from runner import metrics, stats
+
+
+def test_mean_ci_student_t():
+    ci = stats.mean_ci([10.0, 12.0, 14.0])
+    assert ci["n"] == 3 and ci["mean"] == 12.0
+    # sd 2, t(2) = 4.303: half-width 4.303 * 2 / sqrt(3)
+    h = 4.303 * 2 / math.sqrt(3)
+    assert ci["lo"] == pytest.approx(12 - h) and ci["hi"] == pytest.approx(
+        12 + h)
+    one = stats.mean_ci([5.0, None])
+    assert one == {"n": 1, "mean": 5.0, "lo": 5.0, "hi": 5.0, "sd": None}
+    assert stats.mean_ci([None]) is None
+    assert stats.t975(200) == pytest.approx(1.972, abs=0.003)
+
+
+def test_overlap_and_wilson():
+    a, b = {"lo": 1, "hi": 3}, {"lo": 2.5, "hi": 4}
+    assert stats.overlap(a, b) and not stats.overlap(a, {"lo": 3.1,
+                                                         "hi": 5})
+    p, lo, hi = stats.wilson(15, 1000)
+    assert p == 0.015 and lo < 0.015 < hi
+    assert lo == pytest.approx(0.0091, abs=5e-4)
+    assert hi == pytest.approx(0.0246, abs=5e-4)
+
+
+def test_buckets_merge_and_quantiles():
+    b = metrics.merge_buckets([{"buckets": [[1000, 2], [2000, 2]]},
+                               {"buckets": [[2000, 1], [10000, 5]]}])
+    assert b == {1000: 2, 2000: 3, 10000: 5}
+    q = metrics.bucket_quantiles(b, (0.2, 0.5, 0.99))
+    assert q == {0.2: 1.0, 0.5: 2.0, 0.99: 10.0}    # microseconds
+
+
+def _conn(pid, topic, sent):
+    return {"publisher_id": pid, "topic": topic, "sent": sent}
+
+
+def test_delivery_counts_the_tail_and_by_qos():
+    lg = [{"config": {"connection": {"qos": 1}},
+           "connections": [_conn(1, "a/x", 10), _conn(2, "b/x", 5)]},
+          {"config": {"connection": {"qos": 0}},
+           "connections": [_conn(3, "a/y", 4)]}]
+    sink = {"config": {"connection": {"qos": 2}, "filters": ["a/#"]},
+            "sequence": {"per_publisher": [
+                {"publisher": 1, "unique": 8, "duplicates": 1},
+                {"publisher": 3, "unique": 4, "duplicates": 0}]}}
+    d = metrics.delivery(lg, [sink], lambda f, t: t.startswith(f[:-1]))
+    # publisher 2 (b/x) is not subscribed; publisher 1 lost its last 2
+    assert d["expected"] == 14 and d["received"] == 12 and d["lost"] == 2
+    assert d["by_qos"]["1"]["expected"] == 10
+    assert d["by_qos"]["1"]["lost"] == 2
+    assert d["by_qos"]["0"]["ratio"] == 1.0
+
+
+def test_wire_per_message_and_connection():
+    link = {"links": {"bottleneck": {
+        "left_to_right": {"frames_in": 10, "bytes_in": 1000},
+        "right_to_left": {"frames_in": 5, "bytes_in": 400}}}}
+    w = metrics.wire(link, messages=7, connections=2, payload_bytes=700)
+    assert w["bytes"] == 1400 and w["bytes_per_message"] == 200
+    assert w["bytes_per_connection"] is None      # messages were sent
+    w = metrics.wire(link, messages=0, connections=2, payload_bytes=0)
+    assert w["bytes_per_connection"] == 700 and w["frames_per_connection"] \
+        == 7.5
+
+
+def _flow(spikes_at, n=100, base=10.0, step=20.0):
+    """A flow with a message every `step` ms, latency base, and spikes
+    (5 x base) at the given message indices."""
+    return [(i * step, base * (5 if i in spikes_at else 1))
+            for i in range(n)]
+
+
+def test_hol_isolated_and_blocked_together():
+    iso = metrics.hol({1: _flow({10, 40}), 2: _flow({70, 90})})
+    assert iso["coincidence"] == 0.0
+    together = metrics.hol({1: _flow({10, 40, 70}), 2: _flow({10, 40, 70})})
+    assert together["coincidence"] == 1.0
+    assert together["correlation"] == pytest.approx(1.0)
+    assert together["max_gap_ms"] == pytest.approx(20.0)
+    assert metrics.hol({1: _flow(set())}) is None
