@@ -54,7 +54,7 @@ METRICS = {
                        "ms", "TCP handshake"),
     "connect_handshake_ms": (lambda m: _get(m, "connect", "ms",
                                             "handshake", "mean"), "ms",
-                             "transport handshake (TLS, QUIC)"),
+                             "TLS handshake after TCP, or QUIC handshake"),
     "connect_mqtt_ms": (lambda m: _get(m, "connect", "ms", "mqtt", "mean"),
                         "ms", "MQTT CONNECT to CONNACK"),
     "latency_mean_ms": (lambda m: _get(m, "latency", "mean_ms"), "ms",

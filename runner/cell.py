@@ -481,16 +481,12 @@ class CellRun:
             return r.returncode == 0
         broker.start(popen=lambda argv, **kw: db.popen(
             scn.BROKER_HOST, argv, **kw), probe=probe)
-        gateway = None
+        gateway = capture = None
         try:
             if self.transport.gateway:
                 gateway = self._start_gateway(db)
             capture = self._start_capture() if ctx.capture else None
-            try:
-                self._clients(db)
-            finally:
-                if capture:
-                    self._stop_capture(capture)
+            self._clients(db)
             try:
                 sysv = broker.read_sys(
                     run=lambda argv, timeout: db.run(
@@ -510,6 +506,9 @@ class CellRun:
             rc = broker.stop()
             self.result["broker"]["exit_status"] = rc
             self.result["broker"]["log"] = "broker/mosquitto.log"
+            # after the broker: the last FIN and ACK are on the link too
+            if capture:
+                self._stop_capture(capture)
         if rc not in (0, -signal.SIGTERM):
             raise CellFailure(f"mosquitto exited with status {rc}: "
                               f"{broker.last_log_line()}")
@@ -541,7 +540,10 @@ class CellRun:
                               "bottleneck to capture on")
         pcap = os.path.join(self.dir, "capture.pcap")
         log = os.path.join(self.dir, "tcpdump.log")
-        argv = ["tcpdump", "-i", iface, "-n", "-U", "-s", "0", "-w", pcap]
+        # --immediate-mode: every frame is handed over as it comes, so
+        # none waits in a ring block when SIGINT ends the capture
+        argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode",
+                "-Z", "root", "-s", "0", "-w", pcap]
         with open(log, "wb") as out:
             try:
                 p = subprocess.Popen(argv, stdout=out,

@@ -5,9 +5,10 @@ again by the aggregation (which never needs anything but JSON).
 Definitions (they are repeated in the report):
 
   connect      per connection, loadgen's split: TCP handshake (SYN sent
-               to SYN-ACK), transport handshake (TLS or QUIC: first
-               handshake byte to completion), MQTT (CONNECT sent to
-               CONNACK), total = first packet sent to CONNACK received.
+               to SYN-ACK), transport handshake (TLS after TCP; QUIC's
+               whole handshake; 0 for plain TCP), MQTT (transport ready
+               to CONNACK), total = first packet sent to CONNACK
+               received.
   latency      one-way, publisher's send() to the subscriber's read, from
                the payload's CLOCK_MONOTONIC stamp (hosts share the
                clock); every delivery at every subscriber counts once.
@@ -100,7 +101,7 @@ def connect(loadgens):
             if cn.get("total_us") is None:
                 continue
             parts["tcp"].append(_ms(cn.get("tcp_us")))
-            parts["handshake"].append(_ms(cn.get("transport_us")))
+            parts["handshake"].append(_ms(handshake_us(cn)))
             parts["mqtt"].append(_ms(cn.get("mqtt_us")))
             parts["total"].append(_ms(cn.get("total_us")))
             resumed += bool(cn.get("tls_resumed"))
@@ -111,6 +112,17 @@ def connect(loadgens):
 
 def _ms(us):
     return None if us is None else us / 1000.0
+
+
+def handshake_us(cn):
+    """The transport's own handshake of one connection: loadgen's
+    transport_us runs from the first packet to the transport being ready
+    (TCP and TLS together), so TLS's part is transport_us - tcp_us; 0 for
+    plain TCP; QUIC's whole handshake when there is no TCP part."""
+    t = cn.get("transport_us")
+    if t is None:
+        return None
+    return t - (cn.get("tcp_us") or 0)
 
 
 def latency(sinks):

@@ -160,11 +160,16 @@ def test_capture_matches_link_counters(root, tmp_path):
     n = subprocess.run(["tcpdump", "-r", pcap, "-n"], capture_output=True,
                        text=True)
     packets = len(n.stdout.splitlines())
+    tcp = sum(1 for l in n.stdout.splitlines() if ".8883" in l)
     bn = cell["link"]["links"]["bottleneck"]
-    # the left end sees frames going into the link and those coming out
+    # the left end sees frames going into the link and those coming out;
+    # the link also carried the IGMP reports its own TAP devices sent when
+    # they were created, before the capture began (at most two each way)
     want = bn["left_to_right"]["frames_in"] + \
         bn["right_to_left"]["frames_out"]
-    assert packets == want, (packets, want)
+    assert want - 4 <= packets <= want, (packets, want)
+    # two TLS connections: handshakes, CONNECT/CONNACK, closes
+    assert tcp >= packets - 4 and tcp >= 2 * 10
     keys = open(os.path.join(d, "keylog.txt")).read()
     # one TLS 1.3 session per connection, each with its secrets
     assert keys.count("CLIENT_HANDSHAKE_TRAFFIC_SECRET") == 2
