@@ -429,8 +429,9 @@ def short_table(run_dir):
             if any(k[0] == sc and k[4] == m for k in idx)])
         if not ms:
             continue
-        w = max(len(f"{r['profile']} {r['variant']}".strip())
-                for r in scrows) + 2
+        w = max([len("profile")] +
+                [len(f"{r['profile']} {r['variant']}".strip())
+                 for r in scrows]) + 2
         trs = [t for t in order["transport"]
                if any(k[0] == sc and k[3] == t for k in idx)]
         out.append(f"\n{sc}: mean [95 % CI] over repetitions")
