@@ -185,12 +185,16 @@ def wire(link, messages, connections, payload_bytes):
     bn = (link or {}).get("links", {}).get("bottleneck")
     if not bn:
         return None
-    out = {"directions": bn}
+    out = {"directions": bn, "counted": "offered"}
     tot_b = tot_f = 0
     for d in ("left_to_right", "right_to_left"):
         x = bn.get(d) or {}
-        b = x.get("bytes_in")
-        f = x.get("frames_in")
+        b, f = x.get("bytes_in"), x.get("frames_in")
+        if b is None:
+            # netem counts only what it sent: the delivered frames, a
+            # little under what was offered (loss and queue drops apart)
+            b, f = x.get("bytes_out"), x.get("frames_out")
+            out["counted"] = "delivered"
         if b is None or f is None:
             return out | {"bytes": None}
         tot_b += b

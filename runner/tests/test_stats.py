@@ -85,3 +85,34 @@ def test_hol_isolated_and_blocked_together():
     assert together["correlation"] == pytest.approx(1.0)
     assert together["max_gap_ms"] == pytest.approx(20.0)
     assert metrics.hol({1: _flow(set())}) is None
+
+
+def test_link_counters_in_one_format_for_both_backends():
+    linkem = {"backend": "userspace", "links": {"bottleneck": {
+        "a2b": {"frames_in": 10, "bytes_in": 1000, "frames_out": 9,
+                "bytes_out": 900, "dropped_loss": 1, "dropped_queue": 0,
+                "queue_delay_us": {"p99": 5.0, "max": 7.0},
+                "timing_error_us": {"p99": 20.0, "max": 30.0}},
+        "b2a": {"frames_in": 5, "bytes_in": 300, "frames_out": 5,
+                "bytes_out": 300, "dropped_loss": 0, "dropped_queue": 0},
+        "cpu_user_s": 0.1, "cpu_sys_s": 0.05, "max_rss_kb": 2000}}}
+    u = metrics.normalize_link(linkem)["links"]["bottleneck"]
+    assert u["left_to_right"]["frames_in"] == 10
+    assert u["left_to_right"]["dropped"] == 1
+    assert u["right_to_left"]["bytes_out"] == 300
+    assert u["emulator"]["cpu_s"] == pytest.approx(0.15)
+    # tc -s -j qdisc show: netem counts what it sent and what it dropped
+    netem = {"backend": "netem", "links": {"bottleneck": {
+        "left_to_right": {"interface": "mqbs1-bn", "tc": [
+            {"kind": "netem", "handle": "1:", "bytes": 900, "packets": 9,
+             "drops": 1, "overlimits": 0, "requeues": 0, "backlog": 0,
+             "qlen": 0}]},
+        "right_to_left": {"interface": "mqbs2-bn", "tc": None}}}}
+    n = metrics.normalize_link(netem)["links"]["bottleneck"]
+    assert n["left_to_right"]["frames_in"] == 10
+    assert n["left_to_right"]["bytes_out"] == 900
+    assert n["left_to_right"]["bytes_in"] is None     # netem cannot tell
+    assert n["right_to_left"]["frames_out"] is None
+    for d in ("left_to_right", "right_to_left"):
+        assert set(metrics.DIR_KEYS) <= set(n[d]) and \
+            set(metrics.DIR_KEYS) <= set(u[d])
