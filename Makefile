@@ -36,9 +36,10 @@ LDFLAGS_ALL = $(OPT) $(LDFLAGS)
 # The library is a set of modules, one folder and one archive each:
 #   util     command line, atomic files, PRNG          (libc only)
 #   measure  histograms, payload header, JSON reports  (jansson)
-#   mqtt     codec, session, client engine             (libc only)
+#   mqtt     codec, session (pure MQTT logic)          (libc only)
 #   net      event loop, connections, transports       (GnuTLS, ngtcp2)
-#   app      what the MQTT client binaries share       (all of the above)
+#   app      the MQTT client (a session on a connection),
+#            the client binaries' options and results   (all of the above)
 #   linkem   the link emulator's core (bench/linkem/)  (libc only)
 # Each binary links only the archives and system libraries it uses.
 OUT := build/$(BUILD)
@@ -51,6 +52,7 @@ pkg_libs = $(shell pkg-config --libs $(1) 2>/dev/null)
 
 CLIENT_LIBS := $(call lib_of,app net mqtt measure util)
 CLIENT_PKGS := gnutls jansson libngtcp2 libngtcp2_crypto_gnutls
+GATEWAY_LIBS := $(call lib_of,app net measure util)
 LINKEM_LIBS := $(call lib_of,linkem measure net util)
 LINKEM_PKGS := jansson
 ALL_LIBS := $(call lib_of,app net mqtt measure linkem util)
@@ -94,6 +96,10 @@ $(eval $(call module_archive,linkem,$(LINKEM_SRC)))
 $(OUT)/bin/loadgen $(OUT)/bin/sink: $(OUT)/bin/%: $(OUT)/obj/cmd/%.o $(CLIENT_LIBS)
 	@mkdir -p $(@D)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(CLIENT_LIBS) $(call pkg_libs,$(CLIENT_PKGS)) -lm
+
+$(OUT)/bin/gateway: $(OUT)/obj/cmd/gateway.o $(GATEWAY_LIBS)
+	@mkdir -p $(@D)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(GATEWAY_LIBS) $(call pkg_libs,$(CLIENT_PKGS)) -lm
 
 $(OUT)/bin/linkem: $(OUT)/obj/linkem/linkem.o $(LINKEM_LIBS)
 	@mkdir -p $(@D)

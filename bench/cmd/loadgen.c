@@ -38,7 +38,10 @@
 
 #include "app/options.h"
 #include "app/results.h"
-#include "mqtt/client.h"
+#include "app/client.h"
+#include "net/conn.h"
+#include "net/quic.h"
+#include "util/afile.h"
 #include "net/evloop.h"
 #include "mqtt/codec.h"
 #include "measure/payload.h"
@@ -73,16 +76,25 @@ enum pub_state {
 	PUB_LOST,        /* connected, then closed by an error */
 	PUB_ABANDONED,   /* connect abandoned because the run stopped */
 	PUB_NOT_STARTED, /* the run stopped before its turn */
+	PUB_SLEEPING,    /* between two cycles (--cycles) */
 };
 
 static const char *const pub_state_names[] = {
 	"pending", "connecting", "connected", "closing", "closed",
-	"failed", "lost", "abandoned", "not_started",
+	"failed", "lost", "abandoned", "not_started", "sleeping",
 };
 
 struct lg;
 
 /* One publisher connection. Kept small: 10,000 of them must stay cheap. */
+/* What the transport knew of a connection when it ended (tr_stats),
+ * compact: thousands of these live for the whole run. */
+struct pub_transport {
+	uint8_t valid;
+	int32_t srtt_us, rttvar_us, min_rtt_us;
+	int64_t cwnd_bytes, retransmits, segs_out, segs_in;
+};
+
 struct pub {
 	struct lg *lg;
 	struct client *cl;
@@ -100,7 +112,19 @@ struct pub {
 	int64_t t_rate0;             /* rate mode: when the first one was due */
 	uint64_t rng;                /* Poisson gaps */
 	int64_t t_start, t_tcp, t_ready, t_connack;
+	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	int64_t t_first_pub, t_last_pub;
+	struct pub_transport tr;     /* the transport's view, at close */
+	/* --cycles: cycles begun, and where this one began */
+	uint32_t cycle;
+	uint64_t sent0;      /* messages sent before this cycle */
+	int64_t t_cycle;
+	uint64_t wire_cycle; /* wire bytes in + out before this cycle */
+	/* --migrate-after / SIGUSR1 (QUIC): the last rebind */
+	int64_t t_migrate, t_validated;
+	int mig_result;      /* 1 validated, -1 failed, 0 pending */
+	uint32_t migrations, delayed;
+	uint8_t grouped;     /* on a shared connection (--streams) */
 	uint64_t wire_in, wire_out, mqtt_out;
 	char *err;
 	struct ev_timer timer;
@@ -126,6 +150,14 @@ struct lg_opts {
 	uint32_t max_pending;
 	const char *ready_file;
 	int per_conn; /* list every connection in the JSON */
+	uint32_t streams;      /* clients per connection (QUIC streams) */
+	uint32_t cycles;       /* connect, publish --count, disconnect */
+	uint64_t sleep_ns;     /* between cycles */
+	int early_data;        /* 0-RTT on resumed QUIC connections */
+	const char *session_file; /* resumption state kept across runs */
+	uint64_t migrate_after;   /* rebind after this many messages */
+	const char *migrate_addr; /* ... to this local address */
+	int64_t start_at;      /* CLOCK_MONOTONIC ns: start no earlier */
 };
 
 struct lg {
@@ -156,6 +188,21 @@ struct lg {
 
 	struct stats_hist ack_lat, conn_total, conn_transport, conn_mqtt,
 		conn_tcp, sched_lag;
+	char cc[16]; /* congestion control the transport reported */
+	/* --streams: the shared connections and their clients still on */
+	struct conn **groups;
+	uint32_t *group_refs, n_groups;
+	uint64_t group_wire_in, group_wire_out;
+	/* --cycles */
+	struct stats_hist cycle_done, cycle_wire, cycle_segs;
+	uint64_t cycles_done;
+	uint32_t sleeping;
+	/* 0-RTT outcomes, per connection */
+	uint64_t early_tried, early_ok, early_rejected;
+	/* --session-file: what it held at the start, per client */
+	uint8_t **sess_blob;
+	size_t *sess_len;
+	uint32_t n_sess;
 	uint64_t acks, acks_failed, sent, bytes, publish_errors, late;
 	uint8_t first_refusal; /* reason of the first refused publish */
 	int64_t t_first_pub, t_last_pub;
@@ -207,6 +254,25 @@ static const char usage[] =
 	"                         can collide mod 65536)\n"
 	"  --ready-file FILE      create FILE once every connection is up\n"
 	"  --no-per-connection    leave the per-connection list out of the JSON\n"
+	"  --start-at NS          start no earlier than this CLOCK_MONOTONIC\n"
+	"                         time in ns (processes released together)\n"
+	"\n"
+	"Connections:\n"
+	"  --cycles N             each client connects, publishes --count\n"
+	"                         messages, disconnects, N times (a device that\n"
+	"                         wakes, reports, sleeps); resumption and 0-RTT\n"
+	"                         apply from the second cycle\n"
+	"  --sleep DUR            between cycles (default 0)\n"
+	"  --session-file FILE    TLS/QUIC resumption state: read at the start\n"
+	"                         when FILE exists, written at the end\n"
+	"  --early-data           QUIC: send CONNECT as 0-RTT early data on\n"
+	"                         resumed connections\n"
+	"  --streams N            QUIC: N consecutive clients share one\n"
+	"                         connection, one stream each (default 1)\n"
+	"  --migrate-after N      QUIC: move the connection to a new local port\n"
+	"                         (or --migrate-addr) after N messages; SIGUSR1\n"
+	"                         does it at once\n"
+	"  --migrate-addr ADDR    the local address to move to\n"
 	"\n"
 	"Timing: message i of a client is due at its CONNACK + i / rate (or\n"
 	"after Poisson gaps). A client that falls behind sends the overdue\n"
@@ -239,6 +305,14 @@ enum {
 	OPT_ID_BASE,
 	OPT_READY,
 	OPT_NO_PER_CONN,
+	OPT_CYCLES,
+	OPT_SLEEP,
+	OPT_SESSION_FILE,
+	OPT_EARLY,
+	OPT_STREAMS,
+	OPT_MIGRATE_AFTER,
+	OPT_MIGRATE_ADDR,
+	OPT_START_AT,
 };
 
 static const struct option longopts[] = {
@@ -260,6 +334,14 @@ static const struct option longopts[] = {
 	{ "id-base", required_argument, 0, OPT_ID_BASE },
 	{ "ready-file", required_argument, 0, OPT_READY },
 	{ "no-per-connection", no_argument, 0, OPT_NO_PER_CONN },
+	{ "cycles", required_argument, 0, OPT_CYCLES },
+	{ "sleep", required_argument, 0, OPT_SLEEP },
+	{ "session-file", required_argument, 0, OPT_SESSION_FILE },
+	{ "early-data", no_argument, 0, OPT_EARLY },
+	{ "streams", required_argument, 0, OPT_STREAMS },
+	{ "migrate-after", required_argument, 0, OPT_MIGRATE_AFTER },
+	{ "migrate-addr", required_argument, 0, OPT_MIGRATE_ADDR },
+	{ "start-at", required_argument, 0, OPT_START_AT },
 	{ 0, 0, 0, 0 },
 };
 
@@ -356,6 +438,42 @@ static int handle_opt(void *ctx, int code, const char *arg)
 		return 0;
 	case OPT_NO_PER_CONN:
 		o->per_conn = 0;
+		return 0;
+	case OPT_CYCLES:
+		if (cli_parse_u64("--cycles", arg, 1, 10000000, &v) < 0)
+			return CLI_EBADARG;
+		o->cycles = (uint32_t)v;
+		return 0;
+	case OPT_SLEEP:
+		return cli_parse_duration("--sleep", arg, 0,
+		                          UINT64_C(86400) * 1000000000,
+		                          &o->sleep_ns);
+	case OPT_SESSION_FILE:
+		if (arg[0] == '\0') {
+			cli_error("--session-file: empty file name");
+			return CLI_EBADARG;
+		}
+		o->session_file = arg;
+		return 0;
+	case OPT_EARLY:
+		o->early_data = 1;
+		return 0;
+	case OPT_STREAMS:
+		if (cli_parse_u64("--streams", arg, 1, 1000, &v) < 0)
+			return CLI_EBADARG;
+		o->streams = (uint32_t)v;
+		return 0;
+	case OPT_MIGRATE_AFTER:
+		return cli_parse_u64("--migrate-after", arg, 1,
+		                     PAYLOAD_SEQ_MAX, &o->migrate_after);
+	case OPT_MIGRATE_ADDR:
+		o->migrate_addr = arg;
+		return 0;
+	case OPT_START_AT:
+		if (cli_parse_u64("--start-at", arg, 0, (uint64_t)INT64_MAX / 2,
+		                  &v) < 0)
+			return CLI_EBADARG;
+		o->start_at = (int64_t)v;
 		return 0;
 	default:
 		cli_error("internal: unhandled option %d", code);
@@ -475,6 +593,45 @@ static int check_options(struct lg_opts *o)
 		cli_error("--arrival poisson needs a --rate above 0");
 		return CLI_EBADARG;
 	}
+	if (o->streams > 1 && !(o->conn.ops->flags & TR_F_STREAMS)) {
+		cli_error("--streams needs a transport that carries several "
+		          "streams on one connection (--transport quic); over "
+		          "%s every client has a connection of its own",
+		          o->conn.ops->name);
+		return CLI_EBADARG;
+	}
+	if (o->streams > o->clients) {
+		cli_error("--streams %" PRIu32 " is more than --clients %" PRIu32,
+		          o->streams, o->clients);
+		return CLI_EBADARG;
+	}
+	if (o->cycles > 1 && (!o->count || o->idle)) {
+		cli_error("--cycles needs --count: the messages each client "
+		          "publishes per cycle");
+		return CLI_EBADARG;
+	}
+	if (o->cycles > 1 && o->streams > 1) {
+		cli_error("--cycles and --streams exclude each other: clients "
+		          "that share a connection do not reconnect alone");
+		return CLI_EBADARG;
+	}
+	if (o->early_data && !(o->conn.ops->flags & TR_F_EARLY)) {
+		cli_error("--early-data needs a transport with 0-RTT "
+		          "(--transport quic)");
+		return CLI_EBADARG;
+	}
+	if (o->session_file && !(o->conn.ops->flags & TR_F_SECURE)) {
+		cli_error("--session-file keeps TLS or QUIC resumption state; "
+		          "%s has none", o->conn.ops->name);
+		return CLI_EBADARG;
+	}
+	if ((o->migrate_after || o->migrate_addr) &&
+	    !(o->conn.ops->flags & TR_F_REBIND)) {
+		cli_error("--migrate-after and --migrate-addr need a transport "
+		          "that migrates (--transport quic); a TCP connection "
+		          "dies with its address");
+		return CLI_EBADARG;
+	}
 	client_id_of(o, o->clients - 1, cid, sizeof(cid));
 	if (mqtt_valid_utf8((const uint8_t *)cid, strlen(cid)) != 0 ||
 	    strlen(cid) > 23 * 10) {
@@ -525,7 +682,8 @@ static int64_t next_due(struct pub *p)
 	double u;
 
 	if (!o->poisson)
-		return time_after(p->t_rate0, (double)p->sent * 1e9 / o->rate);
+		return time_after(p->t_rate0,
+		                  (double)(p->sent - p->sent0) * 1e9 / o->rate);
 	u = prng_unit(&p->rng);
 	return time_after(p->next_at, -log1p(-u) / o->rate * 1e9);
 }
@@ -545,6 +703,8 @@ static void note_error(struct lg *lg, struct pub *p, const char *msg)
 static void lg_kick_starter(struct lg *lg);
 static void lg_stop(struct lg *lg, const char *reason);
 static void pub_pump(struct pub *p);
+static void pub_migrate(struct pub *p);
+static void pub_group_leave(struct lg *lg, struct pub *p);
 
 static void lg_check_end(struct lg *lg)
 {
@@ -602,10 +762,60 @@ static void pub_read_counters(struct pub *p)
 	                      : 0;
 }
 
+/* Keep what the transport knows of p's connection (TCP_INFO: RTT,
+ * retransmissions, congestion window), read just before it ends. */
+static void pub_read_transport(struct pub *p)
+{
+	struct tr_conn *tc = p->cl ? client_transport(p->cl) : NULL;
+	struct tr_stats ts;
+
+	if (tc == NULL)
+		return;
+	tr_get_stats(tc, &ts);
+	p->tr.valid = 1;
+	p->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
+	p->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
+	                                   : (int32_t)(ts.rttvar_ns / 1000);
+	p->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
+	                                     : (int32_t)(ts.min_rtt_ns / 1000);
+	p->tr.cwnd_bytes = ts.cwnd_bytes;
+	p->tr.retransmits = ts.retransmits;
+	p->tr.segs_out = ts.segs_out;
+	p->tr.segs_in = ts.segs_in;
+	if (ts.cc[0] && !p->lg->cc[0])
+		memcpy(p->lg->cc, ts.cc, sizeof(p->lg->cc));
+}
+
+/* The outcome of p's last migration (QUIC), read before the close. */
+static void pub_read_migration(struct pub *p)
+{
+	struct tr_conn *tc = p->cl ? client_transport(p->cl) : NULL;
+	unsigned n;
+	int64_t t0;
+
+	if (!p->migrations || tc == NULL)
+		return;
+	p->mig_result = quic_migration_info(tc, &t0, &p->t_validated, &n);
+}
+
 static void pub_close(struct pub *p)
 {
+	struct lg *lg = p->lg;
+
 	if (p->state != PUB_CONNECTED)
 		return;
+	pub_read_transport(p);
+	pub_read_migration(p);
+	if (lg->o.cycles > 1 && p->sent >= p->target) {
+		/* the cycle's work is done: its last ack is in (QoS 1/2) or
+		 * its last message handed over (QoS 0) */
+		stats_hist_add(&lg->cycle_done,
+		               (uint64_t)(evloop_clock_ns() - p->t_cycle));
+		if (p->tr.segs_out >= 0 && p->tr.segs_in >= 0)
+			stats_hist_add(&lg->cycle_segs,
+			               (uint64_t)(p->tr.segs_out +
+			                          p->tr.segs_in));
+	}
 	ev_timer_stop(p->lg->loop, &p->timer);
 	p->state = PUB_CLOSING;
 	if (client_disconnect(p->cl, 0) < 0) {
@@ -621,7 +831,7 @@ static void pub_close(struct pub *p)
 static void lg_maybe_drain(struct lg *lg)
 {
 	if (lg->sending == 0 && lg->next_start >= lg->o.clients &&
-	    lg->pending == 0 && !lg->o.idle &&
+	    lg->pending == 0 && lg->sleeping == 0 && !lg->o.idle &&
 	    !ev_timer_active(&lg->drain_timer))
 		ev_timer_start(lg->loop, &lg->drain_timer,
 		               evloop_clock_ns() + (int64_t)lg->o.drain_ns);
@@ -647,6 +857,33 @@ static void pub_finish_sending(struct pub *p)
 }
 
 /* ---- publishing --------------------------------------------------------- */
+
+/*
+ * Move p's connection to a new local address (QUIC migration); on a shared
+ * connection only its first client does, once for all.
+ */
+static void pub_migrate(struct pub *p)
+{
+	struct lg *lg = p->lg;
+	struct conn *c = p->cl ? client_conn(p->cl) : NULL;
+	char msg[300];
+	int r;
+
+	if (c == NULL || p->state != PUB_CONNECTED ||
+	    (p->grouped && p->index % lg->o.streams != 0))
+		return;
+	r = conn_rebind(c, lg->o.migrate_addr);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "migration failed: %s",
+		         conn_errmsg(c));
+		note_error(lg, p, msg);
+		return;
+	}
+	p->t_migrate = evloop_clock_ns();
+	p->t_validated = 0;
+	p->mig_result = 0;
+	p->migrations++;
+}
 
 /*
  * Publish one message now; due: when the schedule wanted it sent (0 at max
@@ -677,12 +914,24 @@ static int pub_publish_one(struct pub *p, int64_t due)
 			lg->late++;
 		}
 	}
+	if (p->t_migrate && p->mig_result == 0) {
+		struct tr_conn *tc = client_transport(p->cl);
+		int64_t t0, tv;
+		unsigned n;
+
+		/* sent before the new path was validated */
+		p->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
+		if (p->mig_result == 0)
+			p->delayed++;
+	}
 	if (lg->t_steady > 0 && now >= lg->t_steady)
 		lg->steady_sent++;
 	if (p->sent == 0)
 		p->t_first_pub = now;
 	p->t_last_pub = now;
 	p->sent++;
+	if (lg->o.migrate_after && p->sent == lg->o.migrate_after)
+		pub_migrate(p);
 	p->bytes += lg->o.size;
 	lg->sent++;
 	lg->bytes += lg->o.size;
@@ -743,15 +992,28 @@ static void pub_pump(struct pub *p)
 	}
 }
 
+static void pub_reconnect(struct pub *p);
+
 static void pub_timer_cb(struct evloop *loop, struct ev_timer *t)
 {
 	struct pub *p = t->arg;
 
 	(void)loop;
-	pub_pump(p);
+	if (p->state == PUB_SLEEPING)
+		pub_reconnect(p);
+	else
+		pub_pump(p);
 }
 
 /* ---- client callbacks --------------------------------------------------- */
+
+/* Add to - from to h when both are stamped and in order (as
+ * report_span_us judges a span). */
+static void hist_span(struct stats_hist *h, int64_t from, int64_t to)
+{
+	if (from > 0 && to >= from)
+		stats_hist_add(h, (uint64_t)(to - from));
+}
 
 static void on_connected(struct client *c,
                          const struct client_connected_info *info)
@@ -765,18 +1027,44 @@ static void on_connected(struct client *c,
 	p->t_start = info->t_start;
 	p->t_tcp = info->t_transport_connected;
 	p->t_ready = info->t_transport_ready;
-	p->t_connack = info->t_connack;
+	/* MQTT's part starts when CONNECT could leave: at transport ready,
+	 * or, sent as early data (0-RTT), when it was queued */
+	p->t_connect_sent = info->early ? info->mqtt->t_connect_queued
+	                                : info->t_transport_ready;
+	p->t_connack = info->mqtt->t_connack;
 	p->tls_resumed = (uint8_t)info->tls_resumed;
-	lg->n_ok++;
+	if (info->early) {
+		lg->early_tried++;
+		if (client_early(c) > 0)
+			lg->early_ok++;
+		else if (client_early(c) < 0)
+			lg->early_rejected++;
+	}
 	lg->pending--;
-	stats_hist_add(&lg->conn_total,
-	               (uint64_t)(info->t_connack - info->t_start));
-	stats_hist_add(&lg->conn_transport,
-	               (uint64_t)(info->t_transport_ready - info->t_start));
-	stats_hist_add(&lg->conn_tcp,
-	               (uint64_t)(info->t_transport_connected - info->t_start));
-	stats_hist_add(&lg->conn_mqtt,
-	               (uint64_t)(info->t_connack - info->t_transport_ready));
+	/* A span is recorded only when the transport stamped both ends: a
+	 * 0 stamp would count as a connect time of months. */
+	hist_span(&lg->conn_total, info->t_start, info->mqtt->t_connack);
+	hist_span(&lg->conn_transport, info->t_start,
+	          info->t_transport_ready);
+	hist_span(&lg->conn_tcp, info->t_start, info->t_transport_connected);
+	hist_span(&lg->conn_mqtt, p->t_connect_sent, info->mqtt->t_connack);
+	if (p->cycle > 0) {
+		/* a later cycle: counted as connected once, at the first */
+		if (lg->stopping) {
+			pub_close(p);
+			return;
+		}
+		p->state = PUB_CONNECTED;
+		p->send_done = 0;
+		p->blocked = 0;
+		p->target += lg->o.count;
+		p->sent0 = p->sent; /* this cycle's schedule starts now */
+		lg->sending++;
+		p->next_at = p->t_rate0 = evloop_clock_ns();
+		pub_pump(p);
+		return;
+	}
+	lg->n_ok++;
 	if (lg->tls_version[0] == '\0' && (tc = client_transport(c)) != NULL) {
 		tr_get_info(tc, &ti);
 		snprintf(lg->tls_version, sizeof(lg->tls_version), "%s",
@@ -890,10 +1178,27 @@ static void on_closed(struct client *c, int err, const char *msg)
 		p->state = PUB_CLOSED;
 		if (err != 0)
 			note_error(lg, p, msg);
+		if (lg->o.cycles > 1) {
+			stats_hist_add(&lg->cycle_wire,
+			               p->wire_in + p->wire_out - p->wire_cycle);
+			lg->cycles_done++;
+		}
+		if (err == 0 && p->cycle + 1 < lg->o.cycles && !lg->stopping &&
+		    p->sent >= p->target) {
+			/* sleep, then wake for the next cycle: the client,
+			 * its MQTT session and its resumption state stay */
+			p->state = PUB_SLEEPING;
+			lg->sleeping++;
+			ev_timer_start(lg->loop, &p->timer,
+			               evloop_clock_ns() +
+			                       (int64_t)lg->o.sleep_ns);
+			return;
+		}
 		break;
 	default:
 		break;
 	}
+	pub_group_leave(lg, p);
 	lg->open--;
 	lg_maybe_drain(lg);
 	lg_check_end(lg);
@@ -920,20 +1225,98 @@ static int pub_start(struct lg *lg, struct pub *p)
 	char cid[256];
 	struct client_config cfg = lg->ccfg;
 
+	struct conn *conn = NULL;
+	int r;
+
 	client_id_of(&lg->o, p->index, cid, sizeof(cid));
 	cfg.client_id = cid;
 	p->cl = client_new(lg->loop, lg->tr, &cfg, &callbacks, p);
 	if (p->cl == NULL)
 		return CLIENT_ENOMEM;
+	if (p->index < lg->n_sess && lg->sess_blob[p->index] &&
+	    tr_session_store(client_tr_session(p->cl), lg->sess_blob[p->index],
+	                     lg->sess_len[p->index]) < 0)
+		return CLIENT_ENOMEM;
+	if (lg->o.streams > 1) {
+		uint32_t g = p->index / lg->o.streams;
+
+		if (!lg->groups[g])
+			lg->groups[g] = conn_new(lg->loop, lg->tr,
+			                         client_tr_session(p->cl));
+		conn = lg->groups[g];
+		if (conn == NULL)
+			return CLIENT_ENOMEM;
+	}
 	p->state = PUB_CONNECTING;
+	p->t_cycle = evloop_clock_ns();
 	lg->pending++;
 	lg->open++;
-	if (client_connect(p->cl) < 0) {
+	r = conn ? client_connect_on(p->cl, conn) : client_connect(p->cl);
+	if (r == 0 && conn) {
+		p->grouped = 1;
+		lg->group_refs[p->index / lg->o.streams]++;
+		if (conn_state(conn) == CONN_IDLE && conn_open(conn) < 0)
+			r = CLIENT_ENOMEM; /* told through on_closed */
+	}
+	if (r < 0 && !p->grouped) {
 		lg->pending--;
 		lg->open--;
 		return CLIENT_ENOMEM;
 	}
 	return 0;
+}
+
+/* p leaves its shared connection; the last one out frees it and keeps
+ * what it moved. */
+static void pub_group_leave(struct lg *lg, struct pub *p)
+{
+	uint32_t g;
+	struct tr_conn *tc;
+
+	if (!p->grouped)
+		return;
+	p->grouped = 0;
+	g = p->index / lg->o.streams;
+	if (--lg->group_refs[g] > 0 || !lg->groups[g])
+		return;
+	tc = conn_transport(lg->groups[g]);
+	if (tc) {
+		lg->group_wire_in += tc->wire_in;
+		lg->group_wire_out += tc->wire_out;
+	}
+	conn_free(lg->groups[g]);
+	lg->groups[g] = NULL;
+}
+
+/* The next cycle of p: wake up and connect again. */
+static void pub_reconnect(struct pub *p)
+{
+	struct lg *lg = p->lg;
+	const struct client_stats *st;
+
+	lg->sleeping--;
+	if (lg->stopping) {
+		p->state = PUB_CLOSED;
+		lg->open--;
+		lg_maybe_drain(lg);
+		lg_check_end(lg);
+		return;
+	}
+	p->cycle++;
+	st = client_stats(p->cl);
+	p->wire_cycle = st->wire_in + st->wire_out;
+	p->state = PUB_CONNECTING;
+	p->t_cycle = evloop_clock_ns();
+	lg->pending++;
+	if (client_connect(p->cl) < 0) {
+		lg->pending--;
+		p->state = PUB_LOST;
+		lg->n_lost++;
+		lg->open--;
+		note_error(lg, p, "out of memory reconnecting");
+		lg_maybe_drain(lg);
+		lg_check_end(lg);
+	}
 }
 
 static void lg_kick_starter(struct lg *lg)
@@ -991,7 +1374,9 @@ static void lg_stop(struct lg *lg, const char *reason)
 		lg_all_settled(lg);
 	for (i = 0; i < lg->o.clients; i++) {
 		p = &lg->pubs[i];
-		if (p->state == PUB_CONNECTING) {
+		if (p->state == PUB_SLEEPING) {
+			ev_timer_start(lg->loop, &p->timer, evloop_clock_ns());
+		} else if (p->state == PUB_CONNECTING) {
 			client_disconnect(p->cl, 0); /* abandons the attempt */
 		} else if (p->state == PUB_CONNECTED) {
 			if (lg->o.idle)
@@ -1043,6 +1428,13 @@ static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
 
 	(void)revents;
 	while (read(lg->sigfd, &si, sizeof(si)) == sizeof(si)) {
+		if (si.ssi_signo == SIGUSR1) {
+			uint32_t i;
+
+			for (i = 0; lg->pubs && i < lg->o.clients; i++)
+				pub_migrate(&lg->pubs[i]);
+			continue;
+		}
 		if (++lg->signals > 1) {
 			/* second signal: do not wait for anything */
 			evloop_stop(loop);
@@ -1083,7 +1475,89 @@ static json_t *config_json(const struct lg *lg)
 	report_set(c, "inflight_window", json_integer(lg->ccfg.inflight_window));
 	report_set(c, "drain_s", json_real((double)o->drain_ns / 1e9));
 	report_set(c, "publisher_id_base", json_integer(o->id_base));
+	report_set(c, "streams_per_connection", json_integer(o->streams));
+	report_set(c, "cycles", json_integer(o->cycles));
+	report_set(c, "sleep_us", report_us(o->sleep_ns));
+	report_set(c, "early_data", json_boolean(o->early_data));
+	report_set(c, "session_file", o->session_file
+	                                      ? json_string(o->session_file)
+	                                      : json_null());
+	report_set(c, "migrate_after",
+	           o->migrate_after ? report_u64(o->migrate_after) : json_null());
+	report_set(c, "migrate_addr", o->migrate_addr
+	                                      ? json_string(o->migrate_addr)
+	                                      : json_null());
+	report_set(c, "start_at_ns",
+	           o->start_at ? json_integer(o->start_at) : json_null());
 	return c;
+}
+
+/* A histogram of counts (bytes, packets), not of times. */
+static json_t *hist_plain(const struct stats_hist *h)
+{
+	if (h->count == 0)
+		return json_pack("{s:i}", "count", 0);
+	return json_pack("{s:I, s:I, s:f, s:I, s:I, s:I}", "count",
+	                 (json_int_t)h->count, "min", (json_int_t)h->min,
+	                 "mean", stats_hist_mean(h), "p50",
+	                 (json_int_t)stats_hist_percentile(h, 50.0), "p99",
+	                 (json_int_t)stats_hist_percentile(h, 99.0), "max",
+	                 (json_int_t)h->max);
+}
+
+/* -1 (unknown) as null. */
+static json_t *known(int64_t v)
+{
+	return v < 0 ? json_null() : json_integer((json_int_t)v);
+}
+
+static json_t *transport_json(const struct pub_transport *t)
+{
+	return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "srtt_us",
+	                 known(t->srtt_us), "rttvar_us", known(t->rttvar_us),
+	                 "min_rtt_us", known(t->min_rtt_us), "cwnd_bytes",
+	                 known(t->cwnd_bytes), "retransmits",
+	                 known(t->retransmits), "segments_out",
+	                 known(t->segs_out), "segments_in", known(t->segs_in));
+}
+
+/* The connections' transport statistics summed (retransmissions,
+ * segments) and their smoothed RTTs summarised, at their close. */
+static json_t *transports_json(const struct lg *lg)
+{
+	int64_t retrans = 0, segs_out = 0, segs_in = 0, n = 0, n_rtt = 0;
+	int64_t rtt_min = -1, rtt_max = -1;
+	double rtt_sum = 0;
+	uint32_t i;
+
+	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		const struct pub_transport *t = &lg->pubs[i].tr;
+
+		if (!t->valid)
+			continue;
+		n++;
+		retrans += t->retransmits > 0 ? t->retransmits : 0;
+		segs_out += t->segs_out > 0 ? t->segs_out : 0;
+		segs_in += t->segs_in > 0 ? t->segs_in : 0;
+		if (t->srtt_us >= 0) {
+			n_rtt++;
+			rtt_sum += t->srtt_us;
+			if (rtt_min < 0 || t->srtt_us < rtt_min)
+				rtt_min = t->srtt_us;
+			if (t->srtt_us > rtt_max)
+				rtt_max = t->srtt_us;
+		}
+	}
+	return json_pack("{s:I, s:s?, s:I, s:I, s:I, s:o, s:o, s:o}",
+	                 "connections", (json_int_t)n, "congestion_control",
+	                 lg->cc[0] ? lg->cc : NULL, "retransmits",
+	                 (json_int_t)retrans, "segments_out",
+	                 (json_int_t)segs_out, "segments_in",
+	                 (json_int_t)segs_in, "srtt_us_min", known(rtt_min),
+	                 "srtt_us_mean",
+	                 n_rtt ? json_real(rtt_sum / (double)n_rtt)
+	                       : json_null(),
+	                 "srtt_us_max", known(rtt_max));
 }
 
 static json_t *pub_json(const struct lg *lg, const struct pub *p)
@@ -1105,7 +1579,8 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 		                     "transport_us",
 		                     report_span_us(p->t_start, p->t_ready),
 		                     "mqtt_us",
-		                     report_span_us(p->t_ready, p->t_connack),
+		                     report_span_us(p->t_connect_sent,
+		                                    p->t_connack),
 		                     "total_us",
 		                     report_span_us(p->t_start, p->t_connack),
 		                     "tls_resumed", p->tls_resumed));
@@ -1114,6 +1589,24 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	} else {
 		report_set(o, "connect", json_null());
 	}
+	if (p->tr.valid)
+		report_set(o, "transport", transport_json(&p->tr));
+	if (lg->o.cycles > 1)
+		report_set(o, "cycles_begun", json_integer(p->cycle + 1));
+	if (p->migrations)
+		report_set(o, "migration",
+		           json_pack("{s:i, s:o, s:o, s:s, s:I}", "count",
+		                     (int)p->migrations, "at_us",
+		                     report_span_us(lg->t0, p->t_migrate),
+		                     "path_validation_us",
+		                     report_span_us(p->t_migrate,
+		                                    p->t_validated),
+		                     "result",
+		                     p->mig_result > 0 ? "validated"
+		                     : p->mig_result < 0 ? "failed"
+		                                         : "pending",
+		                     "sent_before_validation",
+		                     (json_int_t)p->delayed));
 	report_set(o, "sent", report_u64(p->sent));
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
@@ -1256,6 +1749,19 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		if (lg->o.conn.qos > 0 && lg->pubs[i].sent > lg->pubs[i].acks)
 			unacked += lg->pubs[i].sent - lg->pubs[i].acks;
 	}
+	/* shared connections (--streams): their bytes are the
+	 * connection's, not one client's */
+	for (i = 0; i < lg->n_groups; i++) {
+		struct tr_conn *tc = lg->groups[i] ? conn_transport(lg->groups[i])
+		                                   : NULL;
+
+		if (tc) {
+			lg->group_wire_in += tc->wire_in;
+			lg->group_wire_out += tc->wire_out;
+		}
+	}
+	wire_in += lg->group_wire_in;
+	wire_out += lg->group_wire_out;
 	tot = json_object();
 	report_set(tot, "connections", json_integer(lg->o.clients));
 	report_set(tot, "connected", json_integer(lg->n_ok));
@@ -1293,6 +1799,26 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	                     "tls_cipher",
 	                     lg->tls_cipher[0] ? json_string(lg->tls_cipher)
 	                                       : NULL));
+	/* read at each connection's close (TCP: the kernel's TCP_INFO) */
+	report_set(doc, "transport", transports_json(lg));
+	if (lg->o.cycles > 1) {
+		/* per cycle: from the connect call (the wake) to its last ack
+		 * (QoS 1/2) or last message handed over (QoS 0); the wire
+		 * bytes of the whole cycle, close included; the transport's
+		 * segments or packets up to the disconnect */
+		report_set(doc, "cycles",
+		           json_pack("{s:o, s:o, s:o, s:o}", "done",
+		                     report_u64(lg->cycles_done),
+		                     "wake_to_done", report_hist(&lg->cycle_done, 1),
+		                     "wire_bytes", hist_plain(&lg->cycle_wire),
+		                     "segments", hist_plain(&lg->cycle_segs)));
+	}
+	if (lg->o.early_data)
+		report_set(doc, "early_data",
+		           json_pack("{s:o, s:o, s:o}", "attempted",
+		                     report_u64(lg->early_tried), "accepted",
+		                     report_u64(lg->early_ok), "rejected",
+		                     report_u64(lg->early_rejected)));
 	report_set(doc, "memory", memory_json(lg));
 	if (lg->o.per_conn && lg->pubs != NULL) {
 		conns = json_array();
@@ -1301,6 +1827,113 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		report_set(doc, "connections", conns);
 	}
 	report_set(doc, "resources", report_resources());
+}
+
+/* ---- resumption state across runs (--session-file) --------------------- */
+
+/*
+ * The file: a line "MQBSESS1 <transport>", then per client a record of
+ * its index and length (4 bytes each, big-endian) and the transport's
+ * resumption data, as tr_session holds it.
+ */
+#define SESS_MAGIC "MQBSESS1 "
+
+static uint32_t get_be32(const uint8_t *b)
+{
+	return (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 |
+	       (uint32_t)b[2] << 8 | b[3];
+}
+
+/* Read --session-file when it exists. 0, or -1 with the error noted. */
+static int sess_file_load(struct lg *lg)
+{
+	const char *path = lg->o.session_file;
+	char head[64], want[64];
+	uint8_t rec[8];
+	FILE *f;
+	int ok = 1;
+
+	if (!path)
+		return 0;
+	f = fopen(path, "rb");
+	if (!f)
+		return errno == ENOENT ? 0 : (note_error(lg, NULL, strerror(errno)), -1);
+	snprintf(want, sizeof(want), SESS_MAGIC "%s\n", lg->o.conn.ops->name);
+	if (!fgets(head, sizeof(head), f) || strcmp(head, want) != 0) {
+		fclose(f);
+		snprintf(head, sizeof(head), "%.40s", path);
+		note_error(lg, NULL, "--session-file holds no resumption "
+		           "state of this transport; delete it or use another "
+		           "file");
+		return -1;
+	}
+	lg->sess_blob = calloc(lg->o.clients, sizeof(*lg->sess_blob));
+	lg->sess_len = calloc(lg->o.clients, sizeof(*lg->sess_len));
+	if (!lg->sess_blob || !lg->sess_len)
+		ok = 0;
+	lg->n_sess = lg->o.clients;
+	while (ok && fread(rec, 1, 8, f) == 8) {
+		uint32_t i = get_be32(rec), len = get_be32(rec + 4);
+		uint8_t *b;
+
+		if (len > (1u << 20) || !(b = malloc(len ? len : 1)) ||
+		    fread(b, 1, len, f) != len) {
+			ok = 0;
+			break;
+		}
+		if (i < lg->o.clients && !lg->sess_blob[i]) {
+			lg->sess_blob[i] = b;
+			lg->sess_len[i] = len;
+		} else {
+			free(b);
+		}
+	}
+	fclose(f);
+	if (!ok) {
+		note_error(lg, NULL, "--session-file is damaged; delete it");
+		return -1;
+	}
+	return 0;
+}
+
+/* Write every client's resumption state to --session-file, atomically. */
+static int sess_file_save(struct lg *lg)
+{
+	struct afile af;
+	uint32_t i;
+	int r;
+
+	if (!lg->o.session_file || !lg->pubs)
+		return 0;
+	r = afile_open(&af, lg->o.session_file);
+	if (r < 0)
+		return r;
+	fprintf(af.fp, SESS_MAGIC "%s\n", lg->o.conn.ops->name);
+	for (i = 0; i < lg->o.clients; i++) {
+		const uint8_t *d;
+		size_t len;
+		uint8_t rec[8];
+
+		if (!lg->pubs[i].cl)
+			continue;
+		d = tr_session_data(client_tr_session(lg->pubs[i].cl), &len);
+		if (!d)
+			continue;
+		rec[0] = (uint8_t)(i >> 24);
+		rec[1] = (uint8_t)(i >> 16);
+		rec[2] = (uint8_t)(i >> 8);
+		rec[3] = (uint8_t)i;
+		rec[4] = (uint8_t)(len >> 24);
+		rec[5] = (uint8_t)(len >> 16);
+		rec[6] = (uint8_t)(len >> 8);
+		rec[7] = (uint8_t)len;
+		if (fwrite(rec, 1, 8, af.fp) != 8 ||
+		    fwrite(d, 1, len, af.fp) != len) {
+			afile_abort(&af);
+			return -EIO;
+		}
+	}
+	return afile_commit(&af);
 }
 
 /* ---- main --------------------------------------------------------------- */
@@ -1318,6 +1951,7 @@ static int lg_setup_run(struct lg *lg)
 	int rv;
 
 	cli_tr_config(&lg->o.conn, &tcfg);
+	tcfg.early_data = lg->o.early_data;
 	rv = tr_ctx_new(&lg->tr, lg->o.conn.ops, &tcfg, err, sizeof(err));
 	if (rv < 0) {
 		note_error(lg, NULL, err);
@@ -1363,6 +1997,16 @@ static int lg_setup_pubs(struct lg *lg)
 		note_error(lg, NULL, "out of memory");
 		return -1;
 	}
+	if (lg->o.streams > 1) {
+		lg->n_groups = (lg->o.clients + lg->o.streams - 1) /
+		               lg->o.streams;
+		lg->groups = calloc(lg->n_groups, sizeof(*lg->groups));
+		lg->group_refs = calloc(lg->n_groups, sizeof(*lg->group_refs));
+		if (!lg->groups || !lg->group_refs) {
+			note_error(lg, NULL, "out of memory");
+			return -1;
+		}
+	}
 	for (i = 0; i < lg->o.clients; i++) {
 		struct pub *p = &lg->pubs[i];
 
@@ -1403,6 +2047,14 @@ static void lg_cleanup(struct lg *lg)
 			free(lg->pubs[i].err);
 		}
 	}
+	for (i = 0; i < lg->n_groups; i++)
+		conn_free(lg->groups[i]);
+	free(lg->groups);
+	free(lg->group_refs);
+	for (i = 0; i < lg->n_sess; i++)
+		free(lg->sess_blob[i]);
+	free(lg->sess_blob);
+	free(lg->sess_len);
 	free(lg->pubs);
 	free(lg->payload);
 	free(lg->first_err);
@@ -1432,6 +2084,8 @@ int main(int argc, char **argv)
 	lg->o.max_pending = 64;
 	lg->o.drain_ns = 10 * UINT64_C(1000000000);
 	lg->o.per_conn = 1;
+	lg->o.streams = 1;
+	lg->o.cycles = 1;
 	rv = cli_parse(argc, argv, longopts, &lg->o.conn, handle_opt, &lg->o,
 	               usage);
 	if (rv == 1)
@@ -1448,13 +2102,16 @@ int main(int argc, char **argv)
 	stats_hist_init(&lg->conn_mqtt);
 	stats_hist_init(&lg->conn_tcp);
 	stats_hist_init(&lg->sched_lag);
+	stats_hist_init(&lg->cycle_done);
+	stats_hist_init(&lg->cycle_wire);
+	stats_hist_init(&lg->cycle_segs);
 	lg->stop_reason = "done";
 	lg->doc = app_report_new("loadgen");
 	if (lg->doc == NULL) {
 		cli_error("out of memory");
 		return 1;
 	}
-	lg->sigfd = cli_signalfd();
+	lg->sigfd = cli_signalfd(SIGUSR1);
 	if (lg->sigfd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(errno));
 		lg_cleanup(lg);
@@ -1467,12 +2124,14 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	lg->rss_start_kib = report_rss_kib();
-	if (lg_setup_pubs(lg) < 0) {
+	if (sess_file_load(lg) < 0 || lg_setup_pubs(lg) < 0) {
 		lg->stop_reason = "error";
 		status = 1;
 		goto out;
 	}
 	lg->t0 = evloop_clock_ns();
+	if (lg->o.start_at > lg->t0)
+		lg->t0 = lg->o.start_at; /* released with the other processes */
 	if (lg->o.duration_ns) {
 		lg->deadline = lg->t0 + (int64_t)lg->o.ramp_ns +
 		               (int64_t)lg->o.duration_ns;
@@ -1518,6 +2177,12 @@ out:
 		          client_reason_str(lg->o.conn.mqtt_version,
 		                            lg->first_refusal),
 		          lg->first_refusal);
+		status = 1;
+	}
+	rv = sess_file_save(lg);
+	if (rv < 0) {
+		cli_error("cannot write --session-file '%s': %s",
+		          lg->o.session_file, strerror(-rv));
 		status = 1;
 	}
 	rv = report_write(lg->doc, lg->o.conn.json_path);

@@ -32,7 +32,7 @@
 #include "util/afile.h"
 #include "app/options.h"
 #include "app/results.h"
-#include "mqtt/client.h"
+#include "app/client.h"
 #include "net/evloop.h"
 #include "mqtt/codec.h"
 #include "measure/payload.h"
@@ -86,7 +86,8 @@ struct sink {
 
 	uint64_t wall0;
 	int64_t t0, t_subscribed;
-	struct client_connected_info ci; /* .connack not kept */
+	struct client_connected_info ci; /* .mqtt points at ci_mqtt */
+	struct sess_connack_info ci_mqtt; /* .connack not kept */
 	struct tr_info ti;
 	int have_ci;
 	uint8_t granted[MAX_FILTERS]; /* SUBACK codes, n_granted of them */
@@ -478,7 +479,9 @@ static void on_connected(struct client *c,
 	int rv;
 
 	s->ci = *info;
-	s->ci.connack = NULL;
+	s->ci_mqtt = *info->mqtt;
+	s->ci_mqtt.connack = NULL;
+	s->ci.mqtt = &s->ci_mqtt;
 	s->have_ci = 1;
 	tc = client_transport(c);
 	if (tc != NULL)
@@ -832,7 +835,7 @@ int main(int argc, char **argv)
 		json_decref(s->doc);
 		return 2;
 	}
-	s->sigfd = cli_signalfd();
+	s->sigfd = cli_signalfd(0);
 	if (s->sigfd < 0) {
 		cli_error("cannot set up signal handling: %s", strerror(errno));
 		status = 1;

@@ -66,7 +66,7 @@
  * packets the engine sent, to follow a reproducer:
  *   FUZZ_CLIENT_TRACE=1 build/fuzz/fuzz_client crash-...
  */
-#include "mqtt/client.h"
+#include "app/client.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,23 +390,23 @@ static void on_connected(struct client *c,
 	unsigned i;
 
 	CHECK(client_state(c) == CLIENT_CONNECTED);
-	CHECK(info->connack && info->connack->reason == 0);
-	CHECK(info->window >= 1 && info->max_qos <= 2);
-	touch_props(&info->connack->props);
+	CHECK(info->mqtt->connack && info->mqtt->connack->reason == 0);
+	CHECK(info->mqtt->window >= 1 && info->mqtt->max_qos <= 2);
+	touch_props(&info->mqtt->connack->props);
 	/* Without a session on the broker the engine drops every flow; with
 	 * one it resends every publish flow (a non-persistent client has none
 	 * left at this point). */
-	if (!info->session_present) {
-		CHECK(info->resent == 0);
-		CHECK(info->dropped == flow_drop(1));
+	if (!info->mqtt->session_present) {
+		CHECK(info->mqtt->resent == 0);
+		CHECK(info->mqtt->dropped == flow_drop(1));
 	} else {
-		CHECK(info->dropped == 0);
-		CHECK(info->resent == g.n_pub);
+		CHECK(info->mqtt->dropped == 0);
+		CHECK(info->mqtt->resent == g.n_pub);
 	}
 	CHECK(client_inflight(c) == g.n_pub);
 	TRACE("connected: session %u, window %u, resent %u, dropped %u\n",
-	      info->session_present, info->window, info->resent,
-	      info->dropped);
+	      info->mqtt->session_present, info->mqtt->window, info->mqtt->resent,
+	      info->mqtt->dropped);
 	if (act(c, 0))
 		return;
 	for (i = 0; i < g.cfg.n_ops; i++, g.op_turn++) {
@@ -662,10 +662,11 @@ static void track_recv(const uint8_t *buf, size_t len)
 	}
 }
 
-static ssize_t fz_send(struct tr_conn *c, const uint8_t *buf, size_t len,
-                       int64_t now)
+static ssize_t fz_send(struct tr_conn *c, int64_t sid, const uint8_t *buf,
+                       size_t len, int64_t now)
 {
 	(void)now;
+	CHECK(sid == TR_STREAM_MAIN);
 	CHECK(len > 0);
 	CHECK(((struct fz_conn *)c)->ready);
 	if (g.cfg.send_eio && rnd(64) == 0) {
@@ -684,12 +685,13 @@ static ssize_t fz_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	return (ssize_t)len;
 }
 
-static ssize_t fz_recv(struct tr_conn *c, uint8_t *buf, size_t len,
-                       int64_t now)
+static ssize_t fz_recv(struct tr_conn *c, int64_t *sid, uint8_t *buf,
+                       size_t len, int64_t now)
 {
 	size_t n, left = g.in_len - g.in_off;
 
 	(void)now;
+	*sid = TR_STREAM_MAIN;
 	/* a 0-byte read would make EOF and "nothing" look the same */
 	CHECK(len > 0);
 	CHECK(((struct fz_conn *)c)->ready);
@@ -741,9 +743,10 @@ static uint32_t fz_events(const struct tr_conn *c)
 	return ((const struct fz_conn *)c)->ready ? EV_READ : EV_WRITE;
 }
 
-static int fz_shutdown(struct tr_conn *c, int64_t now)
+static int fz_shutdown(struct tr_conn *c, int64_t sid, int64_t now)
 {
 	(void)now;
+	CHECK(sid == TR_STREAM_MAIN);
 	CHECK(((struct fz_conn *)c)->ready);
 	if (g.cfg.hostile_send && rnd(2) == 0)
 		return TR_AGAIN;

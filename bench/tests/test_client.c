@@ -7,7 +7,7 @@
  * some would-block (seeded), and the test feeds the broker's bytes one at a
  * time, so the engine's partial paths are taken on every packet.
  */
-#include "mqtt/client.h"
+#include "app/client.h"
 #include "tt.h"
 
 #include <errno.h>
@@ -42,6 +42,7 @@ struct fake_conn {
 	int hs_left;
 	int ready;
 	int failed;
+	int want_write; /* a send would-block */
 };
 
 static int fake_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
@@ -86,12 +87,15 @@ static int fake_handshake(struct tr_conn *c, int64_t now)
 	return 0;
 }
 
-static ssize_t fake_send(struct tr_conn *c, const uint8_t *buf, size_t len,
-                         int64_t now)
+static ssize_t fake_send(struct tr_conn *c, int64_t sid, const uint8_t *buf,
+                         size_t len, int64_t now)
 {
+	struct fake_conn *f = (struct fake_conn *)c;
 	ssize_t n;
 
 	(void)now;
+	TT_CHECK(sid == TR_STREAM_MAIN);
+	f->want_write = 1;
 	if (g_send_block)
 		return TR_AGAIN;
 	if (g_partial) {
@@ -101,6 +105,7 @@ static ssize_t fake_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	}
 	n = send(c->fd, buf, len, MSG_NOSIGNAL);
 	if (n > 0) {
+		f->want_write = 0;
 		c->wire_out += (uint64_t)n;
 		return n;
 	}
@@ -109,12 +114,13 @@ static ssize_t fake_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	return tr_fail(c, TR_EIO, "send: %s", strerror(errno));
 }
 
-static ssize_t fake_recv(struct tr_conn *c, uint8_t *buf, size_t len,
-                         int64_t now)
+static ssize_t fake_recv(struct tr_conn *c, int64_t *sid, uint8_t *buf,
+                         size_t len, int64_t now)
 {
 	ssize_t n;
 
 	(void)now;
+	*sid = TR_STREAM_MAIN;
 	if (g_partial) {
 		if (rnd(3) == 0)
 			return TR_AGAIN;
@@ -137,12 +143,15 @@ static uint32_t fake_events(const struct tr_conn *c)
 {
 	const struct fake_conn *f = (const struct fake_conn *)c;
 
-	return f->ready ? EV_READ : EV_WRITE;
+	if (!f->ready)
+		return EV_WRITE;
+	return EV_READ | (f->want_write ? EV_WRITE : 0);
 }
 
-static int fake_shutdown(struct tr_conn *c, int64_t now)
+static int fake_shutdown(struct tr_conn *c, int64_t sid, int64_t now)
 {
 	(void)now;
+	(void)sid;
 	shutdown(c->fd, SHUT_WR);
 	return 0;
 }
@@ -196,16 +205,16 @@ static void on_connected(struct client *c,
 	struct rec *r = client_user(c);
 
 	r->connected++;
-	r->session_present = i->session_present;
-	r->window = i->window;
-	r->resent = i->resent;
-	r->dropped = i->dropped;
+	r->session_present = i->mqtt->session_present;
+	r->window = i->mqtt->window;
+	r->resent = i->mqtt->resent;
+	r->dropped = i->mqtt->dropped;
 	r->t_start = i->t_start;
 	r->t_ready = i->t_transport_ready;
-	r->t_connack = i->t_connack;
+	r->t_connack = i->mqtt->t_connack;
 	if (r->publish_on_connect) {
 		/* let the clock move on past the read that brought CONNACK */
-		while (evloop_clock_ns() < i->t_connack + 20000)
+		while (evloop_clock_ns() < i->mqtt->t_connack + 20000)
 			;
 		TT_CHECK(client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 1,
 		                        0, NULL) == 1);

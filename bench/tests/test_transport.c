@@ -6,7 +6,7 @@
  * private Mosquitto config (TCP and TLS listeners on free ports) and starts
  * the broker; everything lives in a temporary directory removed at the end.
  */
-#include "mqtt/client.h"
+#include "app/client.h"
 #include "tt.h"
 
 #include <arpa/inet.h>
@@ -190,7 +190,8 @@ struct rec {
 	int connected, closed, subacks, messages, done, resumed;
 	int close_err;
 	char close_msg[400];
-	struct client_connected_info info;
+	struct client_connected_info info; /* .mqtt points at mqtt */
+	struct sess_connack_info mqtt;     /* .connack not kept */
 	struct tr_info tri;
 	uint8_t session_present;
 	uint32_t next_seq[3]; /* per QoS: the sequence we expect next */
@@ -206,8 +207,10 @@ static void on_connected(struct client *c,
 
 	r->connected++;
 	r->info = *i;
-	r->info.connack = NULL;
-	r->session_present = i->session_present;
+	r->mqtt = *i->mqtt;
+	r->mqtt.connack = NULL;
+	r->info.mqtt = &r->mqtt;
+	r->session_present = i->mqtt->session_present;
 	tr_get_info(client_transport(c), &r->tri);
 }
 
@@ -479,10 +482,10 @@ static void test_v5_receive_max(void)
 
 	TT_CHECK(connect_wait(c, &r));
 	/* max_inflight_messages 100 is the broker's Receive Maximum */
-	TT_CHECK(r.info.receive_max == 100);
-	TT_CHECK(r.info.window == 100 && client_window(c) == 100);
+	TT_CHECK(r.mqtt.receive_max == 100);
+	TT_CHECK(r.mqtt.window == 100 && client_window(c) == 100);
 	TT_CHECK(r.info.t_start <= r.info.t_transport_ready &&
-	         r.info.t_transport_ready <= r.info.t_connack);
+	         r.info.t_transport_ready <= r.mqtt.t_connack);
 	TT_CHECK(strcmp(r.tri.transport, "tcp") == 0);
 	disconnect_wait(c, &r);
 	client_free(c);
@@ -501,13 +504,13 @@ static void tls_version_case(int version, const char *want)
 	TT_CHECK(r.info.tls_resumed == 0);
 	TT_CHECK(r.info.t_transport_connected >= r.info.t_start &&
 	         r.info.t_transport_ready > r.info.t_transport_connected &&
-	         r.info.t_connack > r.info.t_transport_ready);
+	         r.mqtt.t_connack > r.info.t_transport_ready);
 	printf("     %s %s: tcp %.3f ms, tls %.3f ms, mqtt %.3f ms\n", want,
 	       r.tri.cipher,
 	       (double)(r.info.t_transport_connected - r.info.t_start) / 1e6,
 	       (double)(r.info.t_transport_ready -
 	                r.info.t_transport_connected) / 1e6,
-	       (double)(r.info.t_connack - r.info.t_transport_ready) / 1e6);
+	       (double)(r.mqtt.t_connack - r.info.t_transport_ready) / 1e6);
 	/* a reconnect of the same client resumes the TLS session */
 	disconnect_wait(c, &r);
 	TT_CHECK(connect_wait(c, &r));

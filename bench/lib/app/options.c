@@ -30,6 +30,9 @@ const char cli_conn_help[] =
 	"  --tls-name NAME        TLS: name to verify and send as SNI\n"
 	"                         (default: --host)\n"
 	"  --tls-version 1.2|1.3  TLS: use exactly this version (default 1.3)\n"
+	"  --cc NAME              QUIC congestion control: cubic (default),\n"
+	"                         reno, bbr, bbr2\n"
+	"  --qlog-dir DIR         QUIC: write a qlog file per connection\n"
 	"MQTT:\n"
 	"  --mqtt 3.1.1|5         protocol version (default 3.1.1)\n"
 	"  --qos 0|1|2            QoS (default 0)\n"
@@ -85,7 +88,7 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 			          "of: %s)", arg, tr_names());
 			return CLI_EBADARG;
 		}
-		c->secure = strcmp(arg, "tcp") != 0;
+		c->secure = (c->ops->flags & TR_F_SECURE) != 0;
 		return 1;
 	case CLI_OPT_CAFILE:
 		if (access(arg, R_OK) != 0) {
@@ -162,6 +165,24 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 		                       &c->connect_timeout_ns) < 0)
 			return CLI_EBADARG;
 		return 1;
+	case CLI_OPT_CC:
+		if (strcmp(arg, "cubic") != 0 && strcmp(arg, "reno") != 0 &&
+		    strcmp(arg, "bbr") != 0 && strcmp(arg, "bbr2") != 0) {
+			cli_error("--cc: '%s' is not a congestion control QUIC "
+			          "offers here (use cubic, reno, bbr or bbr2)",
+			          arg);
+			return CLI_EBADARG;
+		}
+		c->cc = arg;
+		return 1;
+	case CLI_OPT_QLOG_DIR:
+		if (access(arg, W_OK) != 0) {
+			cli_error("--qlog-dir: cannot write to '%s': %s", arg,
+			          strerror(errno));
+			return CLI_EBADARG;
+		}
+		c->qlog_dir = arg;
+		return 1;
 	case CLI_OPT_JSON:
 		if (arg[0] == '\0') {
 			cli_error("--json: empty file name");
@@ -177,13 +198,16 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 int cli_conn_finish(struct cli_conn *c)
 {
 	if (c->port == 0)
-		c->port = strcmp(c->ops->name, "quic") == 0 ? 14567
-		          : c->secure                      ? 8883
-		                                           : 1883;
+		c->port = c->ops->default_port;
 	if (!c->secure &&
 	    (c->cafile || c->tls_name || c->tls_version)) {
 		cli_error("--cafile, --tls-name and --tls-version need a "
-		          "secure transport (--transport tls)");
+		          "secure transport (--transport tls or quic)");
+		return CLI_EBADARG;
+	}
+	if ((c->cc || c->qlog_dir) && !(c->ops->flags & TR_F_DATAGRAM)) {
+		cli_error("--cc and --qlog-dir are QUIC settings (--transport "
+		          "quic); TCP's congestion control is the kernel's");
 		return CLI_EBADARG;
 	}
 	if (c->secure && c->tls_name == NULL)
@@ -259,6 +283,8 @@ void cli_tr_config(const struct cli_conn *c, struct tr_config *cfg)
 		cfg->tls_version = TR_TLS_1_2;
 	else if (c->tls_version == 13)
 		cfg->tls_version = TR_TLS_1_3;
+	cfg->cc = c->cc;
+	cfg->qlog_dir = c->qlog_dir;
 }
 
 json_t *cli_conn_json(const struct cli_conn *c)
@@ -287,5 +313,11 @@ json_t *cli_conn_json(const struct cli_conn *c)
 		report_set(o, "session_expiry_s",
 		           json_integer((json_int_t)c->session_expiry));
 	report_set(o, "connect_timeout_us", report_us(c->connect_timeout_ns));
+	if (c->ops->flags & TR_F_DATAGRAM) {
+		report_set(o, "congestion_control",
+		           json_string(c->cc ? c->cc : "cubic"));
+		report_set(o, "qlog_dir",
+		           c->qlog_dir ? json_string(c->qlog_dir) : json_null());
+	}
 	return o;
 }

@@ -35,6 +35,8 @@ struct cli_conn {
 	uint32_t session_expiry; /* v5, seconds, for persistent sessions */
 	uint64_t connect_timeout_ns; /* default 10 s */
 	const char *json_path;  /* NULL = stdout */
+	const char *cc;         /* QUIC congestion control; NULL: cubic */
+	const char *qlog_dir;   /* QUIC: a qlog file per connection */
 };
 
 /* Option codes of the common options (above any short option letter). */
@@ -54,6 +56,8 @@ enum {
 	CLI_OPT_SESSION_EXPIRY,
 	CLI_OPT_CONNECT_TIMEOUT,
 	CLI_OPT_JSON,
+	CLI_OPT_CC,
+	CLI_OPT_QLOG_DIR,
 	CLI_OPT_HELP,
 	CLI_OPT_VERSION,
 	CLI_OPT_FIRST_OWN /* binaries number their own options from here */
@@ -77,6 +81,8 @@ enum {
 	{ "session-expiry", required_argument, 0, CLI_OPT_SESSION_EXPIRY },   \
 	{ "connect-timeout", required_argument, 0, CLI_OPT_CONNECT_TIMEOUT }, \
 	{ "json", required_argument, 0, CLI_OPT_JSON },                       \
+	{ "cc", required_argument, 0, CLI_OPT_CC },                           \
+	{ "qlog-dir", required_argument, 0, CLI_OPT_QLOG_DIR },               \
 	{ "help", no_argument, 0, CLI_OPT_HELP },                             \
 	{ "version", no_argument, 0, CLI_OPT_VERSION }
 

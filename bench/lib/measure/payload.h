@@ -41,9 +41,9 @@
 #define PAYLOAD_SEQ_MAX ((UINT64_C(1) << 53) - 1)
 
 /* Error codes, all negative. */
-#define PAYLOAD_EFOREIGN -1 /* not a benchmark payload (no magic, too short) */
-#define PAYLOAD_EVERSION -2 /* magic present, unknown version or flags */
-#define PAYLOAD_ENOBUF -3   /* encoder: buffer shorter than the header */
+#define PAYLOAD_EFOREIGN -401 /* not a benchmark payload (no magic, too short) */
+#define PAYLOAD_EVERSION -402 /* magic present, unknown version or flags */
+#define PAYLOAD_ENOBUF -403   /* encoder: buffer shorter than the header */
 
 struct payload_header {
 	uint32_t publisher;

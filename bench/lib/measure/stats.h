@@ -28,7 +28,7 @@
 
 #include "measure/payload.h"
 
-#define STATS_ENOMEM -1 /* allocation failed */
+#define STATS_ENOMEM -411 /* allocation failed */
 
 /* Histogram geometry: 128 linear sub-buckets per power of two. */
 #define STATS_HIST_SUB_BITS 7

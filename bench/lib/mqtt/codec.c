@@ -342,6 +342,21 @@ ssize_t mqtt_frame(const uint8_t *buf, size_t len, size_t max_size,
 	return (ssize_t)total;
 }
 
+ssize_t mqtt_frame_len(const uint8_t *buf, size_t len)
+{
+	uint32_t rem;
+	ssize_t n;
+
+	if (len < 2)
+		return 0;
+	n = varint_parse(buf + 1, len - 1, &rem);
+	if (n == MQTT_ENEEDMORE)
+		return 0;
+	if (n < 0)
+		return n;
+	return (ssize_t)(1 + (size_t)n + rem);
+}
+
 /* ---- decode cursor ------------------------------------------------------ */
 
 struct rd {

@@ -54,27 +54,32 @@ enum mqtt_type {
 	MQTT_AUTH = 15, /* 5.0 only */
 };
 
+/*
+ * Each layer's error codes take a range of their own, so a stray code
+ * tells where it came from: codec -1xx, transport -2xx, client -3xx,
+ * measure -4xx, command line -5xx, link emulator -6xx.
+ */
 /* Error codes, all negative. */
-#define MQTT_ENEEDMORE -1  /* incomplete: feed more bytes, then call again */
-#define MQTT_EMALFORMED -2 /* structure does not parse (lengths, trailing) */
-#define MQTT_EVARINT -3    /* variable byte integer > 4 bytes or not shortest */
-#define MQTT_EUTF8 -4      /* string is not well-formed UTF-8 per spec */
-#define MQTT_ETOPIC -5     /* topic name or filter empty, too long, against
+#define MQTT_ENEEDMORE -101  /* incomplete: feed more bytes, then call again */
+#define MQTT_EMALFORMED -102 /* structure does not parse (lengths, trailing) */
+#define MQTT_EVARINT -103    /* variable byte integer > 4 bytes or not shortest */
+#define MQTT_EUTF8 -104      /* string is not well-formed UTF-8 per spec */
+#define MQTT_ETOPIC -105     /* topic name or filter empty, too long, against
                               wildcard rules or bad $share syntax */
-#define MQTT_EPROP -6      /* v5 property unknown, duplicated, misplaced,
+#define MQTT_EPROP -106      /* v5 property unknown, duplicated, misplaced,
                               with a forbidden value, or given in 3.1.1 */
-#define MQTT_EPKTID -7     /* packet identifier 0 where non-zero required */
-#define MQTT_EFLAGS -8     /* fixed-header flags, reserved bits, CONNECT
+#define MQTT_EPKTID -107     /* packet identifier 0 where non-zero required */
+#define MQTT_EFLAGS -108     /* fixed-header flags, reserved bits, CONNECT
                               flag combination or subscription options */
-#define MQTT_ETOOBIG -9    /* packet exceeds the caller's maximum size */
-#define MQTT_ENOBUF -10    /* encoder: output buffer too small */
-#define MQTT_EINVAL -11    /* invalid argument: version not 4 or 5, a NULL
+#define MQTT_ETOOBIG -109    /* packet exceeds the caller's maximum size */
+#define MQTT_ENOBUF -110    /* encoder: output buffer too small */
+#define MQTT_EINVAL -111    /* invalid argument: version not 4 or 5, a NULL
                               view with a length, a string > 65535 bytes */
-#define MQTT_EQOS -12      /* QoS value 3, or QoS/flag combination invalid */
-#define MQTT_EPROTO -13    /* protocol name/level or other rule violated */
-#define MQTT_ETYPE -14     /* packet type 0, AUTH in 3.1.1, or a type the
+#define MQTT_EQOS -112      /* QoS value 3, or QoS/flag combination invalid */
+#define MQTT_EPROTO -113    /* protocol name/level or other rule violated */
+#define MQTT_ETYPE -114     /* packet type 0, AUTH in 3.1.1, or a type the
                               decoding side never receives */
-#define MQTT_EREASON -15   /* reason/return code not defined for the packet */
+#define MQTT_EREASON -115   /* reason/return code not defined for the packet */
 
 /* One line, never NULL. */
 const char *mqtt_strerror(int err);
@@ -316,6 +321,14 @@ struct mqtt_packet {
  */
 ssize_t mqtt_frame(const uint8_t *buf, size_t len, size_t max_size,
                    uint8_t *type, size_t *header_len);
+
+/*
+ * The total length of the packet at buf (fixed header + remaining length)
+ * as soon as its fixed header is complete, whether or not the rest has
+ * arrived: > 0; 0 while the fixed header itself is incomplete; or
+ * MQTT_EVARINT. Lets a reader size a buffer for a packet that spans reads.
+ */
+ssize_t mqtt_frame_len(const uint8_t *buf, size_t len);
 
 /*
  * Decode one whole packet at buf for protocol `version` (MQTT_V311 or

@@ -9,7 +9,7 @@
  * has arrived (it comes after the handshake, with the first records read).
  * SSLKEYLOGFILE is honoured by GnuTLS itself (3.7 reads the variable).
  */
-#include "net/transport.h"
+#include "net/tls_common.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,6 +23,7 @@
 struct tls_ctx {
 	gnutls_certificate_credentials_t cred;
 	gnutls_priority_t prio;
+	gnutls_datum_t ticket_key; /* server: session ticket encryption key */
 	int name_is_ip; /* server_name is an IP literal: no SNI */
 };
 
@@ -41,23 +42,16 @@ struct tls_conn {
 
 /* ---- context ---- */
 
-static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
+int tr_tls_load_creds(struct tr_ctx *ctx,
+                      gnutls_certificate_credentials_t *out, char *err,
+                      size_t errlen)
 {
-	struct tr_config *cfg = &ctx->cfg;
-	struct tls_ctx *t;
-	const char *prio, *errpos = NULL;
-	unsigned char ipbuf[16];
+	const struct tr_config *cfg = &ctx->cfg;
 	int r;
 
-	t = calloc(1, sizeof(*t));
-	if (!t) {
-		snprintf(err, errlen, "out of memory");
-		return TR_ENOMEM;
-	}
-	r = gnutls_certificate_allocate_credentials(&t->cred);
+	r = gnutls_certificate_allocate_credentials(out);
 	if (r < 0) {
 		snprintf(err, errlen, "TLS: %s", gnutls_strerror(r));
-		free(t);
 		return TR_ENOMEM;
 	}
 	if (cfg->cafile) {
@@ -72,7 +66,7 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 		}
 		fclose(f);
 		r = gnutls_certificate_set_x509_trust_file(
-			t->cred, cfg->cafile, GNUTLS_X509_FMT_PEM);
+			*out, cfg->cafile, GNUTLS_X509_FMT_PEM);
 		if (r <= 0) {
 			snprintf(err, errlen,
 			         "TLS: no usable CA certificate in '%s'%s%s; "
@@ -82,8 +76,8 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ECONFIG;
 			goto fail;
 		}
-	} else if (!cfg->insecure) {
-		r = gnutls_certificate_set_x509_system_trust(t->cred);
+	} else if (!cfg->insecure && !cfg->server) {
+		r = gnutls_certificate_set_x509_system_trust(*out);
 		if (r <= 0) {
 			snprintf(err, errlen,
 			         "TLS: no system CA certificates found; give "
@@ -91,6 +85,13 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ECONFIG;
 			goto fail;
 		}
+	}
+	if (cfg->server && (!cfg->certfile || !cfg->keyfile)) {
+		snprintf(err, errlen,
+		         "TLS server on %s needs a certificate and its key",
+		         ctx->peer);
+		r = TR_ECONFIG;
+		goto fail;
 	}
 	if (cfg->certfile || cfg->keyfile) {
 		if (!cfg->certfile || !cfg->keyfile) {
@@ -101,16 +102,42 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			goto fail;
 		}
 		r = gnutls_certificate_set_x509_key_file(
-			t->cred, cfg->certfile, cfg->keyfile,
+			*out, cfg->certfile, cfg->keyfile,
 			GNUTLS_X509_FMT_PEM);
 		if (r < 0) {
 			snprintf(err, errlen,
-			         "TLS: cannot load client certificate '%s' with "
-			         "key '%s': %s", cfg->certfile, cfg->keyfile,
+			         "TLS: cannot load certificate '%s' with key "
+			         "'%s': %s", cfg->certfile, cfg->keyfile,
 			         gnutls_strerror(r));
 			r = TR_ECONFIG;
 			goto fail;
 		}
+	}
+	return 0;
+
+fail:
+	gnutls_certificate_free_credentials(*out);
+	*out = NULL;
+	return r;
+}
+
+static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
+{
+	struct tr_config *cfg = &ctx->cfg;
+	struct tls_ctx *t;
+	const char *prio, *errpos = NULL;
+	unsigned char ipbuf[16];
+	int r;
+
+	t = calloc(1, sizeof(*t));
+	if (!t) {
+		snprintf(err, errlen, "out of memory");
+		return TR_ENOMEM;
+	}
+	r = tr_tls_load_creds(ctx, &t->cred, err, errlen);
+	if (r < 0) {
+		free(t);
+		return r;
 	}
 	if (cfg->priority)
 		prio = cfg->priority;
@@ -127,6 +154,14 @@ static int tls_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 	}
 	t->name_is_ip = inet_pton(AF_INET, cfg->server_name, ipbuf) == 1 ||
 	                inet_pton(AF_INET6, cfg->server_name, ipbuf) == 1;
+	if (cfg->server && !cfg->no_resume &&
+	    (r = gnutls_session_ticket_key_generate(&t->ticket_key)) < 0) {
+		snprintf(err, errlen, "TLS: session ticket key: %s",
+		         gnutls_strerror(r));
+		gnutls_priority_deinit(t->prio);
+		r = TR_ETLS;
+		goto fail;
+	}
 	ctx->impl = t;
 	return 0;
 
@@ -144,6 +179,9 @@ static void tls_ctx_free(struct tr_ctx *ctx)
 		return;
 	gnutls_priority_deinit(t->prio);
 	gnutls_certificate_free_credentials(t->cred);
+	if (t->ticket_key.data)
+		gnutls_memset(t->ticket_key.data, 0, t->ticket_key.size);
+	gnutls_free(t->ticket_key.data);
 	free(t);
 	ctx->impl = NULL;
 }
@@ -181,7 +219,8 @@ static void save_session(struct tls_conn *t)
 {
 	gnutls_datum_t d;
 
-	if (t->ticket_saved || !t->base.sess || t->base.ctx->cfg.no_resume)
+	if (t->ticket_saved || !t->base.sess || t->base.ctx->cfg.no_resume ||
+	    t->base.server)
 		return;
 	if (gnutls_protocol_get_version(t->s) == GNUTLS_TLS1_3 &&
 	    !(gnutls_session_get_flags(t->s) & GNUTLS_SFLAGS_SESSION_TICKET))
@@ -250,46 +289,48 @@ static int tls_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,
 	return 0;
 }
 
+int tr_tls_cert_error(struct tr_conn *c, gnutls_session_t s, const char *what)
+{
+	const char *peer = c->ctx->peer;
+	unsigned st = gnutls_session_get_verify_cert_status(s);
+	gnutls_datum_t txt;
+	int r;
+
+	if (st & GNUTLS_CERT_SIGNER_NOT_FOUND)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate not trusted (signer not "
+		               "found); check --cafile", what, peer);
+	if (st & GNUTLS_CERT_UNEXPECTED_OWNER)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate name does not match "
+		               "'%s'", what, peer, c->ctx->cfg.server_name);
+	if (st & GNUTLS_CERT_EXPIRED)
+		return tr_fail(c, TR_ECERT, "%s with %s: certificate expired",
+		               what, peer);
+	if (st & GNUTLS_CERT_NOT_ACTIVATED)
+		return tr_fail(c, TR_ECERT,
+		               "%s with %s: certificate not yet valid (check "
+		               "the clock)", what, peer);
+	if (st && gnutls_certificate_verification_status_print(
+		          st, GNUTLS_CRT_X509, &txt, 0) >= 0) {
+		r = tr_fail(c, TR_ECERT,
+		            "%s with %s: certificate rejected: %s", what, peer,
+		            (char *)txt.data);
+		gnutls_free(txt.data);
+		return r;
+	}
+	return tr_fail(c, TR_ECERT, "%s with %s: certificate rejected", what,
+	               peer);
+}
+
 /* One line for a failed handshake, with what the user can do about it. */
 static int handshake_error(struct tls_conn *t, int r)
 {
 	struct tr_conn *c = &t->base;
 	const char *peer = c->ctx->peer;
 
-	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR) {
-		unsigned st = gnutls_session_get_verify_cert_status(t->s);
-		gnutls_datum_t txt;
-
-		if (st & GNUTLS_CERT_SIGNER_NOT_FOUND)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate not "
-			               "trusted (signer not found); check "
-			               "--cafile", peer);
-		if (st & GNUTLS_CERT_UNEXPECTED_OWNER)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate name "
-			               "does not match '%s'", peer,
-			               c->ctx->cfg.server_name);
-		if (st & GNUTLS_CERT_EXPIRED)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate "
-			               "expired", peer);
-		if (st & GNUTLS_CERT_NOT_ACTIVATED)
-			return tr_fail(c, TR_ECERT,
-			               "TLS handshake with %s: certificate not "
-			               "yet valid (check the clock)", peer);
-		if (gnutls_certificate_verification_status_print(
-			    st, GNUTLS_CRT_X509, &txt, 0) >= 0) {
-			r = tr_fail(c, TR_ECERT,
-			            "TLS handshake with %s: certificate "
-			            "rejected: %s", peer, (char *)txt.data);
-			gnutls_free(txt.data);
-			return r;
-		}
-		return tr_fail(c, TR_ECERT,
-		               "TLS handshake with %s: certificate rejected",
-		               peer);
-	}
+	if (r == GNUTLS_E_CERTIFICATE_VERIFICATION_ERROR)
+		return tr_tls_cert_error(c, t->s, "TLS handshake");
 	/* A plain MQTT listener resets or closes on a ClientHello. */
 	if ((r == GNUTLS_E_PUSH_ERROR || r == GNUTLS_E_PULL_ERROR) &&
 	    (c->sys_errno == ECONNRESET || c->sys_errno == EPIPE))
@@ -356,8 +397,8 @@ static int tls_handshake(struct tr_conn *c, int64_t now)
 	return 0;
 }
 
-static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
-                        int64_t now)
+static ssize_t tls_send(struct tr_conn *c, int64_t sid, const uint8_t *buf,
+                        size_t len, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	ssize_t n;
@@ -365,8 +406,11 @@ static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	(void)now;
 	if (t->err)
 		return t->err;
-	if (!t->hs_done || t->bye_done)
-		return TR_ESTATE;
+	if (!t->hs_done || t->bye_done || sid != TR_STREAM_MAIN)
+		return tr_fail(c, TR_ESTATE, "TLS send to %s: %s", c->ctx->peer,
+		               !t->hs_done ? "handshake not done"
+		               : t->bye_done ? "after close_notify"
+		                             : "no such stream");
 	/* After GNUTLS_E_AGAIN the same record must be offered again; the
 	 * caller's buffer still starts with those bytes. */
 	if (t->send_pending && t->send_pending <= len)
@@ -392,17 +436,19 @@ static ssize_t tls_send(struct tr_conn *c, const uint8_t *buf, size_t len,
 	                        c->ctx->peer, gnutls_strerror((int)n));
 }
 
-static ssize_t tls_recv(struct tr_conn *c, uint8_t *buf, size_t len,
-                        int64_t now)
+static ssize_t tls_recv(struct tr_conn *c, int64_t *sid, uint8_t *buf,
+                        size_t len, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	ssize_t n;
 
 	(void)now;
+	*sid = TR_STREAM_MAIN;
 	if (t->err)
 		return t->err;
 	if (!t->hs_done)
-		return TR_ESTATE;
+		return tr_fail(c, TR_ESTATE, "TLS receive from %s: handshake not "
+		               "done", c->ctx->peer);
 	for (;;) {
 		n = gnutls_record_recv(t->s, buf, len);
 		if (!t->ticket_saved)
@@ -467,12 +513,14 @@ static int tls_on_expiry(struct tr_conn *c, int64_t now)
 	                        c->ctx->peer, secs);
 }
 
-static int tls_shutdown(struct tr_conn *c, int64_t now)
+static int tls_shutdown(struct tr_conn *c, int64_t sid, int64_t now)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 	int r;
 
 	(void)now;
+	if (sid != TR_STREAM_MAIN)
+		return TR_ESTATE;
 	if (!t->bye_done && t->hs_done && !t->err) {
 		r = gnutls_bye(t->s, GNUTLS_SHUT_WR);
 		if (r == GNUTLS_E_AGAIN || r == GNUTLS_E_INTERRUPTED) {
@@ -510,13 +558,78 @@ static void tls_free(struct tr_conn *c)
 {
 	struct tls_conn *t = (struct tls_conn *)c;
 
-	gnutls_deinit(t->s);
+	if (t->s)
+		gnutls_deinit(t->s);
 	tr_base_free(c);
 	free(t);
 }
 
+static void tls_stats(const struct tr_conn *c, struct tr_stats *out)
+{
+	tr_tcp_stats(c, out);
+}
+
+/* ---- server side ---- */
+
+static int tls_listen(struct tr_ctx *ctx, struct tr_listener **out, char *err,
+                      size_t errlen)
+{
+	return tr_listener_new(ctx, &tr_tls_ops, sizeof(struct tr_listener),
+	                       SOCK_STREAM, out, err, errlen);
+}
+
+static int tls_accept(struct tr_listener *l, int64_t now,
+                      struct tr_conn **out)
+{
+	struct tls_ctx *x = l->ctx->impl;
+	struct tls_conn *t;
+	int r = tr_sock_accept(l, &tr_tls_ops, sizeof(struct tls_conn), now,
+	                       out);
+
+	if (r < 0)
+		return r;
+	t = (struct tls_conn *)*out;
+	t->tcp_done = 1;
+	r = gnutls_init(&t->s, GNUTLS_SERVER | GNUTLS_NONBLOCK);
+	if (r < 0) {
+		t->s = NULL;
+		tr_close(*out);
+		*out = NULL;
+		return TR_ENOMEM;
+	}
+	r = gnutls_priority_set(t->s, x->prio);
+	if (r >= 0)
+		r = gnutls_credentials_set(t->s, GNUTLS_CRD_CERTIFICATE,
+		                           x->cred);
+	if (r >= 0 && x->ticket_key.data)
+		r = gnutls_session_ticket_enable_server(t->s, &x->ticket_key);
+	if (r >= 0 && l->ctx->cfg.alpn) {
+		gnutls_datum_t p;
+
+		p.data = (unsigned char *)l->ctx->cfg.alpn;
+		p.size = (unsigned)strlen(l->ctx->cfg.alpn);
+		r = gnutls_alpn_set_protocols(t->s, &p, 1,
+		                              GNUTLS_ALPN_MANDATORY);
+	}
+	if (r < 0)
+		t->err = tr_fail(&t->base, TR_ETLS, "TLS setup for a client "
+		                 "of %s: %s", l->ctx->peer, gnutls_strerror(r));
+	gnutls_transport_set_ptr(t->s, t);
+	gnutls_transport_set_push_function(t->s, tls_push);
+	gnutls_transport_set_pull_function(t->s, tls_pull);
+	return 0;
+}
+
+static void tls_listener_free(struct tr_listener *l)
+{
+	tr_listener_base_free(l);
+	free(l);
+}
+
 const struct transport_ops tr_tls_ops = {
 	.name = "tls",
+	.flags = TR_F_SECURE | TR_F_SERVER,
+	.default_port = 8883,
 	.ctx_init = tls_ctx_init,
 	.ctx_free = tls_ctx_free,
 	.open = tls_open,
@@ -528,5 +641,9 @@ const struct transport_ops tr_tls_ops = {
 	.on_expiry = tls_on_expiry,
 	.shutdown = tls_shutdown,
 	.info = tls_info,
+	.stats = tls_stats,
 	.free = tls_free,
+	.listen = tls_listen,
+	.accept = tls_accept,
+	.listener_free = tls_listener_free,
 };

@@ -4,6 +4,7 @@
  * non-blocking TCP socket steps and the hostile I/O switch.
  */
 #include "net/transport.h"
+#include "net/quic.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -32,6 +33,8 @@ const char *tr_strerror(int err)
 	case TR_ERESOLVE: return "cannot resolve host name";
 	case TR_EQUIC: return "QUIC failure";
 	case TR_ESTATE: return "operation not allowed in this state";
+	case TR_ERESET: return "stream reset by peer";
+	case TR_EEXIST: return "address in use";
 	}
 	return "unknown transport error";
 }
@@ -42,12 +45,17 @@ void tr_config_init(struct tr_config *cfg)
 	cfg->connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	cfg->nodelay = 1;
 	cfg->tls_version = TR_TLS_1_3;
+	/* above MQTT's keepalive (60 s) and its 1.5 grace, so an idle
+	 * MQTT connection over QUIC lives as it does over TCP */
+	cfg->idle_timeout_ns = 120 * EV_NS_PER_SEC;
 }
 
 static const struct transport_ops *const all_transports[] = {
 	&tr_tcp_ops,
 	&tr_tls_ops,
+	&tr_quic_ops,
 };
+#define N_TRANSPORTS (sizeof(all_transports) / sizeof(all_transports[0]))
 
 const struct transport_ops *tr_find(const char *name)
 {
@@ -55,8 +63,7 @@ const struct transport_ops *tr_find(const char *name)
 
 	if (!name)
 		return NULL;
-	for (i = 0; i < sizeof(all_transports) / sizeof(all_transports[0]);
-	     i++)
+	for (i = 0; i < N_TRANSPORTS; i++)
 		if (strcmp(all_transports[i]->name, name) == 0)
 			return all_transports[i];
 	return NULL;
@@ -64,7 +71,15 @@ const struct transport_ops *tr_find(const char *name)
 
 const char *tr_names(void)
 {
-	return "tcp, tls";
+	static char names[64];
+	size_t i, off = 0;
+
+	if (names[0])
+		return names;
+	for (i = 0; i < N_TRANSPORTS && off < sizeof(names); i++)
+		off += (size_t)snprintf(names + off, sizeof(names) - off, "%s%s",
+		                        i ? ", " : "", all_transports[i]->name);
+	return names;
 }
 
 /* ---- context ---- */
@@ -89,6 +104,29 @@ static void free_strings(struct tr_config *cfg)
 	free((char *)cfg->certfile);
 	free((char *)cfg->keyfile);
 	free((char *)cfg->alpn);
+	free((char *)cfg->cc);
+	free((char *)cfg->qlog_dir);
+}
+
+/* Copy every string of src into dst (whose other fields are already
+ * copied). On failure dst owns only what was copied: the rest is NULL. */
+static int copy_strings(struct tr_config *dst, const struct tr_config *src)
+{
+	dst->host = dst->local_addr = dst->cafile = dst->server_name = NULL;
+	dst->priority = dst->certfile = dst->keyfile = dst->alpn = NULL;
+	dst->cc = dst->qlog_dir = NULL;
+	if (dup_str(&dst->host, src->host) ||
+	    dup_str(&dst->local_addr, src->local_addr) ||
+	    dup_str(&dst->cafile, src->cafile) ||
+	    dup_str(&dst->server_name,
+	            src->server_name ? src->server_name : src->host) ||
+	    dup_str(&dst->priority, src->priority) ||
+	    dup_str(&dst->certfile, src->certfile) ||
+	    dup_str(&dst->keyfile, src->keyfile) ||
+	    dup_str(&dst->alpn, src->alpn) || dup_str(&dst->cc, src->cc) ||
+	    dup_str(&dst->qlog_dir, src->qlog_dir))
+		return -1;
+	return 0;
 }
 
 /* Resolve host/port into ss; 0 or TR_ERESOLVE with the message in err. */
@@ -145,18 +183,12 @@ int tr_ctx_new(struct tr_ctx **out, const struct transport_ops *ops,
 		goto fail_nomem;
 	ctx->ops = ops;
 	ctx->cfg = *cfg;
-	if (dup_str(&ctx->cfg.host, cfg->host) ||
-	    dup_str(&ctx->cfg.local_addr, cfg->local_addr) ||
-	    dup_str(&ctx->cfg.cafile, cfg->cafile) ||
-	    dup_str(&ctx->cfg.server_name,
-	            cfg->server_name ? cfg->server_name : cfg->host) ||
-	    dup_str(&ctx->cfg.priority, cfg->priority) ||
-	    dup_str(&ctx->cfg.certfile, cfg->certfile) ||
-	    dup_str(&ctx->cfg.keyfile, cfg->keyfile) ||
-	    dup_str(&ctx->cfg.alpn, cfg->alpn))
+	if (copy_strings(&ctx->cfg, cfg) < 0)
 		goto fail_strings;
 	if (ctx->cfg.connect_timeout_ns <= 0)
 		ctx->cfg.connect_timeout_ns = 10 * EV_NS_PER_SEC;
+	if (ctx->cfg.idle_timeout_ns <= 0)
+		ctx->cfg.idle_timeout_ns = 120 * EV_NS_PER_SEC;
 
 	r = resolve(cfg->host, cfg->port, &ctx->addr, &ctx->addrlen, err,
 	            errlen);
@@ -335,10 +367,26 @@ void tr_get_info(const struct tr_conn *c, struct tr_info *out)
 
 /* ---- TCP socket steps ---- */
 
+int tr_sock_options(int fd, const struct tr_config *cfg)
+{
+	int one = 1;
+
+	if (cfg->nodelay &&
+	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
+		return -1;
+	if (cfg->sndbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &cfg->sndbuf, sizeof(int)) < 0)
+		return -1;
+	if (cfg->rcvbuf > 0 &&
+	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &cfg->rcvbuf, sizeof(int)) < 0)
+		return -1;
+	return 0;
+}
+
 int tr_sock_connect(struct tr_conn *c, int64_t now)
 {
 	struct tr_ctx *ctx = c->ctx;
-	int fd, one = 1;
+	int fd;
 
 	c->t_start = now;
 	fd = socket(ctx->addr.ss_family,
@@ -347,20 +395,10 @@ int tr_sock_connect(struct tr_conn *c, int64_t now)
 		return tr_fail(c, TR_ECONNECT, "connect to %s: socket: %s",
 		               ctx->peer, strerror(errno));
 	c->fd = fd;
-	if (ctx->cfg.nodelay &&
-	    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		return tr_fail(c, TR_ECONNECT, "connect to %s: TCP_NODELAY: %s",
-		               ctx->peer, strerror(errno));
-	if (ctx->cfg.sndbuf > 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &ctx->cfg.sndbuf,
-	               sizeof(int)) < 0)
-		return tr_fail(c, TR_ECONNECT, "connect to %s: SO_SNDBUF: %s",
-		               ctx->peer, strerror(errno));
-	if (ctx->cfg.rcvbuf > 0 &&
-	    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &ctx->cfg.rcvbuf,
-	               sizeof(int)) < 0)
-		return tr_fail(c, TR_ECONNECT, "connect to %s: SO_RCVBUF: %s",
-		               ctx->peer, strerror(errno));
+	if (tr_sock_options(fd, &ctx->cfg) < 0)
+		return tr_fail(c, TR_ECONNECT,
+		               "connect to %s: socket options: %s", ctx->peer,
+		               strerror(errno));
 	if (ctx->locallen &&
 	    bind(fd, (struct sockaddr *)&ctx->local, ctx->locallen) < 0)
 		return tr_fail(c, TR_ECONNECT, "bind to %s: %s",
@@ -415,6 +453,7 @@ ssize_t tr_sock_send(struct tr_conn *c, const uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n >= 0) {
 		c->wire_out += (uint64_t)n;
+		c->pkts_out++;
 		return n > 0 ? n : TR_AGAIN;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -438,6 +477,7 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
 		c->wire_in += (uint64_t)n;
+		c->pkts_in++;
 		return n;
 	}
 	if (n == 0)
@@ -447,6 +487,170 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len)
 	c->sys_errno = errno;
 	return tr_fail(c, TR_EIO, "recv from %s: %s", c->ctx->peer,
 	               strerror(errno));
+}
+
+/* ---- what every connection offers ---- */
+
+int tr_rebind(struct tr_conn *c, const char *local_addr, int64_t now)
+{
+	struct addrinfo hints, *res = NULL;
+	int r;
+
+	if (!(c->ops->flags & TR_F_REBIND) || !c->ops->rebind)
+		return tr_fail(c, TR_ESTATE,
+		               "%s cannot move a connection to a new address; "
+		               "reconnect instead", c->ops->name);
+	if (!local_addr)
+		return c->ops->rebind(c, NULL, 0, now);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = c->ctx->addr.ss_family;
+	hints.ai_socktype = SOCK_DGRAM;
+	hints.ai_flags = AI_NUMERICHOST;
+	r = getaddrinfo(local_addr, "0", &hints, &res);
+	if (r != 0 || !res)
+		return tr_fail(c, TR_ECONFIG,
+		               "rebind to '%s': not an address of the broker's "
+		               "family: %s", local_addr,
+		               r ? gai_strerror(r) : "no address");
+	r = c->ops->rebind(c, res->ai_addr, res->ai_addrlen, now);
+	freeaddrinfo(res);
+	return r;
+}
+
+void tr_get_stats(const struct tr_conn *c, struct tr_stats *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->srtt_ns = out->rttvar_ns = out->min_rtt_ns = -1;
+	out->latest_rtt_ns = out->cwnd_bytes = out->inflight_bytes = -1;
+	out->retransmits = out->segs_out = out->segs_in = -1;
+	out->rto_ns = out->buffered = -1;
+	if (c->ops->stats)
+		c->ops->stats(c, out);
+}
+
+/* ---- server side ---- */
+
+int tr_listener_new(struct tr_ctx *ctx, const struct transport_ops *ops,
+                    size_t size, int type, struct tr_listener **out,
+                    char *err, size_t errlen)
+{
+	struct tr_listener *l;
+	int r;
+
+	*out = NULL;
+	l = calloc(1, size);
+	if (!l) {
+		snprintf(err, errlen, "out of memory");
+		return TR_ENOMEM;
+	}
+	l->ops = ops;
+	l->ctx = ctx;
+	r = tr_sock_listen(ctx, type, &l->fd, err, errlen);
+	if (r < 0) {
+		free(l);
+		return r;
+	}
+	*out = l;
+	return 0;
+}
+
+void tr_listener_base_free(struct tr_listener *l)
+{
+	if (l->fd >= 0)
+		close(l->fd);
+	l->fd = -1;
+	free(l->err);
+	l->err = NULL;
+}
+
+int tr_listen(struct tr_ctx *ctx, struct tr_listener **out, char *err,
+              size_t errlen)
+{
+	*out = NULL;
+	if (!(ctx->ops->flags & TR_F_SERVER) || !ctx->ops->listen) {
+		snprintf(err, errlen, "%s has no server side", ctx->ops->name);
+		return TR_ECONFIG;
+	}
+	if (!ctx->cfg.server) {
+		snprintf(err, errlen, "listen on %s: the context was not made "
+		         "for a server", ctx->peer);
+		return TR_ECONFIG;
+	}
+	return ctx->ops->listen(ctx, out, err, errlen);
+}
+
+void tr_listener_close(struct tr_listener *l)
+{
+	if (l)
+		l->ops->listener_free(l);
+}
+
+int tr_sock_listen(struct tr_ctx *ctx, int type, int *fd, char *err,
+                   size_t errlen)
+{
+	int s, one = 1;
+
+	*fd = -1;
+	s = socket(ctx->addr.ss_family, type | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	           0);
+	if (s < 0) {
+		snprintf(err, errlen, "listen on %s: socket: %s", ctx->peer,
+		         strerror(errno));
+		return TR_ECONFIG;
+	}
+	(void)setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(s, (struct sockaddr *)&ctx->addr, ctx->addrlen) < 0) {
+		int e = errno;
+
+		close(s);
+		snprintf(err, errlen, "listen on %s: %s%s", ctx->peer,
+		         strerror(e),
+		         e == EADDRINUSE ? " (another process has this port; "
+		                           "stop it or choose another port)"
+		                         : "");
+		return e == EADDRINUSE ? TR_EEXIST : TR_ECONFIG;
+	}
+	if (type == SOCK_STREAM && listen(s, 1024) < 0) {
+		snprintf(err, errlen, "listen on %s: %s", ctx->peer,
+		         strerror(errno));
+		close(s);
+		return TR_ECONFIG;
+	}
+	*fd = s;
+	return 0;
+}
+
+int tr_sock_accept(struct tr_listener *l, const struct transport_ops *ops,
+                   size_t size, int64_t now, struct tr_conn **out)
+{
+	struct tr_conn *c;
+	int fd;
+
+	*out = NULL;
+	do
+		fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	while (fd < 0 && errno == EINTR);
+	if (fd < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK ||
+		    errno == ECONNABORTED)
+			return TR_AGAIN;
+		return errno == EMFILE || errno == ENFILE || errno == ENOMEM ||
+		                       errno == ENOBUFS
+		               ? TR_ENOMEM
+		               : TR_EIO;
+	}
+	c = calloc(1, size);
+	if (!c) {
+		close(fd);
+		return TR_ENOMEM;
+	}
+	tr_base_init(c, ops, l->ctx, NULL);
+	c->fd = fd;
+	c->server = 1;
+	c->t_start = c->t_connected = now;
+	(void)tr_sock_options(fd, &l->ctx->cfg);
+	*out = c;
+	return 0;
 }
 
 /* ---- hostile I/O ---- */

@@ -212,7 +212,7 @@ int cli_raise_nofile(uint64_t need)
 	return 0;
 }
 
-int cli_signalfd(void)
+int cli_signalfd(int extra_sig)
 {
 	sigset_t set;
 
@@ -220,6 +220,8 @@ int cli_signalfd(void)
 	sigemptyset(&set);
 	sigaddset(&set, SIGINT);
 	sigaddset(&set, SIGTERM);
+	if (extra_sig)
+		sigaddset(&set, extra_sig);
 	if (sigprocmask(SIG_BLOCK, &set, NULL) != 0)
 		return -1;
 	return signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);

@@ -14,7 +14,7 @@
 #include <getopt.h>
 #include <stdint.h>
 
-#define CLI_EBADARG -1
+#define CLI_EBADARG -501
 
 /* Exit statuses of every binary: 0 success, 1 a runtime failure, 2 a usage
  * error (bad option or value). */
@@ -54,11 +54,12 @@ int cli_parse_size(const char *opt, const char *arg, uint64_t min,
 int cli_raise_nofile(uint64_t need);
 
 /*
- * Block SIGINT and SIGTERM and return a signalfd that reports them (for the
- * event loop), or -1 with errno set. SIGPIPE is ignored as well: a broken
- * connection is an error result, not a reason to die.
+ * Block SIGINT and SIGTERM (and extra_sig, when not 0: SIGUSR1 for the
+ * binaries that act on it) and return a signalfd that reports them (for
+ * the event loop), or -1 with errno set. SIGPIPE is ignored as well: a
+ * broken connection is an error result, not a reason to die.
  */
-int cli_signalfd(void);
+int cli_signalfd(int extra_sig);
 
 /*
  * Write "ready\n" to path through afile (afile.h: a regular file appears
