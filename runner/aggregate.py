@@ -45,11 +45,13 @@ def _scale(v, k):
 
 # name: (extract(metrics), unit, short label)
 METRICS = {
-    "connect_ms": (lambda m: _get(m, "connect", "ms", "total", "mean"),
-                   "ms", "connect time (first packet to CONNACK)"),
-    "connect_median_ms": (lambda m: _get(m, "connect", "ms", "total",
-                                         "median"), "ms",
-                          "connect time, median over the cell"),
+    "connect_ms": (lambda m: _get(m, "connect", "ms", "total", "median"),
+                   "ms", "connect time, first packet to CONNACK (median "
+                   "of a cell's connections)"),
+    "connect_mean_ms": (lambda m: _get(m, "connect", "ms", "total",
+                                       "mean"), "ms",
+                        "connect time, mean of a cell's connections "
+                        "(with loss retransmissions)"),
     "connect_tcp_ms": (lambda m: _get(m, "connect", "ms", "tcp", "mean"),
                        "ms", "TCP handshake"),
     "connect_handshake_ms": (lambda m: _get(m, "connect", "ms",
@@ -85,8 +87,9 @@ METRICS = {
     "goodput_mbps": (lambda m: _scale(m.get("goodput_bps"), 1e-6), "Mb/s",
                      "goodput at the subscriber"),
     "wake_to_puback_ms": (lambda m: _get(m, "cycles", "wake_to_puback_ms",
-                                         "mean"), "ms",
-                          "wake cycle: first packet to PUBACK"),
+                                         "median"), "ms",
+                          "wake cycle: wake to the last ack (median of a "
+                          "cell's cycles)"),
     "bytes_per_cycle": (lambda m: _get(m, "cycles", "bytes_per_cycle"), "B",
                         "wake cycle: bytes on the bottleneck"),
     "frames_per_cycle": (lambda m: _get(m, "cycles", "frames_per_cycle"),
@@ -369,11 +372,12 @@ CAPTIONS = {
     "connect": "Connection set-up time per link profile and transport: "
                "from the client's first packet (TCP SYN, or QUIC Initial) "
                "to the CONNACK it receives, measured by loadgen on "
-               "CLOCK_MONOTONIC; mean over the connections of a cell, then "
+               "CLOCK_MONOTONIC; the median of a cell's connections (so "
+               "one lost SYN, which costs 1 s, does not decide it; the "
+               "mean, with such retransmissions, is in the tables), then "
                "mean and 95 % CI (Student's t) over repetitions. Includes "
-               "TCP, TLS/QUIC handshake and MQTT CONNECT/CONNACK, and any "
-               "retransmission the link's loss caused (a lost SYN costs "
-               "1 s); excludes process start and DNS (none).",
+               "TCP, TLS/QUIC handshake and MQTT CONNECT/CONNACK; excludes "
+               "process start and DNS (none).",
     "latency_cdf": "One-way latency of every delivery at every subscriber "
                    "(publisher's send() to the subscriber's read, stamps "
                    "from the shared CLOCK_MONOTONIC in the payload), merged "
@@ -412,11 +416,13 @@ CAPTIONS = {
                "its first-to-last message time, against the link's rate; "
                "one line per payload size and transport; mean and 95 % CI "
                "over repetitions.",
-    "cycle_time": "Wake-publish-sleep: per cycle (one loadgen process: "
-                  "connect, one QoS 1 PUBLISH, disconnect) the time from "
-                  "its first packet to CONNACK, plus the wait before the "
-                  "PUBLISH left, plus PUBLISH to PUBACK; mean over cycles, "
-                  "then over repetitions.",
+    "cycle_time": "Wake-publish-sleep: per cycle (loadgen --cycles: "
+                  "connect, one QoS 1 PUBLISH, disconnect, sleep) the time "
+                  "from the wake (the connect call) to the PUBACK, by "
+                  "loadgen; the first cycle is a full handshake, the "
+                  "others resume (TLS) or use 0-RTT (QUIC); median of a "
+                  "cell's cycles, then mean and 95 % CI over "
+                  "repetitions.",
     "cycle_bytes": "Wake-publish-sleep: bytes on the bottleneck per cycle "
                    "(both directions, everything from SYN to the close), "
                    "the cost that decides a battery's life.",
@@ -449,6 +455,7 @@ def figure_specs(run, rows, srows, order):
             continue
         has = lambda metric: any(k[0] == sc and k[4] == metric  # noqa
                                  for k in idx)
+        wanted = _scenario_figures(scrows[0]["cell"])
         if has("connect_ms"):
             add(bars(f"connect_{sc}", sc, "connect_ms", idx, order,
                      f"{sc}: connect time to CONNACK", "ms",
@@ -470,7 +477,7 @@ def figure_specs(run, rows, srows, order):
             add(bars(f"delivery_{sc}", sc, "delivery_ratio", idx, order,
                      f"{sc}: delivery ratio", "delivered / published",
                      CAPTIONS["delivery"]))
-        per = "message" if has("bytes_per_message") else "connection"
+        per = "connection" if "per-connection" in wanted else "message"
         if has(f"bytes_per_{per}"):
             add(bars(f"bytes_{sc}", sc, f"bytes_per_{per}", idx, order,
                      f"{sc}: bytes on the bottleneck per {per}", "bytes",
@@ -489,7 +496,6 @@ def figure_specs(run, rows, srows, order):
             add(bars(f"cycle_bytes_{sc}", sc, "bytes_per_cycle", idx, order,
                      f"{sc}: bytes on the bottleneck per cycle", "bytes",
                      CAPTIONS["cycle_bytes"]))
-        wanted = _scenario_figures(scrows[0]["cell"])
         if "hol" in wanted and has("hol_coincidence"):
             add(bars(f"hol_coincidence_{sc}", sc, "hol_coincidence", idx,
                      order, f"{sc}: latency spikes shared between flows",
@@ -520,12 +526,20 @@ OPTIONAL = {"goodput": ("goodput_mbps",),
             "gap": ("max_gap_ms",)}
 
 
+PER_MESSAGE = ("bytes_per_message", "frames_per_message")
+PER_CONNECTION = ("bytes_per_connection", "frames_per_connection")
+
+
 def shown_metrics(cell, metrics):
-    """metrics less the optional ones the scenario did not ask for."""
+    """metrics less the optional ones the scenario did not ask for; bytes
+    and frames per connection where it asks ("per-connection"), per
+    message otherwise."""
     wanted = _scenario_figures(cell)
     allowed = {m for k in wanted for m in OPTIONAL.get(k, ())}
     optional = {m for v in OPTIONAL.values() for m in v}
-    return [m for m in metrics if m not in optional or m in allowed]
+    hide = PER_MESSAGE if "per-connection" in wanted else PER_CONNECTION
+    return [m for m in metrics
+            if (m not in optional or m in allowed) and m not in hide]
 
 
 def _scenario_figures(cell):

@@ -157,7 +157,19 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
                         results.summary(doc, cells_done))
     results.write_tables(run_dir, cells_done)
     from . import aggregate
-    rc_fig = aggregate.build(run_dir, quiet=bool(interrupted))
+    try:
+        rc_fig = aggregate.build(run_dir, quiet=bool(interrupted))
+    except Exception as e:          # the results stay; say so and go on
+        import traceback
+        with open(os.path.join(run_dir, "aggregate-traceback.txt"),
+                  "w") as f:
+            f.write(traceback.format_exc())
+        print(f"error: figures and report failed ({e!r}; "
+              f"aggregate-traceback.txt); the cells' results are intact: "
+              f"make figures RUN={run_dir}", file=sys.stderr)
+        rc_fig, interrupted_table = 1, True
+    else:
+        interrupted_table = bool(interrupted)
     failed = [c for c in cells_done if c["status"] != "ok"]
     not_built = [c for c in failed if c.get("failure_kind") == "not-built"]
     real = [c for c in failed if c not in not_built]
@@ -165,7 +177,7 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
           f"{len(real)} failed, {len(not_built)} not built yet, "
           f"{len(cells) - len(cells_done)} not run; wall time "
           f"{progress.fmt_s(doc['wall_s'])}")
-    if not interrupted:
+    if not interrupted_table:
         aggregate.print_short_table(run_dir)
     if not_built:
         kinds = sorted({c["error"] for c in not_built})

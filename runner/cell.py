@@ -50,6 +50,7 @@ STOP_WAIT_S = 30.0           # a process writes its JSON after SIGTERM
 SINK_DRAIN_EXTRA_S = 10.0    # beyond the scenario's drain, before SIGTERM
 NETWORK_WAIT_S = 1800.0      # another run holds the test network
 START_AT_OPTION = "--start-at"
+START_AHEAD_NS = 300_000_000   # time to spawn every publisher before it
 HWM_EVERY_S = 0.2
 SYSCTL_PATTERN = (r"^net\.(ipv4\.(tcp_|ip_local_port_range)|"
                   r"core\.(rmem_|wmem_|default_qdisc|netdev_max_backlog))")
@@ -319,8 +320,11 @@ class CellRun:
             self.result["processes"] = [p.record() for p in self.procs]
             self.result["ended"] = iso_now()
             self.result["duration_s"] = round(time.monotonic() - t0, 3)
-            with contextlib.suppress(Exception):
+            try:
                 self._metrics()
+            except Exception as e:     # a runner bug: the data stay, and
+                self.result["metrics"] = None     # make figures retries
+                self.result["metrics_error"] = repr(e)
             if self.result["status"] == "ok" and \
                     self.result.get("broker", {}).get("dropped"):
                 self.result["status"] = "failed"
@@ -633,7 +637,9 @@ class CellRun:
         """Start every publisher, then follow them until all are done."""
         start_at = None
         if START_AT_OPTION in self.ctx.help["loadgen"]:
-            start_at = time.clock_gettime(time.CLOCK_MONOTONIC) + 0.5
+            # every publisher sets up, then waits for this instant
+            start_at = time.clock_gettime_ns(time.CLOCK_MONOTONIC) + \
+                START_AHEAD_NS
         states = []
         t_release = time.monotonic()
         for r, plans in self.pub_plans:
@@ -647,9 +653,13 @@ class CellRun:
             self._next_cycle(db, st, start_at)
             spawn.append(st["proc"].t_start)
         self.result["release"] = {
-            "method": ("start-at" if start_at else
+            "method": (f"released together: loadgen {START_AT_OPTION} "
+                       f"{start_at} (CLOCK_MONOTONIC ns, "
+                       f"{START_AHEAD_NS / 1e6:g} ms after the first "
+                       f"spawn)" if start_at else
                        "started back to back (loadgen has no "
-                       f"{START_AT_OPTION} yet)"),
+                       f"{START_AT_OPTION})"),
+            "start_at_ns": start_at,
             "spread_ms": round((max(spawn) - min(spawn)) * 1000, 3)
             if spawn else 0}
         while not all(st["done"] for st in states):
@@ -704,7 +714,7 @@ class CellRun:
         name, argv = st["plans"][st["k"]]
         argv = list(argv)
         if start_at is not None:
-            argv += [START_AT_OPTION, f"{start_at:.6f}"]
+            argv += [START_AT_OPTION, str(start_at)]
         p = Proc(name, "publisher", st["role"].name, st["role"].host, argv,
                  self.dir, self._client_env(name))
         self.procs.append(p)
@@ -773,16 +783,12 @@ def compute(cell_dir, result):
     pubs, sinks, gws = load_docs(cell_dir, result)
     lg = [d for _, d in pubs]
     msgs = sum((d.get("totals") or {}).get("messages_sent", 0) for d in lg)
-    conns = sum((d.get("totals") or {}).get("connected", 0) for d in lg)
+    # connections made: a client that cycles (--cycles) made one a cycle
+    conns = sum((d["cycles"].get("done", 0) if d.get("cycles") else
+                 (d.get("totals") or {}).get("connected", 0)) for d in lg)
     payload = sum((d.get("totals") or {}).get("payload_bytes_sent", 0)
                   for d in lg)
     link = result.get("link")
-    by_role = {}
-    for role, d in pubs:
-        by_role.setdefault(role, []).append(d)
-    plan = result.get("plan") or {}
-    repeated = [p["role"] for p in plan.get("publishers", [])
-                if p.get("processes", 1) > 1]
     emu = ((link or {}).get("links", {}).get("bottleneck") or {}) \
         .get("emulator")
     res = metrics.resources({
@@ -806,12 +812,12 @@ def compute(cell_dir, result):
             h = metrics.hol(metrics.read_raw(raw))
             if h:
                 m.setdefault("flows", {})[rec["name"]] = h
-    if repeated:
-        m["cycles"] = metrics.cycles(
-            [d for r in repeated for d in by_role.get(r, [])])
+    cyc = metrics.cycles(lg)
+    if cyc:
+        m["cycles"] = cyc
         w = m["wire"] or {}
-        n = m["cycles"]["cycles"]
+        n = cyc["cycles"]
         if w.get("bytes") is not None and n:
-            m["cycles"]["bytes_per_cycle"] = w["bytes"] / n
-            m["cycles"]["frames_per_cycle"] = w["frames"] / n
+            cyc["bytes_per_cycle"] = w["bytes"] / n
+            cyc["frames_per_cycle"] = w["frames"] / n
     return m

@@ -64,7 +64,7 @@ def versions(bindir):
     v = {t: _out([os.path.join(bindir, t), "--version"])
          for t in ("loadgen", "sink", "linkem")}
     gw = tr.QUIC_GATEWAY.path(bindir)
-    v["quic-gateway"] = _out([gw, "--version"]) if os.access(gw, os.X_OK) \
+    v["gateway"] = _out([gw, "--version"]) if os.access(gw, os.X_OK) \
         else None
     v["mosquitto"] = mosquitto.version()
     v["certtool"] = _out(["certtool", "--version"])

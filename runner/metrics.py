@@ -23,8 +23,8 @@ Definitions (they are repeated in the report):
                senders put on it), Ethernet header included, no
                preamble/FCS; per message = both directions / messages
                published; per connection = both directions /
-               connections made, in scenarios that publish nothing;
-               everything on the link counts (handshakes, acks,
+               connections made (every cycle of a reconnecting client
+               counts); everything on the link counts (handshakes, acks,
                keepalives, retransmissions, closes).
   goodput      payload bytes a subscriber received x 8 / its first-to-last
                message time.
@@ -86,16 +86,35 @@ def bucket_quantiles(buckets, qs):
 
 # ---- per cell -------------------------------------------------------------------
 
+def _hist_summary(h, scale=1e-3):
+    """summarize()'s shape from one of the tools' histograms (in us),
+    scaled to ms; the median is the histogram's p50 (about 1 %)."""
+    if not h or not h.get("count"):
+        return None
+    return {"n": h["count"], "mean": h["mean_us"] * scale,
+            "median": h["p50_us"] * scale, "p90": h["p90_us"] * scale,
+            "min": h["min_us"] * scale, "max": h["max_us"] * scale}
+
+
 def connect(loadgens):
     """Connection set-up over every loadgen document: per-part summaries
-    in milliseconds and the attempts that failed."""
+    in milliseconds and the attempts that failed. Exact per connection
+    from the documents' connection lists; where a client reconnected
+    (--cycles) the list holds only its last connection, so such a
+    document's connections are read from its histograms instead (merged:
+    n-weighted means, medians and percentiles from the merged buckets)."""
     parts = {"tcp": [], "handshake": [], "mqtt": [], "total": []}
     attempted = connected = failed = resumed = 0
+    hists = []
     for d in loadgens:
         t = d.get("totals", {})
         attempted += t.get("connections", 0)
         connected += t.get("connected", 0)
         failed += t.get("failed", 0)
+        if d.get("cycles"):
+            hists.append(d.get("connect") or {})
+            resumed += (d.get("early_data") or {}).get("accepted", 0)
+            continue
         for c in d.get("connections") or []:
             cn = c.get("connect") or {}
             if cn.get("total_us") is None:
@@ -105,9 +124,59 @@ def connect(loadgens):
             parts["mqtt"].append(_ms(cn.get("mqtt_us")))
             parts["total"].append(_ms(cn.get("total_us")))
             resumed += bool(cn.get("tls_resumed"))
+    out = {k: summarize(v) for k, v in parts.items()}
+    if hists:
+        out = _merge_hist_parts(out, parts, hists)
     return {"attempted": attempted, "connected": connected,
-            "failed": failed, "resumed": resumed,
-            "ms": {k: summarize(v) for k, v in parts.items()}}
+            "failed": failed, "resumed": resumed, "ms": out}
+
+
+def _merge_hist_parts(out, parts, hists):
+    """Per part: the connection-list values and the histograms together.
+    The handshake has no histogram of its own (transport counts from the
+    first packet): its mean is transport's minus tcp's, its quantiles
+    are left out (None) where histograms contribute."""
+    res = {}
+    for part, key in (("tcp", "tcp"), ("mqtt", "mqtt"),
+                      ("total", "total")):
+        hs = [h.get(key) for h in hists if (h.get(key) or {}).get("count")]
+        n = sum(h["count"] for h in hs) + len(parts[part])
+        if not n:
+            res[part] = None
+            continue
+        mean = (sum(h["mean_us"] * h["count"] for h in hs) / 1000 +
+                sum(parts[part])) / n
+        if all(h.get("buckets") for h in hs):
+            b = merge_buckets(hs)
+            for v in parts[part]:
+                k = int(v * 1e6)
+                b[k] = b.get(k, 0) + 1
+            q = {k: v / 1000 for k, v in
+                 bucket_quantiles(b, (0.5, 0.9)).items()}
+        elif len(hs) == 1 and not parts[part]:
+            q = {0.5: hs[0]["p50_us"] / 1000, 0.9: hs[0]["p90_us"] / 1000}
+        else:                      # no buckets to merge: no quantiles
+            q = {0.5: None, 0.9: None}
+        res[part] = {"n": n, "mean": mean, "median": q[0.5],
+                     "p90": q[0.9],
+                     "min": min([h["min_us"] / 1000 for h in hs] +
+                                parts[part]),
+                     "max": max([h["max_us"] / 1000 for h in hs] +
+                                parts[part])}
+    tr = [h.get("transport") for h in hists
+          if (h.get("transport") or {}).get("count")]
+    tc = [h.get("tcp") for h in hists if (h.get("tcp") or {}).get("count")]
+    n = sum(h["count"] for h in tr)
+    if n:
+        mean = (sum(h["mean_us"] * h["count"] for h in tr) -
+                sum(h["mean_us"] * h["count"] for h in tc)) / n / 1000
+        k = len(parts["handshake"])
+        mean = (mean * n + sum(parts["handshake"])) / (n + k)
+        res["handshake"] = {"n": n + k, "mean": mean, "median": None,
+                            "p90": None, "min": None, "max": None}
+    else:
+        res["handshake"] = out["handshake"]
+    return res
 
 
 def _ms(us):
@@ -204,12 +273,10 @@ def wire(link, messages, connections, payload_bytes):
                 "payload_bytes": payload_bytes,
                 "bytes_per_message": tot_b / messages if messages else None,
                 "frames_per_message": tot_f / messages if messages else None,
-                # per connection only where nothing is published: there
-                # the connections are all the link carries
                 "bytes_per_connection": tot_b / connections
-                if connections and not messages else None,
+                if connections else None,
                 "frames_per_connection": tot_f / connections
-                if connections and not messages else None})
+                if connections else None})
     return out
 
 
@@ -224,21 +291,33 @@ def goodput(sinks):
     return best
 
 
-def cycles(loadgens_by_cycle):
-    """Wake-publish-sleep: per process (cycle), wake to PUBACK = first
-    packet to CONNACK + wait before the PUBLISH left (schedule lag) +
-    PUBLISH to PUBACK, in ms."""
-    vals = []
-    for d in loadgens_by_cycle:
-        c = (d.get("connect") or {}).get("total") or {}
-        a = d.get("ack_latency") or {}
-        lag = d.get("schedule_lag") or {}
-        if not c.get("count") or not a.get("count"):
-            continue
-        vals.append((c["mean_us"] + (lag.get("mean_us") or 0) +
-                     a["mean_us"]) / 1000)
-    return {"cycles": len(loadgens_by_cycle),
-            "wake_to_puback_ms": summarize(vals)}
+def cycles(loadgens):
+    """Wake-publish-sleep, from the documents of clients that cycled
+    (loadgen --cycles): cycles done, and per cycle the time from the wake
+    (the connect call) to the last ack (QoS 1/2; the last message handed
+    over at QoS 0), in ms, merged over documents. None without cycles."""
+    docs = [d["cycles"] for d in loadgens if d.get("cycles")]
+    if not docs:
+        return None
+    done = sum(c.get("done", 0) for c in docs)
+    hs = [c.get("wake_to_done") for c in docs
+          if (c.get("wake_to_done") or {}).get("count")]
+    n = sum(h["count"] for h in hs)
+    summ = None
+    if n:
+        b = merge_buckets(hs)
+        q = bucket_quantiles(b, (0.5, 0.9))
+        summ = {"n": n, "mean": sum(h["mean_us"] * h["count"]
+                                    for h in hs) / n / 1000,
+                "median": q[0.5] / 1000, "p90": q[0.9] / 1000,
+                "min": min(h["min_us"] for h in hs) / 1000,
+                "max": max(h["max_us"] for h in hs) / 1000}
+    early = {"attempted": 0, "accepted": 0, "rejected": 0}
+    for d in loadgens:
+        for k in early:
+            early[k] += (d.get("early_data") or {}).get(k, 0)
+    return {"cycles": done, "wake_to_puback_ms": summ,
+            "early_data": early}
 
 
 def resources(docs_by_kind):

@@ -14,7 +14,7 @@ from . import results, stats
 from .progress import fmt_s
 
 # The figures a scenario's tables show, in this order, when it has them.
-TABLE_METRICS = ("connect_ms", "connect_median_ms", "connect_tcp_ms", "connect_handshake_ms",
+TABLE_METRICS = ("connect_ms", "connect_mean_ms", "connect_tcp_ms", "connect_handshake_ms",
                  "connect_mqtt_ms", "latency_p50_ms", "latency_p99_ms",
                  "delivery_ratio", "delivery_qos1", "delivery_qos2",
                  "bytes_per_message", "frames_per_message",
@@ -22,7 +22,7 @@ TABLE_METRICS = ("connect_ms", "connect_median_ms", "connect_tcp_ms", "connect_h
                  "wake_to_puback_ms", "bytes_per_cycle", "goodput_mbps",
                  "hol_spread_p50_ms", "hol_coincidence", "hol_correlation",
                  "max_gap_ms")
-CONNECT_PARTS = ("connect_median_ms", "connect_tcp_ms",
+CONNECT_PARTS = ("connect_mean_ms", "connect_tcp_ms",
                  "connect_handshake_ms", "connect_mqtt_ms")
 SHORT_METRICS = ("connect_ms", "latency_p50_ms", "latency_p99_ms",
                  "delivery_ratio", "wake_to_puback_ms", "goodput_mbps")

@@ -36,7 +36,7 @@ PUBLISHER_FIELDS = {
     "description": ("str", None, ""),
     "clients": ("int", "--clients", 1),
     "flows": ("int", "--flows", None),
-    "sessions_per_connection": ("int", "--sessions-per-connection", None),
+    "streams": ("int", "--streams", None),
     "topic": ("topic", "--topic", None),
     "size": ("size", "--size", 64),
     "qos": ("qos", "--qos", None),
@@ -52,6 +52,10 @@ PUBLISHER_FIELDS = {
     "inflight": ("int", "--inflight", None),
     "keepalive": ("int", "--keepalive", None),
     "persistent": ("bool", "--persistent", False),
+    "cycles": ("int", "--cycles", None),
+    "sleep": ("dur", "--sleep", None),
+    "early_data": ("bool", "--early-data", False),
+    "migrate_after": ("int", "--migrate-after", None),
     "repeat": ("int", None, 1),
     "pause": ("dur", None, 0.0),
     "options": ("list", None, []),
@@ -158,11 +162,13 @@ class Role:
                 for f in range(self.f.get("flows") or 1)]
 
     def messages_per_client(self):
-        """Messages each client publishes per process, or None when the
-        scenario does not fix it (duration, idle)."""
+        """Messages each client publishes per process (all its cycles),
+        or None when the scenario does not fix it (duration, idle)."""
         if self.f.get("idle"):
             return 0
-        return self.f.get("count")
+        if self.f.get("count") is None:
+            return None
+        return self.f["count"] * (self.f.get("cycles") or 1)
 
     def processes(self):
         return self.f.get("repeat", 1)
@@ -618,6 +624,8 @@ def role_deadline_s(role):
     sched = 0.0
     if f.get("count") and f["rate"] > 0:
         sched = f["count"] / f["rate"]
+    if f.get("cycles"):
+        sched = (sched + (f.get("sleep") or 0) + 5.0) * f["cycles"]
     elif f.get("duration"):
         sched = f["duration"]
     ramp = f.get("ramp_up") or 0.0

@@ -12,13 +12,13 @@ broker host (DESIGN.md): UDP 14567, ALPN "mqtt", one stream per MQTT
 session, relayed to 127.0.0.1:1883 over TCP with TCP_NODELAY like the
 broker's own sockets.
 
-Adding the QUIC transport once its gateway exists is this file only:
-  1. QUIC_GATEWAY.binary: the gateway's file name in $BENCH_BIN;
-  2. QUIC_GATEWAY.argv(): its command line (listen address, broker,
-     certificate and key, JSON statistics file, ready file);
-nothing else in the runner knows about QUIC. Until the binary is built,
-every quic cell fails at once with "not built yet", is recorded as failed,
-and the run goes on.
+The QUIC transport is this file only: QUIC_GATEWAY names the gateway's
+binary in $BENCH_BIN and Gateway.argv() its command line (listen address
+and port, broker, certificate and key, JSON statistics, ready file);
+nothing else in the runner knows about QUIC. Where the binary is not
+built, every quic cell fails at once with "not built yet", is recorded as
+failed, and the run goes on. Another transport with a gateway of its own
+is one more Gateway and one more TRANSPORTS entry.
 """
 import dataclasses
 import os
@@ -49,21 +49,20 @@ class Gateway:
 
     def argv(self, bindir, listen_port, broker_port, certs, json_path,
              ready_path):
-        """The gateway's command line. The options are the interface the
-        runner expects from the QUIC gateway (see README, "What the
-        runner needs"); they are checked against its --help before a
-        cell starts."""
+        """The gateway's command line (checked against its --help before
+        a cell starts). Its broker-side sockets keep TCP_NODELAY, its
+        default, like Mosquitto's own (set_tcp_nodelay true)."""
         return [self.path(bindir),
-                "--listen", f"0.0.0.0:{listen_port}",
-                "--broker", f"127.0.0.1:{broker_port}",
+                "--listen", "0.0.0.0", "--port", str(listen_port),
+                "--broker", "127.0.0.1", "--broker-port", str(broker_port),
                 "--cert", certs["broker"], "--key", certs["broker_key"],
                 "--json", json_path, "--ready-file", ready_path]
 
 
 QUIC_GATEWAY = Gateway(
-    name="QUIC gateway", binary="quic-gateway",
-    built_by="it comes with the QUIC transport (issue 7); until then "
-             "quic cells fail and the run goes on")
+    name="QUIC gateway", binary="gateway",
+    built_by="`make` builds it (bench/cmd/gateway.c); until then quic "
+             "cells fail and the run goes on")
 
 
 @dataclasses.dataclass(frozen=True)

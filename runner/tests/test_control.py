@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from runner.tests.conftest import PY, REPO, run_runner, runner_env
+from runner.tests.conftest import BIN, PY, REPO, run_runner, runner_env
 
 TINY_CONNECT = """
 # a test scenario: two connections from l1
@@ -190,3 +190,23 @@ def test_footprint(tmp_path):
     tcp = doc["stacks"][0]
     assert tcp["client"]["total_bytes"] > tcp["client"]["binaries"][0][
         "stripped_bytes"] > 0
+
+
+def test_transport_not_built_is_recorded(root, tmp_path):
+    """Where the QUIC gateway is not built, quic cells fail at once with
+    "not built yet", the run goes on and exits 0."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for t in ("loadgen", "sink", "linkem"):
+        os.symlink(os.path.join(BIN, t), bindir / t)
+    res = str(tmp_path / "results")
+    r = run_runner(["bench", "--scenarios", scenario(tmp_path, "nb"),
+                    "--profiles", "3g", "--transports", "quic", "--reps",
+                    "1", "--results", res], timeout=120,
+                   BENCH_BIN=str(bindir))
+    assert r.returncode == 0, r.stdout + r.stderr
+    c = load(os.path.join(os.path.realpath(os.path.join(res, "latest")),
+                          "cells", "nb__3g__quic__r1", "cell.json"))
+    assert c["status"] == "failed" and c["failure_kind"] == "not-built"
+    assert "not built yet" in c["error"] and "gateway" in c["error"]
+    assert "1 not built yet" in r.stdout

@@ -151,10 +151,11 @@ def test_variants_and_roles_per_variant():
 def test_matrix_default_and_quick():
     sel = matrix.Selection(list(matrix.DEFAULT_SCENARIOS), None, None, 3, 1)
     cells = matrix.cells(sel, ["3g", "4g", "ethernet", "wifi", "zigbee"])
-    assert len(cells) == 5 * 3 * 2 * 3
+    # smart-home, and connect in its two modes (full, resumed)
+    assert len(cells) == 5 * 3 * (1 + 2) * 3
     assert len({c.id for c in cells}) == len(cells)
     # repetition-major: the first repetition of everything comes first
-    assert [c.rep for c in cells[:30]] == [1] * 30
+    assert [c.rep for c in cells[:45]] == [1] * 45
     assert cells[0].seed == 1 and cells[-1].seed == 3
 
 
@@ -187,7 +188,7 @@ def test_user_errors_one_line(args, env, msg):
 def test_list_counts():
     r = run_runner(["bench", "--list"], timeout=60)
     assert r.returncode == 0
-    assert r.stdout.startswith("90 cells")
+    assert r.stdout.startswith("135 cells")
     r = run_runner(["bench", "--list"], timeout=60, QUICK="1")
-    assert r.stdout.startswith("6 cells")
+    assert r.stdout.startswith("9 cells")
     assert "smart-home__3g__quic__r1" in r.stdout

@@ -64,7 +64,7 @@ def test_wire_per_message_and_connection():
         "right_to_left": {"frames_in": 5, "bytes_in": 400}}}}
     w = metrics.wire(link, messages=7, connections=2, payload_bytes=700)
     assert w["bytes"] == 1400 and w["bytes_per_message"] == 200
-    assert w["bytes_per_connection"] is None      # messages were sent
+    assert w["bytes_per_connection"] == 700
     w = metrics.wire(link, messages=0, connections=2, payload_bytes=0)
     assert w["bytes_per_connection"] == 700 and w["frames_per_connection"] \
         == 7.5
