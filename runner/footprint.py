@@ -8,7 +8,7 @@ stripped as well, counted once per side.
 
   client side  loadgen (the benchmark's MQTT client: TCP, TLS and QUIC in
                one binary; sink is the same client with another role)
-  server side  mosquitto (TCP and TLS), plus quic-gateway for QUIC
+  server side  mosquitto (TCP and TLS), plus the QUIC gateway for QUIC
 
 Writes results/footprint-<time>/footprint.{json,md} and prints the table.
 """
@@ -108,7 +108,7 @@ def main(argv):
              "server (MiB) | TLS |", "| --- | --- | ---: | ---: | --- |"]
     for s in doc["stacks"]:
         sv = mib(s["server"]["total_bytes"]) if s["server"] else \
-            "not built yet (quic-gateway)"
+            "not built yet (gateway)"
         lines.append(f"| {s['stack']} | C | {mib(s['client']['total_bytes'])}"
                      f" | {sv} | {s['tls']} |")
     lines += ["", "| side | binary or library | stripped (MiB) |",

@@ -8,7 +8,7 @@ set style data histogram
 set style histogram errorbars gap 2 lw 1.2
 set style fill solid 0.75 border -1
 set boxwidth 0.9
-set key top left
+set key outside right top vertical
 set xtics rotate by -25
 if (!exists("logy")) logy = 0
 if (logy) { set logscale y } else { set yrange [0:*] }
