@@ -457,8 +457,9 @@ def hol(flows, window_ms=HOL_WINDOW_MS):
                    latencies over their common windows, averaged over
                    pairs
       max_gap_ms   the longest time between two deliveries of one flow
-    Returns None with fewer than two flows."""
-    if len(flows) < 2:
+    With one flow only max_gap_ms is defined (the others are None);
+    None without flows."""
+    if not flows:
         return None
     t0 = min(m[0] for v in flows.values() for m in v)
     means, spikes, gaps = {}, {}, []
@@ -500,6 +501,8 @@ def hol(flows, window_ms=HOL_WINDOW_MS):
                              [means[b][w] for w in common])
                 if c is not None:
                     cors.append(c)
+    if len(flows) < 2:
+        spread, shares, cors = [], [], []
     return {"flows": len(flows), "window_ms": window_ms,
             "spread_p50_ms": quantile(spread, 0.5),
             "spread_p90_ms": quantile(spread, 0.9),

@@ -84,7 +84,10 @@ def test_hol_isolated_and_blocked_together():
     assert together["coincidence"] == 1.0
     assert together["correlation"] == pytest.approx(1.0)
     assert together["max_gap_ms"] == pytest.approx(20.0)
-    assert metrics.hol({1: _flow(set())}) is None
+    one = metrics.hol({1: _flow(set(), step=30.0)})
+    assert one["max_gap_ms"] == pytest.approx(30.0)
+    assert one["coincidence"] is None and one["spread_p50_ms"] is None
+    assert metrics.hol({}) is None
 
 
 def test_link_counters_in_one_format_for_both_backends():
