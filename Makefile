@@ -114,7 +114,7 @@ $(OUT)/tests/%: bench/tests/%.c $(ALL_LIBS) bench/tests/tt.h
 # libFuzzer targets: clang, the whole library rebuilt with coverage.
 FUZZ_CFLAGS = -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -g -O1 \
 	-fsanitize=fuzzer,address,undefined -Ibench/lib -Ibench $(PKG_CFLAGS)
-build/fuzz/%: bench/fuzz/%.c $(LIB_SRC) $(wildcard bench/lib/*/*.h)
+build/fuzz/%: bench/fuzz/%.c $(LIB_SRC) $(wildcard bench/lib/*/*.h bench/fuzz/*.h)
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(PKG_LIBS) -lm
 fuzzers: $(FUZZERS)

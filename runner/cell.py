@@ -46,7 +46,9 @@ CELL_SCHEMA = "mqb-cell/1"
 POLL_S = 0.01
 SINK_READY_S = 30.0
 GATEWAY_READY_S = 15.0
-STOP_WAIT_S = 30.0           # a process writes its JSON after SIGTERM
+STOP_WAIT_S = 90.0           # a process writes its JSON after SIGTERM
+                             # (a sink drains first: up to its 60 s
+                             # --drain-max)
 SINK_DRAIN_EXTRA_S = 10.0    # beyond the scenario's drain, before SIGTERM
 NETWORK_WAIT_S = 1800.0      # another run holds the test network
 START_AT_OPTION = "--start-at"
@@ -404,7 +406,9 @@ class CellRun:
         self.sink_plans, self.pub_plans = [], []
         for r in self.subs:
             exp = scn.expected_messages(r, self.pubs, cell.transport)
-            args = scn.subscriber_args(r, exp)
+            args = scn.subscriber_args(
+                r, exp, "--expect" if "--expect" in ctx.help["sink"]
+                else "--count")
             if exp is None:
                 args += ["--idle-timeout", scn.fmt_duration(sc.drain_s)]
             if r.f["raw"] or ctx.raw:

@@ -603,7 +603,11 @@ def publisher_args(role):
     return args + list(f["options"])
 
 
-def subscriber_args(role, expected):
+def subscriber_args(role, expected, expect_option="--count"):
+    """sink options for a subscriber role; expected (what the scenario
+    says it will receive) goes to expect_option: sink --expect (distinct
+    benchmark messages, which also ends a drain) where it has it, else
+    --count."""
     f = role.f
     args = []
     for t in f["topics"]:
@@ -612,7 +616,7 @@ def subscriber_args(role, expected):
     if f.get("coalesce") is not None:
         args += ["--coalesce", fmt_duration(f["coalesce"])]
     if expected:
-        args += ["--count", str(expected)]
+        args += [expect_option, str(expected)]
     return args + list(f["options"])
 
 

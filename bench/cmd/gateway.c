@@ -64,7 +64,9 @@ struct relay {
 	int fd;
 	struct ev_io io;
 	int connected;
-	uint8_t up[RELAY_BUF];   /* client -> broker, not yet written */
+	/* Buffers, each allocated while bytes pass and freed when drained,
+	 * so that an idle relay holds none. */
+	uint8_t *up;             /* client -> broker, not yet written */
 	size_t up_len, up_off;
 	uint8_t *down;           /* broker -> client, not yet taken */
 	size_t down_len, down_off;
@@ -138,6 +140,7 @@ static void relay_free(struct relay *r)
 		ev_io_stop(g->loop, &r->io);
 		close(r->fd);
 	}
+	free(r->up);
 	free(r->down);
 	free(r);
 	g->st.streams_done++;
@@ -206,8 +209,11 @@ static int relay_write_up(struct relay *r)
 		r->bytes_up += (uint64_t)n;
 		r->gc->g->st.bytes_up += (uint64_t)n;
 	}
-	if (r->up_off == r->up_len)
+	if (r->up_off == r->up_len) {
 		r->up_off = r->up_len = 0;
+		free(r->up);
+		r->up = NULL;
+	}
 	if (r->connected && r->up_eof && r->up_len == 0 && !r->up_shut) {
 		shutdown(r->fd, SHUT_WR);
 		r->up_shut = 1;
@@ -225,9 +231,13 @@ static int relay_pump_up(struct relay *r)
 
 	while (!r->up_eof && r->up_len == 0) {
 		int64_t sid = r->sid;
-		ssize_t n = tr_recv(tc, &sid, r->up, sizeof(r->up),
-		                    evloop_clock_ns());
+		ssize_t n;
 
+		if (!r->up && !(r->up = malloc(RELAY_BUF))) {
+			relay_abort(r, 0);
+			return -1;
+		}
+		n = tr_recv(tc, &sid, r->up, RELAY_BUF, evloop_clock_ns());
 		if (n == TR_AGAIN)
 			break;
 		if (n == TR_EOF) {
@@ -268,6 +278,8 @@ static int relay_pump_down(struct relay *r)
 		r->gc->g->st.bytes_down += (uint64_t)n;
 	}
 	r->down_off = r->down_len = 0;
+	free(r->down);
+	r->down = NULL;
 	if (r->down_eof && !r->fin_sent) {
 		if (tr_shutdown(tc, r->sid, evloop_clock_ns()) == 0)
 			r->fin_sent = 1;
@@ -451,7 +463,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 	(void)loop;
 	(void)ev;
 	while (n++ < 256 && tr_accept(g->l, evloop_clock_ns(), &tc) == 0) {
-		struct gw_conn *gc = NULL, *c;
+		struct gw_conn *gc = NULL;
 
 		if (tr_take_notes(tc) & TR_NOTE_NEW) {
 			if (g->stopping ||
@@ -462,6 +474,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 			}
 			gc->g = g;
 			gc->tc = tc;
+			tc->owner = gc;
 			ev_timer_init(&gc->timer, conn_timer_cb, gc);
 			gc->next = g->conns;
 			if (g->conns)
@@ -469,11 +482,7 @@ static void listener_cb(struct evloop *loop, struct ev_io *w, uint32_t ev)
 			g->conns = gc;
 			g->n_conns++;
 		} else {
-			/* which of ours: few connections get news at once,
-			 * and the list is short next to a handshake's cost */
-			for (c = g->conns; c && c->tc != tc; c = c->next)
-				;
-			gc = c;
+			gc = tc->owner;
 		}
 		if (gc)
 			conn_process(gc);
@@ -495,6 +504,8 @@ static json_t *stats_json(struct gw *g)
 	report_set(cfg, "broker_tcp_nodelay", json_boolean(g->o.nodelay));
 	report_set(cfg, "idle_timeout_us", report_us(g->o.idle_ns));
 	report_set(cfg, "retry", json_boolean(g->o.retry));
+	report_set(cfg, "anti_replay_window_us",
+	           report_us(g->ctx->cfg.replay_window_ns));
 	report_set(cfg, "congestion_control",
 	           json_string(g->o.cc ? g->o.cc : "cubic"));
 	report_set(cfg, "qlog_dir",

@@ -14,17 +14,33 @@
  * back slower than the schedule, the offered load drops to window / ack time
  * whatever --rate says.
  *
- * The send time stamped into the payload is the actual send, read just before
- * the publish, so the sink's one-way latency is transport and broker time
- * only; the time a message waited for its turn is not in it. That wait is
- * measured here instead, per message, as the schedule lag (send time minus
- * due time): histogram "schedule_lag" with the count of messages sent more
- * than LATE_NS late, next to the configured and the achieved rate. Together
- * they show when the publisher could not keep up and the latency figures
- * describe a lighter load than asked.
+ * The payload carries the actual send time, read just before the publish,
+ * and the due time (as the lag between the two, payload.h), so the sink
+ * reports both a latency from the send (transport and broker time only) and
+ * a latency from the schedule (the wait for its turn included): a backlog
+ * behind a full window or output buffer cannot hide. The wait is measured
+ * here too, per message, as the schedule lag (send time minus due time):
+ * histogram "schedule_lag" with the count of messages sent more than LATE_NS
+ * late, next to the configured and the achieved rate. How long a message
+ * can wait in the engine's output buffer depends on its limit and on the
+ * socket's: "socket" records max_outbuf, SO_SNDBUF and TCP_NODELAY.
  *
  * Rate 0 means "as fast as the inflight window and the socket allow": there
- * is no schedule, hence no lag.
+ * is no schedule, hence no lag and no due time.
+ *
+ * Duration: --duration starts when every client has connected (or failed),
+ * and not before the ramp-up ends, so that every client publishes for the
+ * whole duration at least. A run in which some clients never connected
+ * (failed, abandoned, never started because the run stopped) is not "ok":
+ * the JSON's "completeness" says why, one line on stderr says how many, and
+ * the exit status is 1.
+ *
+ * Loss accounting: per publisher, the JSON gives the messages queued, those
+ * written to the transport whole (the engine's pub_written) and the first
+ * and last sequence number, so scripts/reconcile.py can set them against
+ * what the sinks received: queued but never written (a connection that
+ * died) apart from written and lost. Publisher ids are random by default
+ * (getrandom), so that processes feeding one sink do not collide.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -33,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -59,8 +76,6 @@
 #define LATE_NS INT64_C(1000000) /* 1 ms */
 /* The smallest --rate above 0: one message per 1000 s. */
 #define MIN_RATE 0.001
-/* Default publisher ids leave room for this many clients per process. */
-#define DEFAULT_ID_CLIENTS 65536u
 /* Messages one client sends per turn at max rate before yielding. */
 #define MAX_RATE_BURST 256
 #define MAX_PAYLOAD (64u * 1024 * 1024)
@@ -95,24 +110,12 @@ struct pub_transport {
 	int64_t cwnd_bytes, retransmits, segs_out, segs_in;
 };
 
-struct pub {
-	struct lg *lg;
-	struct client *cl;
-	char *topic;
-	uint16_t topic_len;
-	uint8_t state; /* enum pub_state */
-	uint8_t send_done, blocked, tls_resumed;
-	uint32_t index, publisher_id;
-	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
-	uint64_t sent, bytes, acks, acks_failed, late;
+/* What only some connections need (ack figures once acks come, transport
+ * statistics at the close, cycles, migrations), apart from struct pub so
+ * that an idle connection does not pay for it. */
+struct pub_more {
 	uint64_t ack_min, ack_max;
 	double ack_sum;
-	struct stats_hist *ack_hist; /* from the first ack; small runs only */
-	int64_t next_at;             /* rate mode: when the next one is due */
-	int64_t t_rate0;             /* rate mode: when the first one was due */
-	uint64_t rng;                /* Poisson gaps */
-	int64_t t_start, t_tcp, t_ready, t_connack;
-	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	int64_t t_first_pub, t_last_pub;
 	struct pub_transport tr;     /* the transport's view, at close */
 	/* --cycles: cycles begun, and where this one began */
@@ -124,7 +127,28 @@ struct pub {
 	int64_t t_migrate, t_validated;
 	int mig_result;      /* 1 validated, -1 failed, 0 pending */
 	uint32_t migrations, delayed;
+	uint64_t written;    /* messages the transport took whole */
+};
+
+struct pub {
+	struct lg *lg;
+	struct client *cl;
+	char *topic;
+	uint16_t topic_len;
+	uint8_t state; /* enum pub_state */
+	uint8_t send_done, blocked, tls_resumed;
 	uint8_t grouped;     /* on a shared connection (--streams) */
+	uint32_t index, publisher_id;
+	uint32_t acks_failed, late;
+	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
+	uint64_t sent, acks; /* payload bytes: sent * --size */
+	struct pub_more *more;       /* from the first use: see pm() */
+	struct stats_hist *ack_hist; /* from the first ack; small runs only */
+	int64_t next_at;             /* rate mode: when the next one is due */
+	int64_t t_rate0;             /* rate mode: when the first one was due */
+	uint64_t rng;                /* Poisson gaps */
+	int64_t t_start, t_tcp, t_ready, t_connack;
+	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	uint64_t wire_in, wire_out, mqtt_out;
 	char *err;
 	struct ev_timer timer;
@@ -144,7 +168,7 @@ struct lg_opts {
 	uint64_t ramp_ns;
 	int idle;
 	uint32_t id_base;
-	int id_base_set;
+	int id_base_set; /* given with --id-base; else random */
 	uint16_t inflight;
 	uint64_t drain_ns;
 	uint32_t max_pending;
@@ -203,6 +227,7 @@ struct lg {
 	uint8_t **sess_blob;
 	size_t *sess_len;
 	uint32_t n_sess;
+	uint64_t more_oom;
 	uint64_t acks, acks_failed, sent, bytes, publish_errors, late;
 	uint8_t first_refusal; /* reason of the first refused publish */
 	int64_t t_first_pub, t_last_pub;
@@ -210,6 +235,8 @@ struct lg {
 	 * to t_pub_end (the last publisher stopped sending) */
 	int64_t t_steady, t_pub_end;
 	uint64_t steady_sent;
+	/* the send path's settings, read from the sockets */
+	struct sockopts_seen so_connect, so_close;
 
 	struct ev_timer start_timer, deadline_timer, drain_timer,
 		final_timer;
@@ -217,12 +244,41 @@ struct lg {
 	int sigfd;
 };
 
+/*
+ * p's less used figures, allocated at their first use. Out of memory, a
+ * shared scratch copy takes them (the figures are then wrong, and the run
+ * says so in its errors) rather than the process crashing.
+ */
+static struct pub_more *pm(struct pub *p)
+{
+	static struct pub_more scratch_more;
+
+	if (p->more)
+		return p->more;
+	p->more = calloc(1, sizeof(*p->more));
+	if (p->more)
+		return p->more;
+	if (!p->lg->more_oom++)
+		report_error(p->lg->doc, "out of memory for per-connection "
+		             "figures: some are wrong");
+	return &scratch_more;
+}
+
+/* The same for reading: zeros when p never needed them. */
+static const struct pub_more *pmc(const struct pub *p)
+{
+	static const struct pub_more none;
+
+	return p->more ? p->more : &none;
+}
+
 static const char usage[] =
 	"usage: loadgen [options]\n"
 	"MQTT load generator of the transport benchmark: N publisher\n"
 	"connections; every payload starts with a benchmark header (magic,\n"
-	"publisher id, sequence number, CLOCK_MONOTONIC send time) that the\n"
-	"sink uses for one-way latency, loss, duplicates and reordering.\n"
+	"publisher id, sequence number, CLOCK_MONOTONIC send time, the lag\n"
+	"behind the schedule) that the sink uses for one-way latency from the\n"
+	"send and from the due time, loss, duplicates and reordering.\n"
 	"\n"
 	"Load:\n"
 	"  --clients N            publisher connections (default 1)\n"
@@ -236,7 +292,9 @@ static const char usage[] =
 	"  --seed N               seed of the Poisson gaps (default 1)\n"
 	"  --count N              messages per client\n"
 	"  --total N              messages over all clients (split evenly)\n"
-	"  --duration DUR         publish for DUR after the ramp-up\n"
+	"  --duration DUR         publish (or, --idle, hold) for DUR from the\n"
+	"                         moment every client has connected, not before\n"
+	"                         the ramp-up ends\n"
 	"                         (without --count/--total/--duration: until\n"
 	"                         SIGINT/SIGTERM)\n"
 	"  --ramp-up DUR          spread connection starts over DUR (default 0)\n"
@@ -248,12 +306,11 @@ static const char usage[] =
 	"  --drain DUR            after the last publish, wait up to DUR for\n"
 	"                         acks (default 10s)\n"
 	"  --id-base N            publisher id of client 0; client i gets\n"
-	"                         N + i (default: (pid mod 65536) * 65536, so at\n"
-	"                         most 65536 clients without it; processes that\n"
-	"                         feed one sink should get disjoint ranges: pids\n"
-	"                         can collide mod 65536)\n"
+	"                         N + i (default: random, from getrandom, so that\n"
+	"                         processes feeding one sink do not collide)\n"
 	"  --ready-file FILE      create FILE once every connection is up\n"
 	"  --no-per-connection    leave the per-connection list out of the JSON\n"
+	"                         (the compact \"publishers\" list stays)\n"
 	"  --start-at NS          start no earlier than this CLOCK_MONOTONIC\n"
 	"                         time in ns (processes released together)\n"
 	"\n"
@@ -279,12 +336,15 @@ static const char usage[] =
 	"messages back to back, skipping none. At QoS 1/2 the inflight window\n"
 	"closes the loop: at most --inflight messages wait for acks, so slow\n"
 	"acks lower the offered load below --rate. The payload carries the\n"
-	"actual send time: the sink's latency is transport + broker time and\n"
-	"leaves out the time a message waited for its turn. That wait is the\n"
-	"schedule lag (send time - due time), in the JSON as \"schedule_lag\"\n"
-	"with the messages sent over 1 ms late; \"throughput\" sets the\n"
-	"achieved rate after the ramp-up (\"steady_state\") beside the\n"
-	"configured one. Check them before trusting a latency figure.\n"
+	"actual send time and the due time: the sink reports the latency from\n"
+	"the send (transport + broker) and from the schedule (the wait for its\n"
+	"turn included). The wait alone is the schedule lag (send time - due\n"
+	"time), in the JSON as \"schedule_lag\" with the messages sent over 1 ms\n"
+	"late; \"throughput\" sets the achieved rate after the ramp-up\n"
+	"(\"steady_state\") beside the configured one.\n"
+	"\n"
+	"A run in which some clients never connected is not ok: one line on\n"
+	"stderr, exit status 1, and \"completeness\" in the JSON says why.\n"
 	"\n";
 
 enum {
@@ -554,19 +614,20 @@ static int check_options(struct lg_opts *o)
 		snprintf(def, sizeof(def), "loadgen-%ld", (long)getpid());
 		o->conn.client_id = def;
 	}
-	if (!o->id_base_set && o->clients > DEFAULT_ID_CLIENTS) {
-		/* client 65536 would take the id of client 0 of the process
-		 * whose pid is one more, modulo 65536 */
-		cli_error("--clients %" PRIu32 " needs --id-base: default "
-		          "publisher ids leave room for %u clients per process",
-		          o->clients, DEFAULT_ID_CLIENTS);
-		return CLI_EBADARG;
+	if (!o->id_base_set) {
+		/* a random range: two processes of n clients each collide
+		 * with probability about 2n / 2^32 (pids would collide
+		 * modulo anything, and repeat across hosts) */
+		uint32_t r;
+		uint64_t span = (uint64_t)UINT32_MAX - o->clients + 2;
+
+		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+			cli_error("cannot read random bytes for publisher ids: "
+			          "%s (give --id-base)", strerror(errno));
+			return CLI_EBADARG;
+		}
+		o->id_base = (uint32_t)(r % span);
 	}
-	if (!o->id_base_set)
-		/* likely distinct across processes feeding one sink (not
-		 * certain: pids can collide modulo 65536), and leaves room
-		 * for 65536 clients per process */
-		o->id_base = ((uint32_t)getpid() & 0xffffu) << 16;
 	if ((uint64_t)o->id_base + o->clients - 1 > UINT32_MAX) {
 		cli_error("--id-base %" PRIu32 " + --clients %" PRIu32
 		          " exceeds the 32-bit publisher id", o->id_base,
@@ -683,7 +744,7 @@ static int64_t next_due(struct pub *p)
 
 	if (!o->poisson)
 		return time_after(p->t_rate0,
-		                  (double)(p->sent - p->sent0) * 1e9 / o->rate);
+		                  (double)(p->sent - pmc(p)->sent0) * 1e9 / o->rate);
 	u = prng_unit(&p->rng);
 	return time_after(p->next_at, -log1p(-u) / o->rate * 1e9);
 }
@@ -726,6 +787,11 @@ static void lg_all_settled(struct lg *lg)
 	lg->hist_bytes_connected = lg->hist_bytes;
 	lg->t_steady = lg->t_all_settled > ramp_end ? lg->t_all_settled
 	                                            : ramp_end;
+	/* the duration begins here: every client gets all of it */
+	if (lg->o.duration_ns && !lg->stopping) {
+		lg->deadline = lg->t_steady + (int64_t)lg->o.duration_ns;
+		ev_timer_start(lg->loop, &lg->deadline_timer, lg->deadline);
+	}
 }
 
 static void lg_settle_one(struct lg *lg)
@@ -760,6 +826,8 @@ static void pub_read_counters(struct pub *p)
 	p->mqtt_out = st->bytes_out > st->bytes_unsent
 	                      ? st->bytes_out - st->bytes_unsent
 	                      : 0;
+	if (st->pub_written) /* an idle connection allocates nothing */
+		pm(p)->written = st->pub_written;
 }
 
 /* Keep what the transport knows of p's connection (TCP_INFO: RTT,
@@ -771,17 +839,18 @@ static void pub_read_transport(struct pub *p)
 
 	if (tc == NULL)
 		return;
+	sockopts_seen_add(&p->lg->so_close, tc);
 	tr_get_stats(tc, &ts);
-	p->tr.valid = 1;
-	p->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
-	p->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
+	pm(p)->tr.valid = 1;
+	pm(p)->tr.srtt_us = ts.srtt_ns < 0 ? -1 : (int32_t)(ts.srtt_ns / 1000);
+	pm(p)->tr.rttvar_us = ts.rttvar_ns < 0 ? -1
 	                                   : (int32_t)(ts.rttvar_ns / 1000);
-	p->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
+	pm(p)->tr.min_rtt_us = ts.min_rtt_ns < 0 ? -1
 	                                     : (int32_t)(ts.min_rtt_ns / 1000);
-	p->tr.cwnd_bytes = ts.cwnd_bytes;
-	p->tr.retransmits = ts.retransmits;
-	p->tr.segs_out = ts.segs_out;
-	p->tr.segs_in = ts.segs_in;
+	pm(p)->tr.cwnd_bytes = ts.cwnd_bytes;
+	pm(p)->tr.retransmits = ts.retransmits;
+	pm(p)->tr.segs_out = ts.segs_out;
+	pm(p)->tr.segs_in = ts.segs_in;
 	if (ts.cc[0] && !p->lg->cc[0])
 		memcpy(p->lg->cc, ts.cc, sizeof(p->lg->cc));
 }
@@ -793,9 +862,9 @@ static void pub_read_migration(struct pub *p)
 	unsigned n;
 	int64_t t0;
 
-	if (!p->migrations || tc == NULL)
+	if (!pmc(p)->migrations || tc == NULL)
 		return;
-	p->mig_result = quic_migration_info(tc, &t0, &p->t_validated, &n);
+	pm(p)->mig_result = quic_migration_info(tc, &t0, &pm(p)->t_validated, &n);
 }
 
 static void pub_close(struct pub *p)
@@ -810,11 +879,11 @@ static void pub_close(struct pub *p)
 		/* the cycle's work is done: its last ack is in (QoS 1/2) or
 		 * its last message handed over (QoS 0) */
 		stats_hist_add(&lg->cycle_done,
-		               (uint64_t)(evloop_clock_ns() - p->t_cycle));
-		if (p->tr.segs_out >= 0 && p->tr.segs_in >= 0)
+		               (uint64_t)(evloop_clock_ns() - pm(p)->t_cycle));
+		if (pm(p)->tr.segs_out >= 0 && pm(p)->tr.segs_in >= 0)
 			stats_hist_add(&lg->cycle_segs,
-			               (uint64_t)(p->tr.segs_out +
-			                          p->tr.segs_in));
+			               (uint64_t)(pm(p)->tr.segs_out +
+			                          pm(p)->tr.segs_in));
 	}
 	ev_timer_stop(p->lg->loop, &p->timer);
 	p->state = PUB_CLOSING;
@@ -879,10 +948,10 @@ static void pub_migrate(struct pub *p)
 		note_error(lg, p, msg);
 		return;
 	}
-	p->t_migrate = evloop_clock_ns();
-	p->t_validated = 0;
-	p->mig_result = 0;
-	p->migrations++;
+	pm(p)->t_migrate = evloop_clock_ns();
+	pm(p)->t_validated = 0;
+	pm(p)->mig_result = 0;
+	pm(p)->migrations++;
 }
 
 /*
@@ -896,10 +965,12 @@ static int pub_publish_one(struct pub *p, int64_t due)
 	int64_t now, lag;
 	int rv;
 
+	memset(&h, 0, sizeof(h));
 	h.publisher = p->publisher_id;
 	h.seq = p->sent;
 	now = evloop_clock_ns();
 	h.send_ns = (uint64_t)now;
+	payload_set_due(&h, due > 0 ? (uint64_t)due : 0);
 	payload_encode(lg->payload, (size_t)lg->o.size, &h);
 	rv = client_publish(p->cl, (const uint8_t *)p->topic, p->topic_len,
 	                    lg->payload, (size_t)lg->o.size, lg->o.conn.qos,
@@ -914,25 +985,24 @@ static int pub_publish_one(struct pub *p, int64_t due)
 			lg->late++;
 		}
 	}
-	if (p->t_migrate && p->mig_result == 0) {
+	if (pmc(p)->t_migrate && pmc(p)->mig_result == 0) {
 		struct tr_conn *tc = client_transport(p->cl);
 		int64_t t0, tv;
 		unsigned n;
 
 		/* sent before the new path was validated */
-		p->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
-		if (p->mig_result == 0)
-			p->delayed++;
+		pm(p)->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
+		if (pm(p)->mig_result == 0)
+			pm(p)->delayed++;
 	}
 	if (lg->t_steady > 0 && now >= lg->t_steady)
 		lg->steady_sent++;
 	if (p->sent == 0)
-		p->t_first_pub = now;
-	p->t_last_pub = now;
+		pm(p)->t_first_pub = now;
+	pm(p)->t_last_pub = now;
 	p->sent++;
 	if (lg->o.migrate_after && p->sent == lg->o.migrate_after)
 		pub_migrate(p);
-	p->bytes += lg->o.size;
 	lg->sent++;
 	lg->bytes += lg->o.size;
 	if (lg->t_first_pub == 0 || now < lg->t_first_pub)
@@ -1033,6 +1103,7 @@ static void on_connected(struct client *c,
 	                                : info->t_transport_ready;
 	p->t_connack = info->mqtt->t_connack;
 	p->tls_resumed = (uint8_t)info->tls_resumed;
+	sockopts_seen_add(&lg->so_connect, client_transport(c));
 	if (info->early) {
 		lg->early_tried++;
 		if (client_early(c) > 0)
@@ -1048,8 +1119,10 @@ static void on_connected(struct client *c,
 	          info->t_transport_ready);
 	hist_span(&lg->conn_tcp, info->t_start, info->t_transport_connected);
 	hist_span(&lg->conn_mqtt, p->t_connect_sent, info->mqtt->t_connack);
-	if (p->cycle > 0) {
-		/* a later cycle: counted as connected once, at the first */
+	if (pmc(p)->cycle > 0) {
+		/* a later cycle: counted as connected once, at the first;
+		 * its connect may have held a --max-pending slot */
+		lg_kick_starter(lg);
 		if (lg->stopping) {
 			pub_close(p);
 			return;
@@ -1058,7 +1131,7 @@ static void on_connected(struct client *c,
 		p->send_done = 0;
 		p->blocked = 0;
 		p->target += lg->o.count;
-		p->sent0 = p->sent; /* this cycle's schedule starts now */
+		pm(p)->sent0 = p->sent; /* this cycle's schedule starts now */
 		lg->sending++;
 		p->next_at = p->t_rate0 = evloop_clock_ns();
 		pub_pump(p);
@@ -1118,11 +1191,11 @@ static void on_publish_done(struct client *c, uint16_t packet_id, uint8_t qos,
 	if (p->ack_hist)
 		stats_hist_add(p->ack_hist, lat);
 	ok = p->acks - p->acks_failed;
-	if (ok == 1 || lat < p->ack_min)
-		p->ack_min = lat;
-	if (lat > p->ack_max)
-		p->ack_max = lat;
-	p->ack_sum += (double)lat;
+	if (ok == 1 || lat < pm(p)->ack_min)
+		pm(p)->ack_min = lat;
+	if (lat > pm(p)->ack_max)
+		pm(p)->ack_max = lat;
+	pm(p)->ack_sum += (double)lat;
 done:
 	if (p->send_done && p->state == PUB_CONNECTED && p->acks >= p->sent)
 		pub_close(p);
@@ -1180,10 +1253,11 @@ static void on_closed(struct client *c, int err, const char *msg)
 			note_error(lg, p, msg);
 		if (lg->o.cycles > 1) {
 			stats_hist_add(&lg->cycle_wire,
-			               p->wire_in + p->wire_out - p->wire_cycle);
+			               p->wire_in + p->wire_out - pm(p)->wire_cycle);
 			lg->cycles_done++;
 		}
-		if (err == 0 && p->cycle + 1 < lg->o.cycles && !lg->stopping &&
+		if (err == 0 && pmc(p)->cycle + 1 < lg->o.cycles &&
+		    !lg->stopping &&
 		    p->sent >= p->target) {
 			/* sleep, then wake for the next cycle: the client,
 			 * its MQTT session and its resumption state stay */
@@ -1248,7 +1322,8 @@ static int pub_start(struct lg *lg, struct pub *p)
 			return CLIENT_ENOMEM;
 	}
 	p->state = PUB_CONNECTING;
-	p->t_cycle = evloop_clock_ns();
+	if (lg->o.cycles > 1)
+		pm(p)->t_cycle = evloop_clock_ns();
 	lg->pending++;
 	lg->open++;
 	r = conn ? client_connect_on(p->cl, conn) : client_connect(p->cl);
@@ -1302,11 +1377,11 @@ static void pub_reconnect(struct pub *p)
 		lg_check_end(lg);
 		return;
 	}
-	p->cycle++;
+	pm(p)->cycle++;
 	st = client_stats(p->cl);
-	p->wire_cycle = st->wire_in + st->wire_out;
+	pm(p)->wire_cycle = st->wire_in + st->wire_out;
 	p->state = PUB_CONNECTING;
-	p->t_cycle = evloop_clock_ns();
+	pm(p)->t_cycle = evloop_clock_ns();
 	lg->pending++;
 	if (client_connect(p->cl) < 0) {
 		lg->pending--;
@@ -1475,6 +1550,9 @@ static json_t *config_json(const struct lg *lg)
 	report_set(c, "inflight_window", json_integer(lg->ccfg.inflight_window));
 	report_set(c, "drain_s", json_real((double)o->drain_ns / 1e9));
 	report_set(c, "publisher_id_base", json_integer(o->id_base));
+	report_set(c, "publisher_id_source",
+	           json_string(o->id_base_set ? "option" : "random"));
+	report_set(c, "header_version", json_integer(PAYLOAD_VERSION));
 	report_set(c, "streams_per_connection", json_integer(o->streams));
 	report_set(c, "cycles", json_integer(o->cycles));
 	report_set(c, "sleep_us", report_us(o->sleep_ns));
@@ -1531,7 +1609,7 @@ static json_t *transports_json(const struct lg *lg)
 	uint32_t i;
 
 	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
-		const struct pub_transport *t = &lg->pubs[i].tr;
+		const struct pub_transport *t = &pmc(&lg->pubs[i])->tr;
 
 		if (!t->valid)
 			continue;
@@ -1589,28 +1667,32 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 	} else {
 		report_set(o, "connect", json_null());
 	}
-	if (p->tr.valid)
-		report_set(o, "transport", transport_json(&p->tr));
+	if (pmc(p)->tr.valid)
+		report_set(o, "transport", transport_json(&pmc(p)->tr));
 	if (lg->o.cycles > 1)
-		report_set(o, "cycles_begun", json_integer(p->cycle + 1));
-	if (p->migrations)
+		report_set(o, "cycles_begun", json_integer(pmc(p)->cycle + 1));
+	if (pmc(p)->migrations)
 		report_set(o, "migration",
 		           json_pack("{s:i, s:o, s:o, s:s, s:I}", "count",
-		                     (int)p->migrations, "at_us",
-		                     report_span_us(lg->t0, p->t_migrate),
+		                     (int)pmc(p)->migrations, "at_us",
+		                     report_span_us(lg->t0, pmc(p)->t_migrate),
 		                     "path_validation_us",
-		                     report_span_us(p->t_migrate,
-		                                    p->t_validated),
+		                     report_span_us(pmc(p)->t_migrate,
+		                                    pmc(p)->t_validated),
 		                     "result",
-		                     p->mig_result > 0 ? "validated"
-		                     : p->mig_result < 0 ? "failed"
+		                     pmc(p)->mig_result > 0 ? "validated"
+		                     : pmc(p)->mig_result < 0 ? "failed"
 		                                         : "pending",
 		                     "sent_before_validation",
-		                     (json_int_t)p->delayed));
+		                     (json_int_t)pmc(p)->delayed));
 	report_set(o, "sent", report_u64(p->sent));
+	report_set(o, "written", report_u64(pmc(p)->written));
+	report_set(o, "first_seq", p->sent ? json_integer(0) : json_null());
+	report_set(o, "last_seq", p->sent ? report_u64(p->sent - 1)
+	                                  : json_null());
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
-	report_set(o, "payload_bytes", report_u64(p->bytes));
+	report_set(o, "payload_bytes", report_u64(p->sent * lg->o.size));
 	report_set(o, "mqtt_bytes_out", report_u64(p->mqtt_out));
 	report_set(o, "wire_bytes_out", report_u64(p->wire_out));
 	report_set(o, "wire_bytes_in", report_u64(p->wire_in));
@@ -1625,19 +1707,102 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 			ack = json_object();
 			report_set(ack, "count", report_u64(ok));
 			report_set(ack, "min_us",
-			           ok ? report_us(p->ack_min) : json_null());
+			           ok ? report_us(pmc(p)->ack_min) : json_null());
 			report_set(ack, "mean_us",
-			           ok ? json_real(p->ack_sum / (double)ok / 1e3)
+			           ok ? json_real(pmc(p)->ack_sum / (double)ok / 1e3)
 			              : json_null());
 			report_set(ack, "max_us",
-			           ok ? report_us(p->ack_max) : json_null());
+			           ok ? report_us(pmc(p)->ack_max) : json_null());
 		}
 		report_set(o, "ack_latency", ack);
 	}
 	report_set(o, "publish_span_us",
-	           report_span_us(p->t_first_pub, p->t_last_pub));
+	           report_span_us(pmc(p)->t_first_pub, pmc(p)->t_last_pub));
 	report_set(o, "error", p->err ? json_string(p->err) : json_null());
 	return o;
+}
+
+/*
+ * Per publisher, compact and always present (also with
+ * --no-per-connection), for the reconciliation with the sinks
+ * (scripts/reconcile.py): id, topic, how its connection ended, messages
+ * queued (sequence numbers first_seq .. last_seq, in order) and written to
+ * the transport whole (the first `written` of them: a stream keeps order).
+ * queued - written never left this process: its connection died (or the
+ * run ended) first.
+ */
+static json_t *publishers_json(const struct lg *lg)
+{
+	json_t *list = json_array();
+	uint32_t i;
+
+	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
+		const struct pub *p = &lg->pubs[i];
+
+		json_array_append_new(
+			list,
+			json_pack("{s:I, s:s?, s:s, s:o, s:o, s:o, s:o}", "id",
+			          (json_int_t)p->publisher_id, "topic", p->topic,
+			          "state", pub_state_names[p->state], "queued",
+			          report_u64(p->sent), "written",
+			          report_u64(pmc(p)->written), "first_seq",
+			          p->sent ? json_integer(0) : json_null(),
+			          "last_seq",
+			          p->sent ? report_u64(p->sent - 1) : json_null()));
+	}
+	return list;
+}
+
+/*
+ * Did the run do what was asked? Every client must have connected: those
+ * that failed, were abandoned (the run stopped while they connected) or
+ * never started (it stopped before their turn) make it incomplete, as do
+ * connections lost on the way. The duration starting only once every
+ * client is up (lg_all_settled) is what gives each connected client its
+ * full share of it. Fills why (one line) when incomplete; returns 1 when
+ * complete.
+ */
+static int completeness(const struct lg *lg, char *why, size_t len)
+{
+	uint32_t never = lg->n_failed + lg->n_abandoned + lg->n_not_started;
+
+	why[0] = '\0';
+	if (never == 0 && lg->n_lost == 0)
+		return 1;
+	if (never > 0)
+		snprintf(why, len,
+		         "%" PRIu32 " of %" PRIu32 " clients never connected "
+		         "(%" PRIu32 " failed, %" PRIu32 " abandoned and %" PRIu32
+		         " not started when the run stopped: %s)%s",
+		         never, lg->o.clients, lg->n_failed, lg->n_abandoned,
+		         lg->n_not_started, lg->stop_reason,
+		         lg->n_lost ? "; connections were lost too" : "");
+	else
+		snprintf(why, len,
+		         "%" PRIu32 " of %" PRIu32 " connections were lost "
+		         "before the run ended", lg->n_lost, lg->o.clients);
+	return 0;
+}
+
+static json_t *completeness_json(const struct lg *lg)
+{
+	char why[300];
+	int ok = completeness(lg, why, sizeof(why));
+
+	return json_pack("{s:b, s:s?, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:o}",
+	                 "ok", ok, "why", ok ? NULL : why, "clients",
+	                 (int)lg->o.clients, "connected", (int)lg->n_ok,
+	                 "never_connected",
+	                 (int)(lg->n_failed + lg->n_abandoned +
+	                       lg->n_not_started),
+	                 "failed", (int)lg->n_failed, "abandoned",
+	                 (int)lg->n_abandoned, "not_started",
+	                 (int)lg->n_not_started, "lost", (int)lg->n_lost,
+	                 "duration_started_after_s",
+	                 lg->o.duration_ns && lg->t_steady
+	                         ? json_real((double)(lg->t_steady - lg->t0) /
+	                                     1e9)
+	                         : json_null());
 }
 
 /*
@@ -1730,6 +1895,7 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 {
 	json_t *doc = lg->doc, *tot, *conns;
 	uint64_t wire_in = 0, wire_out = 0, mqtt_out = 0, unacked = 0;
+	uint64_t written = 0, unwritten_lost = 0;
 	uint32_t i;
 
 	report_set(doc, "config", config_json(lg));
@@ -1748,6 +1914,10 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		mqtt_out += lg->pubs[i].mqtt_out;
 		if (lg->o.conn.qos > 0 && lg->pubs[i].sent > lg->pubs[i].acks)
 			unacked += lg->pubs[i].sent - lg->pubs[i].acks;
+		written += pmc(&lg->pubs[i])->written;
+		if (lg->pubs[i].state == PUB_LOST)
+			unwritten_lost += lg->pubs[i].sent -
+			                  pmc(&lg->pubs[i])->written;
 	}
 	/* shared connections (--streams): their bytes are the
 	 * connection's, not one client's */
@@ -1769,7 +1939,14 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 	report_set(tot, "lost", json_integer(lg->n_lost));
 	report_set(tot, "abandoned", json_integer(lg->n_abandoned));
 	report_set(tot, "not_started", json_integer(lg->n_not_started));
+	/* sent: queued to the engine; written: taken whole by the
+	 * transport; the rest never left, on connections that died or at
+	 * the end of the run */
 	report_set(tot, "messages_sent", report_u64(lg->sent));
+	report_set(tot, "messages_written", report_u64(written));
+	report_set(tot, "messages_unwritten", report_u64(lg->sent - written));
+	report_set(tot, "unwritten_connection_lost",
+	           report_u64(unwritten_lost));
 	report_set(tot, "payload_bytes_sent", report_u64(lg->bytes));
 	report_set(tot, "mqtt_bytes_out", report_u64(mqtt_out));
 	report_set(tot, "wire_bytes_out", report_u64(wire_out));
@@ -1820,6 +1997,12 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		                     report_u64(lg->early_ok), "rejected",
 		                     report_u64(lg->early_rejected)));
 	report_set(doc, "memory", memory_json(lg));
+	report_set(doc, "completeness", completeness_json(lg));
+	report_set(doc, "socket",
+	           report_socket(lg->ccfg.max_outbuf,
+	                         lg->tr ? &lg->tr->cfg : NULL, &lg->so_connect,
+	                         &lg->so_close));
+	report_set(doc, "publishers", publishers_json(lg));
 	if (lg->o.per_conn && lg->pubs != NULL) {
 		conns = json_array();
 		for (i = 0; i < lg->o.clients; i++)
@@ -2044,6 +2227,7 @@ static void lg_cleanup(struct lg *lg)
 			client_free(lg->pubs[i].cl);
 			free(lg->pubs[i].topic);
 			free(lg->pubs[i].ack_hist);
+			free(lg->pubs[i].more);
 			free(lg->pubs[i].err);
 		}
 	}
@@ -2071,7 +2255,8 @@ int main(int argc, char **argv)
 {
 	static struct lg lgs; /* histograms: too big for the stack */
 	struct lg *lg = &lgs;
-	int rv, status = 0, failed;
+	int rv, status = 0, failed, complete;
+	char why[300];
 
 	cli_prog = "loadgen";
 	lg->sigfd = -1;
@@ -2132,11 +2317,7 @@ int main(int argc, char **argv)
 	lg->t0 = evloop_clock_ns();
 	if (lg->o.start_at > lg->t0)
 		lg->t0 = lg->o.start_at; /* released with the other processes */
-	if (lg->o.duration_ns) {
-		lg->deadline = lg->t0 + (int64_t)lg->o.ramp_ns +
-		               (int64_t)lg->o.duration_ns;
-		ev_timer_start(lg->loop, &lg->deadline_timer, lg->deadline);
-	}
+	/* a --duration deadline is set once every client is up */
 	lg_kick_starter(lg);
 	rv = evloop_run(lg->loop);
 	if (rv < 0) {
@@ -2144,10 +2325,12 @@ int main(int argc, char **argv)
 		status = 1;
 	}
 out:
-	failed = lg->n_failed + lg->n_lost > 0 || lg->first_err != NULL ||
-	         lg->acks_failed > 0;
 	if (lg->n_failed + lg->n_lost > 0)
 		lg->stop_reason = lg->n_ok == 0 ? "error" : lg->stop_reason;
+	complete = completeness(lg, why, sizeof(why));
+	failed = !complete || lg->first_err != NULL || lg->acks_failed > 0;
+	if (!complete && lg->pubs != NULL)
+		report_error(lg->doc, "%s", why);
 	if (lg->acks_failed > 0)
 		report_error(lg->doc, "the broker refused %" PRIu64 " of "
 		             "%" PRIu64 " publishes (first: %s, 0x%02x)",
@@ -2159,15 +2342,27 @@ out:
 	report_set(lg->doc, "status",
 	           json_string(failed || status ? "failed" : "ok"));
 	if (lg->first_err != NULL) {
-		uint32_t skipped = lg->n_abandoned + lg->n_not_started;
+		uint32_t never = lg->n_failed + lg->n_abandoned +
+		                 lg->n_not_started;
 
-		if (lg->o.clients > 1)
+		if (lg->o.clients > 1 && never > lg->n_failed)
 			cli_error("%s (%" PRIu32 " of %" PRIu32
-			          " connections failed%s)", lg->first_err,
-			          lg->n_failed + lg->n_lost, lg->o.clients,
-			          skipped ? "; stopped at the first failure" : "");
+			          " connections failed; %" PRIu32 " of %" PRIu32
+			          " clients never connected: the run stopped, %s)",
+			          lg->first_err, lg->n_failed + lg->n_lost,
+			          lg->o.clients, never, lg->o.clients,
+			          strcmp(lg->stop_reason, "error") == 0
+			                  ? "at the first failure"
+			                  : lg->stop_reason);
+		else if (lg->o.clients > 1)
+			cli_error("%s (%" PRIu32 " of %" PRIu32
+			          " connections failed)", lg->first_err,
+			          lg->n_failed + lg->n_lost, lg->o.clients);
 		else
 			cli_error("%s", lg->first_err);
+		status = 1;
+	} else if (!complete) {
+		cli_error("%s", why);
 		status = 1;
 	} else if (lg->acks_failed > 0) {
 		/* one line even then; the JSON has the details */

@@ -1,15 +1,21 @@
 /*
  * sink: the benchmark's subscriber. One MQTT connection subscribed to one or
  * more filters; for every message it reads the benchmark header (payload.h)
- * and accounts one-way latency (receive time minus the send time stamped by
- * the load generator: both are CLOCK_MONOTONIC of the same kernel), loss,
- * duplicates and reordering per publisher (stats.h), and throughput.
+ * and accounts one-way latency from the send (receive time minus the send
+ * time stamped by the load generator: both are CLOCK_MONOTONIC of the same
+ * kernel) and from the schedule (receive time minus the time the load
+ * generator's schedule wanted the message sent: the wait for a full window
+ * or buffer included, so a backlog cannot hide), loss, duplicates and
+ * reordering per publisher (stats.h), and throughput.
  * Payloads without the header (mosquitto_pub's, say) are counted as foreign,
  * and so are headers no load generator of this run can have written (stats.h).
  * A subscription the broker grants at a lower QoS than asked for is an error:
  * the run would measure something else than asked.
- * Writes one JSON document when it ends: at --count messages, after
- * --duration, after --idle-timeout without a message, or on SIGINT/SIGTERM.
+ * Writes one JSON document when it ends: at --count messages, at --expect
+ * benchmark messages, after --idle-timeout without a message, or after
+ * --duration or on SIGINT/SIGTERM followed by the drain: it goes on reading
+ * until nothing came for the drain time (several retransmission timeouts),
+ * so messages still in flight at the stop are counted, not lost.
  *
  * The receive time of a message is the engine's clock read right after the
  * read() that completed it (on_message's now_ns): the earliest moment the
@@ -44,7 +50,12 @@
 /* The per-publisher list in the JSON stops here (totals stay complete). */
 #define MAX_LISTED_PUBLISHERS 100000
 /* Binary raw file: magic, then fixed records (see usage). */
-#define RAW_MAGIC "MQTBRAW1"
+#define RAW_MAGIC "MQTBRAW2"
+#define RAW_RECORD 48
+/* The drain's defaults: --drain auto's floor and RTO multiple, --drain-max */
+#define DRAIN_FLOOR_NS (1 * EV_NS_PER_SEC)
+#define DRAIN_RTOS 4
+#define DRAIN_MAX_NS (60 * EV_NS_PER_SEC)
 
 enum sink_state {
 	SINK_CONNECTING = 0,
@@ -59,7 +70,10 @@ struct sink_opts {
 	const char *filters[MAX_FILTERS];
 	size_t n_filters;
 	uint64_t count;       /* stop after this many messages, 0: no */
+	uint64_t expect;      /* ... distinct benchmark messages, 0: no */
 	uint64_t duration_ns; /* stop this long after subscribing, 0: no */
+	int64_t drain_ns;     /* quiet time that ends a drain; -1: auto */
+	uint64_t drain_max_ns; /* a drain's longest time */
 	uint64_t idle_ns;     /* stop this long after the last message */
 	const char *raw_path;
 	int raw_binary;
@@ -96,11 +110,19 @@ struct sink {
 	uint64_t mqtt_in, wire_in, wire_out, qos2_dups;
 
 	struct rx_stats rx;
+	/* the drain (see the top of the file) */
+	int draining;
+	const char *drain_end; /* how it ended: quiet, expected, max, ... */
+	int64_t t_drain, t_drain_end, drain_quiet_ns, drain_rto_ns;
+	uint64_t drain_from; /* rx.messages when it began */
+	size_t max_outbuf;   /* the engine's output-buffer limit */
+	struct sockopts_seen so_connect, so_close;
 	struct afile raw; /* raw.fp is NULL unless --raw */
 	uint64_t raw_records;
 	int raw_failed;
 
-	struct ev_timer deadline_timer, idle_timer, final_timer;
+	struct ev_timer deadline_timer, idle_timer, final_timer, drain_timer,
+		drain_max_timer;
 	struct ev_io sig_io;
 	int sigfd;
 };
@@ -116,10 +138,26 @@ static const char usage[] =
 	"  --topic FILTER         topic filter, wildcards allowed; repeat for\n"
 	"                         several (default bench/#)\n"
 	"  --count N              stop after N messages (all, foreign included)\n"
-	"  --duration DUR         stop DUR after the subscription is in place\n"
+	"  --expect N             stop once N distinct benchmark messages\n"
+	"                         (publisher, sequence) have arrived: what the\n"
+	"                         load generators will write; also ends a drain\n"
+	"  --duration DUR         DUR after the subscription is in place, drain\n"
+	"                         and stop\n"
 	"  --idle-timeout DUR     stop when no message came for DUR (counted\n"
 	"                         from the first message)\n"
-	"                         (none of these: run until SIGINT/SIGTERM)\n"
+	"                         (none of these: run until SIGINT/SIGTERM;\n"
+	"                         the first signal drains, a second one stops)\n"
+	"  --drain DUR|auto       after --duration or a signal, go on reading\n"
+	"                         until no message came for DUR (after the last\n"
+	"                         message and after the stop), so that what is\n"
+	"                         in flight or being retransmitted still counts;\n"
+	"                         0 stops at once; auto (default): 4 x the\n"
+	"                         retransmission timeout of the sink's own\n"
+	"                         connection at the stop, at least 1 s (give DUR\n"
+	"                         when the publishers' path is slower than the\n"
+	"                         sink's)\n"
+	"  --drain-max DUR        a drain ends after DUR at the latest (default\n"
+	"                         60s), also when messages keep coming\n"
 	"  --ready-file FILE      create FILE once subscribed\n"
 	"  --accept-lower-qos     measure even when the broker grants a lower\n"
 	"                         QoS than --qos (default: that is an error,\n"
@@ -137,24 +175,30 @@ static const char usage[] =
 	"  --raw FILE             one record per message, written atomically\n"
 	"  --raw-format text|binary\n"
 	"                         text (default): a '#' header line, then\n"
-	"                         'recv_ns publisher seq latency_ns size kind'\n"
-	"                         per message; '-' where a foreign message has\n"
-	"                         no value; kind is first, in_order, gap,\n"
+	"                         'recv_ns publisher seq latency_ns size kind\n"
+	"                         sched_latency_ns' per message: latency_ns from\n"
+	"                         the send, sched_latency_ns from the due time;\n"
+	"                         '-' where a message has no value (foreign;\n"
+	"                         no due time); kind is first, in_order, gap,\n"
 	"                         reordered, duplicate, too_old, foreign,\n"
 	"                         clock_error or invalid\n"
-	"                         binary: '" RAW_MAGIC "', then 40-byte\n"
+	"                         binary: '" RAW_MAGIC "', then 48-byte\n"
 	"                         little-endian records: u64 recv_ns, u64 seq,\n"
 	"                         u64 latency_ns, u32 publisher, u32 size,\n"
 	"                         u8 kind (0 first .. 5 too_old, 6 foreign,\n"
-	"                         7 clock_error, 8 invalid), 7 bytes zero\n"
+	"                         7 clock_error, 8 invalid), 7 bytes zero,\n"
+	"                         u64 sched_latency_ns (2^64 - 1: none)\n"
 	"\n"
 	"Foreign and invalid payloads: a payload without the benchmark header is\n"
 	"foreign. One with the header's magic but values no load generator of\n"
 	"this run can have sent is invalid (counted as foreign as well, and in\n"
-	"messages.invalid): a sequence number above 2^53 - 1, a send time more\n"
+	"messages.invalid): a sequence number above 2^48 - 1, a send time more\n"
 	"than 1 s in the future, or one from before this sink started (not\n"
-	"checked with --persistent: a session may hold older messages). Neither\n"
-	"enters the latency or the sequence figures.\n"
+	"checked with --persistent: a session may hold older messages), a due\n"
+	"time before the clock started. Neither enters the latency or the\n"
+	"sequence figures. The previous header version (1) is read as well; it\n"
+	"has no due time: such messages have no latency from the schedule\n"
+	"(messages.unscheduled, messages.header_v1).\n"
 	"\n";
 
 enum {
@@ -168,6 +212,9 @@ enum {
 	OPT_COALESCE,
 	OPT_ACCEPT_LOWER_QOS,
 	OPT_MAX_PACKET,
+	OPT_EXPECT,
+	OPT_DRAIN,
+	OPT_DRAIN_MAX,
 };
 
 static const struct option longopts[] = {
@@ -182,6 +229,9 @@ static const struct option longopts[] = {
 	{ "coalesce", required_argument, 0, OPT_COALESCE },
 	{ "accept-lower-qos", no_argument, 0, OPT_ACCEPT_LOWER_QOS },
 	{ "max-packet", required_argument, 0, OPT_MAX_PACKET },
+	{ "expect", required_argument, 0, OPT_EXPECT },
+	{ "drain", required_argument, 0, OPT_DRAIN },
+	{ "drain-max", required_argument, 0, OPT_DRAIN_MAX },
 	{ 0, 0, 0, 0 },
 };
 
@@ -215,6 +265,25 @@ static int handle_opt(void *ctx, int code, const char *arg)
 		return 0;
 	case OPT_COUNT:
 		return cli_parse_u64("--count", arg, 1, UINT64_MAX, &o->count);
+	case OPT_EXPECT:
+		return cli_parse_u64("--expect", arg, 1, UINT64_MAX, &o->expect);
+	case OPT_DRAIN: {
+		uint64_t v;
+
+		if (strcmp(arg, "auto") == 0) {
+			o->drain_ns = -1;
+			return 0;
+		}
+		if (cli_parse_duration("--drain", arg, 0,
+		                       UINT64_C(3600) * 1000000000, &v) < 0)
+			return CLI_EBADARG;
+		o->drain_ns = (int64_t)v;
+		return 0;
+	}
+	case OPT_DRAIN_MAX:
+		return cli_parse_duration("--drain-max", arg, 1000000,
+		                          UINT64_C(86400) * 1000000000,
+		                          &o->drain_max_ns);
 	case OPT_DURATION:
 		return cli_parse_duration("--duration", arg, 1000000,
 		                          UINT64_C(365) * 86400 * 1000000000,
@@ -290,8 +359,8 @@ static int raw_open(struct sink *s)
 	if (s->o.raw_binary)
 		fwrite(RAW_MAGIC, 1, 8, s->raw.fp);
 	else
-		fputs("# recv_ns publisher seq latency_ns size kind\n",
-		      s->raw.fp);
+		fputs("# recv_ns publisher seq latency_ns size kind "
+		      "sched_latency_ns\n", s->raw.fp);
 	return 0;
 }
 
@@ -307,7 +376,8 @@ static void raw_write(struct sink *s, uint64_t now, size_t size,
                       const struct rx_result *r)
 {
 	unsigned kind;
-	uint8_t rec[40];
+	uint8_t rec[RAW_RECORD];
+	int sched = r->bench && r->scheduled && !r->clock_error;
 
 	if (s->raw.fp == NULL)
 		return;
@@ -327,13 +397,18 @@ static void raw_write(struct sink *s, uint64_t now, size_t size,
 		put_le(rec + 24, r->bench ? r->publisher : 0, 4);
 		put_le(rec + 28, size > UINT32_MAX ? UINT32_MAX : size, 4);
 		rec[32] = (uint8_t)kind;
+		put_le(rec + 40, sched ? r->sched_latency_ns : UINT64_MAX, 8);
 		fwrite(rec, 1, sizeof(rec), s->raw.fp);
 	} else if (r->bench) {
 		fprintf(s->raw.fp, "%" PRIu64 " %" PRIu32 " %" PRIu64 " %" PRIu64
-		        " %zu %s\n", now, r->publisher, r->seq_no,
+		        " %zu %s ", now, r->publisher, r->seq_no,
 		        r->latency_ns, size, kind_names[kind]);
+		if (sched)
+			fprintf(s->raw.fp, "%" PRIu64 "\n", r->sched_latency_ns);
+		else
+			fputs("-\n", s->raw.fp);
 	} else {
-		fprintf(s->raw.fp, "%" PRIu64 " - - - %zu %s\n", now, size,
+		fprintf(s->raw.fp, "%" PRIu64 " - - - %zu %s -\n", now, size,
 		        kind_names[kind]);
 	}
 	s->raw_records++;
@@ -407,9 +482,19 @@ static void sink_stop(struct sink *s, const char *reason)
 {
 	if (s->state == SINK_CLOSING || s->state == SINK_CLOSED)
 		return;
-	s->stop_reason = reason;
+	/* a drain keeps the reason that began it; record how it ended */
+	if (s->draining) {
+		s->drain_end = reason;
+		s->t_drain_end = evloop_clock_ns();
+	} else {
+		s->stop_reason = reason;
+	}
 	ev_timer_stop(s->loop, &s->deadline_timer);
 	ev_timer_stop(s->loop, &s->idle_timer);
+	ev_timer_stop(s->loop, &s->drain_timer);
+	ev_timer_stop(s->loop, &s->drain_max_timer);
+	if (s->cl != NULL)
+		sockopts_seen_add(&s->so_close, client_transport(s->cl));
 	s->state = SINK_CLOSING;
 	if (s->cl == NULL || client_disconnect(s->cl, 0) < 0) {
 		s->state = SINK_CLOSED;
@@ -421,10 +506,84 @@ static void sink_stop(struct sink *s, const char *reason)
 	               evloop_clock_ns() + 5 * EV_NS_PER_SEC);
 }
 
+/*
+ * The drain's quiet time: --drain, or auto: DRAIN_RTOS retransmission
+ * timeouts of our own connection now (TCP's from TCP_INFO; QUIC's probe
+ * timeout srtt + 4 x rttvar), at least DRAIN_FLOOR_NS. Keeps the RTO it
+ * used in s->drain_rto_ns (-1: unknown).
+ */
+static int64_t drain_quiet(struct sink *s)
+{
+	struct tr_conn *tc = s->cl ? client_transport(s->cl) : NULL;
+	struct tr_stats ts;
+	int64_t rto = -1, q;
+
+	if (s->o.drain_ns >= 0)
+		return s->o.drain_ns;
+	if (tc != NULL) {
+		tr_get_stats(tc, &ts);
+		if (ts.rto_ns >= 0)
+			rto = ts.rto_ns;
+		else if (ts.srtt_ns >= 0)
+			rto = ts.srtt_ns + 4 * (ts.rttvar_ns > 0 ? ts.rttvar_ns : 0);
+	}
+	s->drain_rto_ns = rto;
+	q = rto > 0 ? DRAIN_RTOS * rto : 0;
+	return q > DRAIN_FLOOR_NS ? q : DRAIN_FLOOR_NS;
+}
+
+/* The drain ends after the quiet time, counted from the later of its
+ * start and the last message; re-armed lazily like the idle timer. */
+static void drain_cb(struct evloop *loop, struct ev_timer *t)
+{
+	struct sink *s = t->arg;
+	int64_t from = s->t_drain, due;
+
+	if ((int64_t)s->rx.last_ns > from)
+		from = (int64_t)s->rx.last_ns;
+	due = from + s->drain_quiet_ns;
+	if (evloop_clock_ns() >= due)
+		sink_stop(s, "quiet");
+	else
+		ev_timer_start(loop, t, due);
+}
+
+static void drain_max_cb(struct evloop *loop, struct ev_timer *t)
+{
+	(void)loop;
+	sink_stop(t->arg, "max");
+}
+
+/*
+ * Stop receiving after the drain (reason: what asked for the stop). A sink
+ * that never subscribed, or one told not to drain, stops at once.
+ */
+static void sink_drain(struct sink *s, const char *reason)
+{
+	int64_t now = evloop_clock_ns();
+
+	if (s->draining || s->state == SINK_CLOSING ||
+	    s->state == SINK_CLOSED)
+		return;
+	if (s->state != SINK_RECEIVING || s->o.drain_ns == 0) {
+		sink_stop(s, reason);
+		return;
+	}
+	s->stop_reason = reason;
+	s->draining = 1;
+	s->t_drain = now;
+	s->drain_from = s->rx.messages;
+	s->drain_quiet_ns = drain_quiet(s);
+	ev_timer_stop(s->loop, &s->deadline_timer);
+	ev_timer_start(s->loop, &s->drain_timer, now + s->drain_quiet_ns);
+	ev_timer_start(s->loop, &s->drain_max_timer,
+	               now + (int64_t)s->o.drain_max_ns);
+}
+
 static void deadline_cb(struct evloop *loop, struct ev_timer *t)
 {
 	(void)loop;
-	sink_stop(t->arg, "duration");
+	sink_drain(t->arg, "duration");
 }
 
 /*
@@ -459,11 +618,15 @@ static void signal_cb(struct evloop *loop, struct ev_io *w, uint32_t revents)
 	(void)loop;
 	(void)revents;
 	while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
-		if (++s->signals > 1) {
+		/* the first drains; the next ends the drain; then no wait */
+		if (s->state == SINK_CLOSING || s->state == SINK_CLOSED) {
 			sink_done(s);
 			return;
 		}
-		sink_stop(s, "signal");
+		if (s->signals++ == 0)
+			sink_drain(s, "signal");
+		else
+			sink_stop(s, "signal");
 	}
 }
 
@@ -486,6 +649,7 @@ static void on_connected(struct client *c,
 	tc = client_transport(c);
 	if (tc != NULL)
 		tr_get_info(tc, &s->ti);
+	sockopts_seen_add(&s->so_connect, tc);
 	memset(f, 0, sizeof(f));
 	for (i = 0; i < s->o.n_filters; i++) {
 		f[i].filter.data = (const uint8_t *)s->o.filters[i];
@@ -577,6 +741,8 @@ static void on_message(struct client *c, const struct mqtt_publish *msg,
 		               (int64_t)now + (int64_t)s->o.idle_ns);
 	if (s->o.count && s->rx.messages >= s->o.count)
 		sink_stop(s, "count");
+	else if (s->o.expect && s->rx.unique >= s->o.expect)
+		sink_stop(s, "expected");
 }
 
 static void on_closed(struct client *c, int err, const char *msg)
@@ -620,17 +786,25 @@ static json_t *config_json(const struct sink *s)
 	report_set(c, "filters", f);
 	report_set(c, "count", o->count ? report_u64(o->count)
 	                                : json_null());
+	report_set(c, "expect", o->expect ? report_u64(o->expect)
+	                                  : json_null());
 	report_set(c, "duration_s",
 	           o->duration_ns ? json_real((double)o->duration_ns / 1e9)
 	                          : json_null());
 	report_set(c, "idle_timeout_s",
 	           o->idle_ns ? json_real((double)o->idle_ns / 1e9)
 	                      : json_null());
+	/* null: auto (the drain object says what it came to) */
+	report_set(c, "drain_s", o->drain_ns >= 0
+	                                 ? json_real((double)o->drain_ns / 1e9)
+	                                 : json_null());
+	report_set(c, "drain_max_s", json_real((double)o->drain_max_ns / 1e9));
 	report_set(c, "raw", o->raw_path ? json_string(o->raw_path)
 	                                 : json_null());
 	report_set(c, "raw_format",
 	           json_string(o->raw_binary ? "binary" : "text"));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
+	report_set(c, "header_version", json_integer(PAYLOAD_VERSION));
 	report_set(c, "coalesce_us", report_us(o->coalesce_ns));
 	report_set(c, "max_packet", report_u64(o->max_packet));
 	report_set(c, "accept_lower_qos", json_boolean(o->accept_lower_qos));
@@ -678,6 +852,33 @@ static json_t *sequence_json(const struct sink *s)
 	return o;
 }
 
+/*
+ * How the run ended after a stop request: the quiet time the drain waited
+ * for (and the RTO it came from, with auto), how long it lasted, what it
+ * still received, what ended it: "quiet" (nothing came for the quiet time),
+ * "expected" (--expect reached), "max" (--drain-max), "signal", "error".
+ * null when no drain took place.
+ */
+static json_t *drain_json(const struct sink *s)
+{
+	int64_t end = s->t_drain_end ? s->t_drain_end : evloop_clock_ns();
+
+	if (!s->draining)
+		return json_null();
+	return json_pack("{s:s, s:f, s:o, s:b, s:f, s:f, s:o, s:s}",
+	                 "requested_by", s->stop_reason,
+	                 "quiet_s", (double)s->drain_quiet_ns / 1e9,
+	                 "rto_ms", s->drain_rto_ns >= 0
+	                                   ? json_real((double)s->drain_rto_ns / 1e6)
+	                                   : json_null(),
+	                 "auto", s->o.drain_ns < 0,
+	                 "started_after_s",
+	                 (double)(s->t_drain - s->t_subscribed) / 1e9,
+	                 "lasted_s", (double)(end - s->t_drain) / 1e9,
+	                 "messages", report_u64(s->rx.messages - s->drain_from),
+	                 "ended_by", s->drain_end ? s->drain_end : "error");
+}
+
 static void build_result(struct sink *s, uint64_t wall_end)
 {
 	json_t *doc = s->doc, *m, *tp, *sub, *fl;
@@ -718,6 +919,13 @@ static void build_result(struct sink *s, uint64_t wall_end)
 	report_set(m, "bad_version", report_u64(rx->bad_version));
 	report_set(m, "invalid", report_u64(rx->invalid));
 	report_set(m, "clock_errors", report_u64(rx->clock_errors));
+	report_set(m, "unique", report_u64(rx->unique));
+	/* benchmark messages without a due time (header version 1, or a
+	 * load generator without a schedule: --rate 0): no latency from
+	 * the schedule for them */
+	report_set(m, "unscheduled", report_u64(rx->unscheduled));
+	report_set(m, "header_v1", report_u64(rx->header_v1));
+	report_set(m, "lag_clamped", report_u64(rx->lag_clamped));
 	report_set(m, "qos2_duplicates_dropped", report_u64(s->qos2_dups));
 	report_set(doc, "messages", m);
 
@@ -736,7 +944,15 @@ static void build_result(struct sink *s, uint64_t wall_end)
 	                                (double)rx->messages / secs)
 	                    : json_null());
 	report_set(doc, "throughput", tp);
+	/* from the send; from the schedule: the same messages' latency plus
+	 * the time each waited before its send (unscheduled ones left out) */
 	report_set(doc, "latency", report_hist(&rx->latency, 1));
+	report_set(doc, "latency_from_schedule",
+	           report_hist(&rx->latency_sched, 1));
+	report_set(doc, "drain", drain_json(s));
+	report_set(doc, "socket",
+	           report_socket(s->max_outbuf, s->tr ? &s->tr->cfg : NULL,
+	                         &s->so_connect, &s->so_close));
 	report_set(doc, "sequence", sequence_json(s));
 	report_set(doc, "transfer",
 	           json_pack("{s:o, s:o, s:o}", "mqtt_bytes_in",
@@ -776,6 +992,7 @@ static int sink_setup(struct sink *s)
 	ccfg.session_expiry = s->o.conn.clean ? 0 : s->o.conn.session_expiry;
 	ccfg.connect_timeout_ns = (int64_t)s->o.conn.connect_timeout_ns;
 	ccfg.max_packet_size = (uint32_t)s->o.max_packet;
+	s->max_outbuf = ccfg.max_outbuf;
 	s->cl = client_new(s->loop, s->tr, &ccfg, &callbacks, s);
 	if (s->cl == NULL) {
 		sink_note_error(s, "out of memory");
@@ -784,6 +1001,8 @@ static int sink_setup(struct sink *s)
 	ev_timer_init(&s->deadline_timer, deadline_cb, s);
 	ev_timer_init(&s->idle_timer, idle_cb, s);
 	ev_timer_init(&s->final_timer, final_cb, s);
+	ev_timer_init(&s->drain_timer, drain_cb, s);
+	ev_timer_init(&s->drain_max_timer, drain_max_cb, s);
 	ev_io_init(&s->sig_io, s->sigfd, signal_cb, s);
 	if (ev_io_start(s->loop, &s->sig_io, EV_READ) < 0) {
 		sink_note_error(s, "cannot watch signals");
@@ -807,6 +1026,8 @@ int main(int argc, char **argv)
 	s->sigfd = -1;
 	cli_conn_init(&s->o.conn);
 	s->o.max_packet = SINK_MAX_PACKET_DEFAULT;
+	s->o.drain_ns = -1;
+	s->o.drain_max_ns = DRAIN_MAX_NS;
 	rv = cli_parse(argc, argv, longopts, &s->o.conn, handle_opt, &s->o,
 	               usage);
 	if (rv == 1)

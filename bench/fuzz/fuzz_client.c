@@ -66,7 +66,10 @@
  * packets the engine sent, to follow a reproducer:
  *   FUZZ_CLIENT_TRACE=1 build/fuzz/fuzz_client crash-...
  */
+#define FUZZ_NAME "fuzz_client"
+
 #include "app/client.h"
+#include "fuzz_common.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,20 +80,8 @@
 #define SENT_MAX 8192      /* the engine's partial output we are framing */
 #define RECV_MAX 8192      /* the broker's partial output we are framing */
 #define HEAP_SLACK 65536   /* engine heap allowed beyond the packet limit */
-#define FLOW_MAX 128       /* flows outstanding, bounded by ISSUE_BUDGET */
-#define ISSUE_BUDGET 96    /* operations we start per run */
+#define ISSUE_BUDGET 96    /* operations we start per run (< FLOW_MAX) */
 #define MAX_IDLE_ROUNDS 1000
-
-#define CHECK(cond)                                                           \
-	do {                                                                  \
-		if (!(cond)) {                                                \
-			fprintf(stderr, "fuzz_client: %s:%d: %s\n", __FILE__, \
-			        __LINE__, #cond);                             \
-			abort();                                              \
-		}                                                             \
-	} while (0)
-
-enum flow_kind { FLOW_QOS1 = 1, FLOW_QOS2 = 2, FLOW_SUB, FLOW_UNSUB };
 
 enum action {
 	ACT_NONE = 0,
@@ -130,11 +121,6 @@ struct fz_cfg {
 	int pub_props;
 };
 
-struct flow {
-	uint16_t id;
-	uint8_t kind;
-};
-
 /* One run's state; reset at the start of every input. */
 static struct {
 	struct fz_cfg cfg;
@@ -166,8 +152,7 @@ static struct {
 	int rx_dead;
 	/* ids the broker acked with a successful PUBREC, in any connection */
 	uint8_t pubrec_ok[65536 / 8];
-	struct flow flows[FLOW_MAX];
-	unsigned n_flows, n_pub;
+	struct flows fl;
 } g;
 
 static struct tr_ctx *g_ctx;
@@ -187,152 +172,39 @@ static unsigned rnd(unsigned n)
 	return (unsigned)(g.rng % n);
 }
 
-/* Read every byte of a view, so that ASan checks where it points. */
-static unsigned touch(const uint8_t *p, size_t len)
-{
-	volatile unsigned sum = 0;
-	size_t i;
-
-	for (i = 0; i < len; i++)
-		sum += p[i];
-	return sum;
-}
-
-static void touch_props(const struct mqtt_props *p)
-{
-	struct mqtt_user_prop u;
-	uint32_t id;
-	size_t pos = 0;
-
-	touch(p->raw.data, p->raw.len);
-	touch(p->reason_string.data, p->reason_string.len);
-	touch(p->content_type.data, p->content_type.len);
-	touch(p->response_topic.data, p->response_topic.len);
-	touch(p->correlation_data.data, p->correlation_data.len);
-	touch(p->assigned_client_id.data, p->assigned_client_id.len);
-	touch(p->response_info.data, p->response_info.len);
-	touch(p->server_reference.data, p->server_reference.len);
-	while (mqtt_props_next_user(p, &pos, &u)) {
-		touch(u.key.data, u.key.len);
-		touch(u.value.data, u.value.len);
-	}
-	pos = 0;
-	while (mqtt_props_next_sub_id(p, &pos, &id))
-		CHECK(id > 0);
-}
-
-/* ---- flows we started, mirrored to check the engine's bookkeeping ---- */
-
-static struct flow *flow_find(uint16_t id)
-{
-	unsigned i;
-
-	for (i = 0; i < g.n_flows; i++)
-		if (g.flows[i].id == id)
-			return &g.flows[i];
-	return NULL;
-}
-
-static void flow_add(int id, uint8_t kind)
-{
-	CHECK(id > 0 && id <= 65535);
-	/* the engine must not hand out an id that is still in use */
-	CHECK(!flow_find((uint16_t)id));
-	CHECK(g.n_flows < FLOW_MAX);
-	g.flows[g.n_flows].id = (uint16_t)id;
-	g.flows[g.n_flows].kind = kind;
-	g.n_flows++;
-	if (kind == FLOW_QOS1 || kind == FLOW_QOS2)
-		g.n_pub++;
-}
-
-static void flow_del(struct flow *f)
-{
-	if (f->kind == FLOW_QOS1 || f->kind == FLOW_QOS2)
-		g.n_pub--;
-	*f = g.flows[--g.n_flows];
-}
-
-/* Forget subscriptions always, publishes too when `pubs`; returns the
- * number of publish flows forgotten. */
-static unsigned flow_drop(int pubs)
-{
-	unsigned i = 0, dropped = 0;
-
-	while (i < g.n_flows) {
-		struct flow *f = &g.flows[i];
-		int pub = f->kind == FLOW_QOS1 || f->kind == FLOW_QOS2;
-
-		if (!pub || pubs) {
-			dropped += pub;
-			flow_del(f);
-		} else {
-			i++;
-		}
-	}
-	return dropped;
-}
-
 /* ---- operations we start ---- */
 
 static void issue_publish(struct client *c, uint8_t qos)
 {
-	static const uint8_t topic[] = "fz/t", payload[] = "payload";
-	static const struct mqtt_user_prop up = {
-		{ (const uint8_t *)"k", 1 }, { (const uint8_t *)"v", 1 }
-	};
+	static const uint8_t payload[] = "payload";
 	struct mqtt_props pr;
 	int r;
 
 	if (g.issued >= ISSUE_BUDGET)
 		return;
 	g.issued++;
-	memset(&pr, 0, sizeof(pr));
-	pr.present = MQTT_PROP_BIT(MQTT_PROP_MESSAGE_EXPIRY);
-	pr.message_expiry = 30;
-	pr.n_user = 1;
-	pr.user = &up;
-	r = client_publish(c, topic, sizeof(topic) - 1, payload,
-	                   sizeof(payload) - 1, qos, 0,
+	fz_pub_props(&pr);
+	r = client_publish(c, (const uint8_t *)FZ_TOPIC, strlen(FZ_TOPIC),
+	                   payload, sizeof(payload) - 1, qos, 0,
 	                   g.cfg.pub_props && g.cfg.version == MQTT_V5 ? &pr
 	                                                              : NULL);
 	TRACE("publish QoS %u: %d\n", qos, r);
-	if (r > 0) {
-		CHECK(qos > 0);
-		flow_add(r, qos);
-		return;
-	}
-	CHECK(r == 0 ? qos == 0
-	             : r == CLIENT_EWINDOW || r == CLIENT_EQOS ||
-	                       r == CLIENT_ESTATE || r == CLIENT_EBUSY ||
-	                       r == CLIENT_ETOOBIG);
+	fz_published(&g.fl, r, qos);
 }
 
 static void issue_sub(struct client *c, int unsub)
 {
-	static const uint8_t f1[] = "fz/#", f2[] = "+/t";
 	struct mqtt_topic_filter f[2];
 	int r;
 
 	if (g.issued >= ISSUE_BUDGET)
 		return;
 	g.issued++;
-	memset(f, 0, sizeof(f));
-	f[0].filter.data = f1;
-	f[0].filter.len = sizeof(f1) - 1;
-	f[0].opts.qos = 1;
-	f[1].filter.data = f2;
-	f[1].filter.len = sizeof(f2) - 1;
-	f[1].opts.qos = 2;
+	fz_sub_filters(f);
 	r = unsub ? client_unsubscribe(c, f, 1, NULL)
 	          : client_subscribe(c, f, 2, NULL);
 	TRACE("%ssubscribe: %d\n", unsub ? "un" : "", r);
-	if (r > 0) {
-		flow_add(r, unsub ? FLOW_UNSUB : FLOW_SUB);
-		return;
-	}
-	CHECK(r == CLIENT_ESTATE || r == CLIENT_EBUSY || r == CLIENT_ETOOBIG ||
-	      r == CLIENT_EWINDOW);
+	fz_subscribed(&g.fl, r, unsub);
 }
 
 /*
@@ -392,18 +264,18 @@ static void on_connected(struct client *c,
 	CHECK(client_state(c) == CLIENT_CONNECTED);
 	CHECK(info->mqtt->connack && info->mqtt->connack->reason == 0);
 	CHECK(info->mqtt->window >= 1 && info->mqtt->max_qos <= 2);
-	touch_props(&info->mqtt->connack->props);
+	fz_touch_props(&info->mqtt->connack->props);
 	/* Without a session on the broker the engine drops every flow; with
 	 * one it resends every publish flow (a non-persistent client has none
 	 * left at this point). */
 	if (!info->mqtt->session_present) {
 		CHECK(info->mqtt->resent == 0);
-		CHECK(info->mqtt->dropped == flow_drop(1));
+		CHECK(info->mqtt->dropped == flow_drop(&g.fl, 1));
 	} else {
 		CHECK(info->mqtt->dropped == 0);
-		CHECK(info->mqtt->resent == g.n_pub);
+		CHECK(info->mqtt->resent == g.fl.n_pub);
 	}
-	CHECK(client_inflight(c) == g.n_pub);
+	CHECK(client_inflight(c) == g.fl.n_pub);
 	TRACE("connected: session %u, window %u, resent %u, dropped %u\n",
 	      info->mqtt->session_present, info->mqtt->window, info->mqtt->resent,
 	      info->mqtt->dropped);
@@ -425,12 +297,7 @@ static void on_message(struct client *c, const struct mqtt_publish *m,
                        int64_t now)
 {
 	(void)now;
-	CHECK(m->qos <= 2);
-	CHECK((m->packet_id != 0) == (m->qos != 0));
-	CHECK(!(m->props.present & MQTT_PROP_BIT(MQTT_PROP_TOPIC_ALIAS)));
-	CHECK(mqtt_valid_topic_name(m->topic.data, m->topic.len) == 0);
-	touch(m->payload.data, m->payload.len);
-	touch_props(&m->props);
+	fz_check_message(m);
 	TRACE("message: QoS %u, id %u, %zu bytes\n", m->qos, m->packet_id,
 	      m->payload.len);
 	if (act(c, 0))
@@ -442,7 +309,7 @@ static void on_message(struct client *c, const struct mqtt_publish *m,
 static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
                             uint8_t reason, int64_t t_sent, int64_t now)
 {
-	struct flow *f = flow_find(id);
+	struct flow *f = flow_find(&g.fl, id);
 
 	TRACE("publish done: id %u, QoS %u, reason 0x%02x, %lld ns after "
 	      "the publish\n", id, qos, reason, (long long)(now - t_sent));
@@ -450,8 +317,8 @@ static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
 	/* also when the ack came in the read whose CONNACK or message made
 	 * a callback issue the publish */
 	CHECK(t_sent > 0 && now >= t_sent);
-	flow_del(f);
-	CHECK(client_inflight(c) == g.n_pub);
+	flow_del(&g.fl, f);
+	CHECK(client_inflight(c) == g.fl.n_pub);
 	if (act(c, 0))
 		return;
 	if (g.cfg.refill && client_state(c) == CLIENT_CONNECTED)
@@ -461,27 +328,27 @@ static void on_publish_done(struct client *c, uint16_t id, uint8_t qos,
 static void on_subscribed(struct client *c, uint16_t id, const uint8_t *codes,
                           size_t n)
 {
-	struct flow *f = flow_find(id);
+	struct flow *f = flow_find(&g.fl, id);
 
 	TRACE("subscribed: id %u, %zu codes\n", id, n);
 	CHECK(f && f->kind == FLOW_SUB);
 	CHECK(n >= 1);
-	touch(codes, n);
-	flow_del(f);
+	fz_touch(codes, n);
+	flow_del(&g.fl, f);
 	act(c, 0);
 }
 
 static void on_unsubscribed(struct client *c, uint16_t id,
                             const uint8_t *codes, size_t n)
 {
-	struct flow *f = flow_find(id);
+	struct flow *f = flow_find(&g.fl, id);
 
 	TRACE("unsubscribed: id %u, %zu codes\n", id, n);
 	CHECK(f && f->kind == FLOW_UNSUB);
 	/* 3.1.1 UNSUBACK carries no codes */
 	CHECK(g.cfg.version == MQTT_V5 ? n >= 1 : n == 0);
-	touch(codes, n);
-	flow_del(f);
+	fz_touch(codes, n);
+	flow_del(&g.fl, f);
 	act(c, 0);
 }
 
@@ -501,8 +368,8 @@ static void on_closed(struct client *c, int err, const char *msg)
 	CHECK(err <= 0 && msg && strlen(msg) > 0);
 	/* the engine ends subscriptions with the connection, and publish
 	 * flows too unless the session persists */
-	flow_drop(!g.cfg.persistent);
-	CHECK(client_inflight(c) == g.n_pub);
+	flow_drop(&g.fl, !g.cfg.persistent);
+	CHECK(client_inflight(c) == g.fl.n_pub);
 	{
 		const struct client_stats *st = client_stats(c);
 
@@ -879,7 +746,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (g.c) {
 			enum client_state s = client_state(g.c);
 
-			CHECK(client_inflight(g.c) == g.n_pub);
+			CHECK(client_inflight(g.c) == g.fl.n_pub);
 			CHECK(client_heap_bytes(g.c) <=
 			      g.cfg.max_packet + HEAP_SLACK);
 			if (g.cfg.graceful_end && g.in_off == g.in_len &&

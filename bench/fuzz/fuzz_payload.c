@@ -1,7 +1,8 @@
 /*
  * fuzz_payload.c: libFuzzer target for what the sink does with payloads
  * from the network: parse the benchmark header, and account a stream of
- * payloads (sequence tracking per publisher, latency histogram).
+ * payloads (sequence tracking per publisher, latency histograms from the
+ * send and from the schedule), in both header versions.
  *
  * Input: 8 bytes "now" (big-endian ns), then records of one length byte and
  * that many payload bytes (the last record takes what is left). The sink's
@@ -29,9 +30,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t i, n;
 
 	if (payload_parse(data, size, &h) == PAYLOAD_HEADER_LEN) {
-		payload_encode(again, sizeof(again), &h);
-		/* bytes 6-7 are reserved and not checked on parse */
+		if (payload_encode(again, sizeof(again), &h) !=
+		    PAYLOAD_HEADER_LEN)
+			abort();
+		/* version 1: bytes 6-7 are reserved and not checked on parse */
 		if (memcmp(again, data, 6) != 0 ||
+		    (h.version == 2 && memcmp(again + 6, data + 6, 2) != 0) ||
 		    memcmp(again + 8, data + 8, PAYLOAD_HEADER_LEN - 8) != 0)
 			abort();
 	}
@@ -56,6 +60,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (r.bench && r.latency_ns > now)
 			abort();
+		/* the wait before the send only adds to the latency */
+		if (r.bench && r.scheduled && !r.clock_error &&
+		    (r.sched_latency_ns < r.latency_ns ||
+		     r.sched_latency_ns > now))
+			abort();
+		if (!r.bench && (r.scheduled || r.sched_latency_ns))
+			abort();
 		/* nothing implausible gets through, or gets a latency */
 		if (r.bench && (r.invalid || r.seq_no > PAYLOAD_SEQ_MAX ||
 		                r.latency_ns > now - not_before))
@@ -73,9 +84,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (tot.publishers > 0 &&
 	    tot.lost / tot.publishers > PAYLOAD_SEQ_MAX + 1)
 		abort();
-	if (tot.unique + tot.duplicates != rx.bench_messages)
+	if (tot.unique + tot.duplicates != rx.bench_messages ||
+	    tot.unique != rx.unique)
 		abort();
 	if (rx.latency.count + rx.clock_errors != rx.bench_messages)
+		abort();
+	if (rx.latency_sched.count > rx.latency.count ||
+	    rx.latency_sched.count + rx.unscheduled < rx.latency.count ||
+	    rx.header_v1 > rx.unscheduled ||
+	    rx.lag_clamped + rx.unscheduled > rx.bench_messages)
 		abort();
 	(void)stats_hist_percentile(&rx.latency, 99.9);
 	rx_stats_free(&rx);

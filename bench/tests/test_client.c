@@ -351,29 +351,11 @@ static void pump(int ms)
 		evloop_run_once(loop, EV_NS_PER_MS);
 }
 
-static size_t unhex(const char *hex, uint8_t *out)
-{
-	size_t n = 0;
-
-	while (*hex) {
-		unsigned v;
-
-		if (*hex == ' ') {
-			hex++;
-			continue;
-		}
-		sscanf(hex, "%2x", &v);
-		out[n++] = (uint8_t)v;
-		hex += 2;
-	}
-	return n;
-}
-
 /* The broker writes these bytes (one at a time in partial mode). */
 static void feed(const char *hex)
 {
 	uint8_t b[512];
-	size_t n = unhex(hex, b), i;
+	size_t n = tt_unhex(hex, b), i;
 
 	if (!g_partial) {
 		TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
@@ -391,7 +373,7 @@ static void feed(const char *hex)
 static int expect(const char *hex)
 {
 	uint8_t want[512], got[512];
-	size_t n = unhex(hex, want), have = 0, i;
+	size_t n = tt_unhex(hex, want), have = 0, i;
 	int64_t end = evloop_clock_ns() + EV_NS_PER_SEC;
 
 	while (have < n && evloop_clock_ns() < end) {
@@ -782,7 +764,7 @@ static void test_packet_ids_wrap(void)
 		         id & 0xff);
 		{
 			uint8_t b[8], sink[64];
-			size_t n = unhex(ack, b);
+			size_t n = tt_unhex(ack, b);
 
 			TT_CHECK(write(g_peer, b, n) == (ssize_t)n);
 			while (client_inflight(c))
@@ -883,6 +865,97 @@ static void test_persistent_resend(void)
 	TT_CHECK(r.connected == 3 && r.resent == 0 && r.dropped == 1);
 	TT_CHECK(client_inflight(c) == 0);
 	TT_CHECK(expect_silence());
+	client_free(c);
+	teardown();
+}
+
+#define CONNECT_V3_PERSISTENT \
+	"10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"
+
+/*
+ * pub_written, what loadgen reports as written to the transport: a message
+ * counts once, when its last byte is taken; not when queued, not while a
+ * send would block. A persistent session's message that a close caught
+ * unwritten counts with its resend; one written before does not count
+ * again when it is resent.
+ */
+static void test_pub_written(void)
+{
+	struct rec r;
+	struct client *c;
+
+	setup();
+	c = new_client(&r, MQTT_V311, 0, 0);
+	client_connect(c);
+	TT_CHECK(expect(CONNECT_V3_PERSISTENT));
+	feed(CONNACK_OK);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"A", 1, 1, 0, NULL) == 1);
+	TT_CHECK(expect("32 06 00 01 74 00 01 41"));
+	TT_CHECK(client_stats(c)->pub_written == 1);
+	/* the socket takes nothing: queued, not written */
+	g_send_block = 1;
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"B", 1, 1, 0, NULL) == 2);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"C", 1, 0, 0, NULL) == 0);
+	pump(5);
+	TT_CHECK(client_stats(c)->pub_out[0] == 1);
+	TT_CHECK(client_stats(c)->pub_out[1] == 2);
+	TT_CHECK(client_stats(c)->pub_written == 1);
+	/* the broker goes away: B and C never left; the session keeps A and
+	 * B (QoS 1) for a resend, C (QoS 0) is gone */
+	r.reconnect_on_close = 1;
+	close(g_peer);
+	g_peer = -1;
+	pump(5);
+	TT_CHECK(r.closed == 1 && r.st_closed.pub_written == 1);
+	TT_CHECK(r.st_closed.bytes_unsent == 8 + 6);
+	g_send_block = 0;
+	TT_CHECK(expect(CONNECT_V3_PERSISTENT));
+	feed("20 02 01 00"); /* session present */
+	TT_CHECK(r.connected == 2 && r.resent == 2);
+	/* A again (written before: not counted twice), B for the first time */
+	TT_CHECK(expect("3a 06 00 01 74 00 01 41 3a 06 00 01 74 00 02 42"));
+	TT_CHECK(client_stats(c)->pub_written == 2);
+	feed("40 02 00 01 40 02 00 02");
+	TT_CHECK(r.done == 2 && client_inflight(c) == 0);
+	TT_CHECK(client_stats(c)->pub_written == 2);
+	client_free(c);
+	teardown();
+}
+
+/*
+ * The same under sends cut short at random: at every moment pub_written is
+ * the number of publishes whose every byte reached the broker's side.
+ */
+static void test_pub_written_partial(void)
+{
+	struct rec r;
+	struct client *c;
+	uint8_t b[256];
+	uint64_t got = 0;
+	int i, ok = 1;
+	ssize_t n;
+
+	setup();
+	c = connected_v3(&r);
+	g_partial = 1;
+	for (i = 0; i < 50; i++)
+		TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+		                        (const uint8_t *)"XYZ", 3, 0, 0,
+		                        NULL) == 0);
+	TT_CHECK(client_stats(c)->pub_out[0] == 50);
+	for (i = 0; i < 2000 && got < 50 * 8; i++) {
+		evloop_run_once(loop, EV_NS_PER_MS);
+		while ((n = read(g_peer, b, sizeof(b))) > 0)
+			got += (uint64_t)n;
+		/* 8 bytes per packet: 30 06 00 01 74 58 59 5a */
+		if (client_stats(c)->pub_written != got / 8)
+			ok = 0;
+	}
+	TT_CHECK(ok);
+	TT_CHECK(got == 50 * 8 && client_stats(c)->pub_written == 50);
 	client_free(c);
 	teardown();
 }
@@ -1038,7 +1111,7 @@ static void test_damaged_broker_bytes(void)
 		client_publish(c, (const uint8_t *)"t", 1, NULL, 0, 2, 0, NULL);
 		for (i = 0; i < 6; i++) {
 			uint8_t pkt[64];
-			size_t m = unhex(good[rnd(10)], pkt);
+			size_t m = tt_unhex(good[rnd(10)], pkt);
 
 			if (n + m > sizeof(buf))
 				break;
@@ -1503,5 +1576,7 @@ int main(void)
 	TT_RUN(test_reads_after_split);
 	TT_RUN(test_stats_in_on_closed);
 	TT_RUN(test_many_idle_clients_memory);
+	TT_RUN(test_pub_written);
+	TT_RUN(test_pub_written_partial);
 	return TT_DONE();
 }

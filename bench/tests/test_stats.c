@@ -463,9 +463,96 @@ static size_t mk(uint8_t *buf, size_t size, uint32_t pub, uint64_t seq,
 	struct payload_header h = { .publisher = pub, .seq = seq,
 	                            .send_ns = t };
 
+	/* what version 2 cannot hold goes as the old version */
+	if (seq > PAYLOAD_SEQ_MAX)
+		h.version = 1;
 	memset(buf, 0, size);
 	payload_encode(buf, size, &h);
 	return size;
+}
+
+/* A version 2 payload sent at t, due at due (0: no schedule). */
+static void mk_due(uint8_t *buf, size_t size, uint32_t pub, uint64_t seq,
+                   uint64_t t, uint64_t due)
+{
+	struct payload_header h = { .publisher = pub, .seq = seq,
+	                            .send_ns = t };
+
+	payload_set_due(&h, due);
+	memset(buf, 0, size);
+	payload_encode(buf, size, &h);
+}
+
+/*
+ * Latency from the schedule: the wait before the send is in it, so a
+ * backlog cannot hide. A message due at 1 ms, sent at 5 ms, received at
+ * 6 ms: 1 ms from the send, 5 ms from the schedule. Payloads without a due
+ * time (the old version, loadgen at max rate) have the first only.
+ */
+static void test_rx_stats_schedule(void)
+{
+	struct rx_stats *rx = malloc(sizeof(*rx));
+	struct rx_result r;
+	struct payload_header h = { .flags = PAYLOAD_F_SCHEDULED, .seq = 9,
+	                            .publisher = 3 };
+	const uint64_t ms = 1000000;
+	uint8_t buf[64];
+
+	if (rx == NULL)
+		return;
+	rx_stats_init(rx, 0);
+	mk_due(buf, 64, 3, 0, 5 * ms, 1 * ms);
+	TT_CHECK(rx_stats_add(rx, buf, 64, 6 * ms, &r) == 0);
+	TT_CHECK(r.bench && r.scheduled);
+	TT_CHECK(r.latency_ns == 1 * ms && r.sched_latency_ns == 5 * ms);
+	/* on time: both the same */
+	mk_due(buf, 64, 3, 1, 7 * ms, 7 * ms);
+	rx_stats_add(rx, buf, 64, 8 * ms, &r);
+	TT_CHECK(r.latency_ns == ms && r.sched_latency_ns == ms);
+	/* no schedule (max rate), and the old version */
+	mk_due(buf, 64, 3, 2, 9 * ms, 0);
+	rx_stats_add(rx, buf, 64, 10 * ms, &r);
+	TT_CHECK(r.bench && !r.scheduled && r.sched_latency_ns == 0);
+	h.version = 1;
+	h.flags = 0;
+	h.send_ns = 11 * ms;
+	h.seq = 3;
+	memset(buf, 0, sizeof(buf));
+	payload_encode(buf, sizeof(buf), &h);
+	rx_stats_add(rx, buf, 64, 12 * ms, &r);
+	TT_CHECK(r.bench && !r.scheduled && r.seq == SEQ_IN_ORDER);
+	/* a clock error keeps both latencies out */
+	mk_due(buf, 64, 3, 4, 20 * ms, 19 * ms);
+	rx_stats_add(rx, buf, 64, 13 * ms, &r);
+	TT_CHECK(r.bench && r.clock_error && r.sched_latency_ns == 0);
+	/* a lag longer than the send time: a due time before boot */
+	h.version = 0;
+	h.flags = PAYLOAD_F_SCHEDULED;
+	h.send_ns = 1 * ms;
+	h.lag_ns = 2 * ms;
+	h.seq = 5;
+	payload_encode(buf, sizeof(buf), &h);
+	rx_stats_add(rx, buf, 64, 14 * ms, &r);
+	TT_CHECK(!r.bench && r.invalid);
+
+	TT_CHECK(rx->bench_messages == 5 && rx->invalid == 1);
+	TT_CHECK(rx->latency.count == 4 && rx->latency_sched.count == 2);
+	TT_CHECK(rx->latency_sched.min == ms && rx->latency_sched.max == 5 * ms);
+	TT_CHECK(rx->latency.max == ms);
+	TT_CHECK(rx->unscheduled == 2 && rx->header_v1 == 1);
+	TT_CHECK(rx->clock_errors == 1 && rx->lag_clamped == 0);
+
+	/* a lag beyond the field: a lower bound, counted */
+	h.send_ns = UINT64_C(1) << 62;
+	h.lag_ns = UINT64_C(1) << 61;
+	h.seq = 6;
+	payload_encode(buf, sizeof(buf), &h);
+	rx_stats_add(rx, buf, 64, h.send_ns + ms, &r);
+	TT_CHECK(r.bench && r.scheduled);
+	TT_CHECK(r.sched_latency_ns == ms + (uint64_t)PAYLOAD_LAG_MAX_US * 1000);
+	TT_CHECK(rx->lag_clamped == 1 && rx->latency_sched.count == 3);
+	rx_stats_free(rx);
+	free(rx);
 }
 
 static void test_rx_stats(void)
@@ -521,7 +608,7 @@ static void test_rx_stats(void)
 	TT_CHECK(tot.duplicates == 1 && tot.reordered == 1);
 	/* publisher 7: 0..3 all there; publisher 9: 0..4 never seen */
 	TT_CHECK(tot.lost == 5);
-	TT_CHECK(tot.unique == 6);
+	TT_CHECK(tot.unique == 6 && rx->unique == 6);
 	rx_stats_free(rx);
 	free(rx);
 }
@@ -634,5 +721,6 @@ int main(void)
 	TT_RUN(test_rx_stats);
 	TT_RUN(test_rx_stats_stray);
 	TT_RUN(test_rx_totals_saturate);
+	TT_RUN(test_rx_stats_schedule);
 	return TT_DONE();
 }

@@ -12,6 +12,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -26,6 +27,7 @@
 
 static char dir[64];
 static char ca_pem[128], wrong_ca_pem[128], keylog[128], mosq_log[128];
+static char server_pem[128], server_key[128];
 static uint16_t tcp_port, tls_port, dead_port;
 static pid_t mosq_pid = -1;
 
@@ -126,6 +128,8 @@ static void make_certs(void)
 	   "--template ca.tmpl --outfile wrong-ca.pem %s", dir, q);
 	snprintf(ca_pem, sizeof(ca_pem), "%s/ca.pem", dir);
 	snprintf(wrong_ca_pem, sizeof(wrong_ca_pem), "%s/wrong-ca.pem", dir);
+	snprintf(server_pem, sizeof(server_pem), "%s/server.pem", dir);
+	snprintf(server_key, sizeof(server_key), "%s/server.key", dir);
 }
 
 static void start_broker(void)
@@ -286,26 +290,35 @@ static int wait_for(const int *flag, int want)
 	return *flag >= want;
 }
 
+/* A context for 127.0.0.1:port from *tc (other fields set by the caller);
+ * NULL with the message printed on failure. */
+static struct tr_ctx *ctx_on(const char *tr, struct tr_config *tc,
+                             uint16_t port, int tls_version)
+{
+	struct tr_ctx *ctx;
+	char err[300];
+
+	tc->host = "127.0.0.1";
+	tc->port = port;
+	if (tls_version)
+		tc->tls_version = tls_version;
+	if (tr_ctx_new(&ctx, tr_find(tr), tc, err, sizeof(err)) < 0) {
+		fprintf(stderr, "tr_ctx_new: %s\n", err);
+		return NULL;
+	}
+	return ctx;
+}
+
 static struct tr_ctx *make_ctx(const char *tr, uint16_t port,
                                const char *cafile, const char *name,
                                int tls_version)
 {
 	struct tr_config tc;
-	struct tr_ctx *ctx;
-	char err[300];
 
 	tr_config_init(&tc);
-	tc.host = "127.0.0.1";
-	tc.port = port;
 	tc.cafile = cafile;
 	tc.server_name = name;
-	if (tls_version)
-		tc.tls_version = tls_version;
-	if (tr_ctx_new(&ctx, tr_find(tr), &tc, err, sizeof(err)) < 0) {
-		fprintf(stderr, "tr_ctx_new: %s\n", err);
-		return NULL;
-	}
-	return ctx;
+	return ctx_on(tr, &tc, port, tls_version);
 }
 
 static struct client *make_client(struct tr_ctx *ctx, struct rec *r,
@@ -837,6 +850,328 @@ static void test_many_idle_connections(void)
 	tr_ctx_del(ctx);
 }
 
+/* ---- our own server side: tr_listen, tr_accept ---- */
+
+/* A context for listening on 127.0.0.1:port ("tcp" or "tls"; TLS with
+ * the test's server certificate). */
+static struct tr_ctx *make_server_ctx(const char *tr, uint16_t port,
+                                      int tls_version)
+{
+	struct tr_config tc;
+
+	tr_config_init(&tc);
+	tc.server = 1;
+	tc.certfile = server_pem;
+	tc.keyfile = server_key;
+	return ctx_on(tr, &tc, port, tls_version);
+}
+
+/* Wait up to 10 ms for what the connections (or the listener) ask for;
+ * any of them may be NULL. */
+static void poll_ends(struct tr_conn *a, struct tr_conn *b,
+                      struct tr_listener *l)
+{
+	struct pollfd p[3];
+	nfds_t n = 0;
+
+	/* EV_READ and EV_WRITE are POLLIN and POLLOUT */
+	if (a && a->fd >= 0)
+		p[n++] = (struct pollfd){ a->fd, (short)tr_events(a), 0 };
+	if (b && b->fd >= 0)
+		p[n++] = (struct pollfd){ b->fd, (short)tr_events(b), 0 };
+	if (l)
+		p[n++] = (struct pollfd){ l->fd, POLLIN, 0 };
+	poll(p, n, 10);
+}
+
+/*
+ * Our client (cctx, resuming with sess) to our listener l: open, accept,
+ * and both handshakes until each is done or failed, or 5 s pass. The
+ * server's result goes to *rs (TR_AGAIN if it did not finish, e.g.
+ * because the client gave up first); the client's is returned.
+ */
+static int connect_pair(struct tr_ctx *cctx, struct tr_session *sess,
+                        struct tr_listener *l, struct tr_conn **cli,
+                        struct tr_conn **srv, int *rs)
+{
+	int64_t end = evloop_clock_ns() + 5 * EV_NS_PER_SEC;
+	int rc = TR_AGAIN, r;
+
+	*srv = NULL;
+	*rs = TR_AGAIN;
+	TT_CHECK(tr_open(cctx, sess, evloop_clock_ns(), cli) == 0);
+	while (evloop_clock_ns() < end) {
+		if (rc == TR_AGAIN)
+			rc = tr_handshake(*cli, evloop_clock_ns());
+		if (!*srv) {
+			r = tr_accept(l, evloop_clock_ns(), srv);
+			TT_CHECK(r == 0 || r == TR_AGAIN);
+		}
+		if (*srv && *rs == TR_AGAIN)
+			*rs = tr_handshake(*srv, evloop_clock_ns());
+		if (rc != TR_AGAIN && (*rs != TR_AGAIN || rc < 0))
+			break;
+		poll_ends(*cli, *srv, *srv ? NULL : l);
+	}
+	return rc;
+}
+
+/* Move up to len bytes through tr_send/tr_recv; bytes moved (0 when it
+ * would block), the stream being the one main stream. */
+static size_t send_some(struct tr_conn *c, const uint8_t *b, size_t len)
+{
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	n = tr_send(c, TR_STREAM_MAIN, b, len, evloop_clock_ns());
+	TT_CHECK(n > 0 || n == TR_AGAIN);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static size_t recv_some(struct tr_conn *c, uint8_t *b, size_t len)
+{
+	int64_t sid = -1;
+	ssize_t n;
+
+	if (len == 0)
+		return 0;
+	n = tr_recv(c, &sid, b, len, evloop_clock_ns());
+	TT_CHECK(n > 0 || n == TR_AGAIN);
+	if (n > 0)
+		TT_CHECK(sid == TR_STREAM_MAIN);
+	return n > 0 ? (size_t)n : 0;
+}
+
+/*
+ * The client writes `total` patterned bytes, the server writes back what
+ * it reads, the client reads it all back: every byte, in order, both ways.
+ */
+static void echo(struct tr_conn *cli, struct tr_conn *srv, size_t total)
+{
+	static uint8_t out[1 << 18], mid[1 << 18], back[1 << 18];
+	size_t sent = 0, in = 0, echoed = 0, got = 0, i;
+	int64_t end = evloop_clock_ns() + 10 * EV_NS_PER_SEC;
+
+	TT_CHECK(total <= sizeof(out));
+	for (i = 0; i < total; i++)
+		out[i] = (uint8_t)(i * 131 + i / 251);
+	while (got < total && evloop_clock_ns() < end) {
+		sent += send_some(cli, out + sent, total - sent);
+		in += recv_some(srv, mid + in, total - in);
+		echoed += send_some(srv, mid + echoed, in - echoed);
+		got += recv_some(cli, back + got, total - got);
+		poll_ends(cli, srv, NULL);
+	}
+	TT_CHECK(got == total);
+	TT_CHECK(memcmp(out, back, total) == 0);
+}
+
+/* Run tr_recv until it says TR_EOF (up to 5 s); 1 if it did. */
+static int recv_eof(struct tr_conn *c, struct tr_conn *other)
+{
+	int64_t end = evloop_clock_ns() + 5 * EV_NS_PER_SEC;
+	uint8_t b[256];
+	int64_t sid;
+
+	while (evloop_clock_ns() < end) {
+		ssize_t n = tr_recv(c, &sid, b, sizeof(b), evloop_clock_ns());
+
+		if (n == TR_EOF)
+			return 1;
+		TT_CHECK(n == TR_AGAIN);
+		if (n != TR_AGAIN)
+			return 0;
+		poll_ends(c, other, NULL);
+	}
+	return 0;
+}
+
+/* End c's sending direction, calling again while it would block (up to
+ * 5 s); 1 when done. */
+static int shutdown_wait(struct tr_conn *c, struct tr_conn *other)
+{
+	int64_t end = evloop_clock_ns() + 5 * EV_NS_PER_SEC;
+	int r;
+
+	while ((r = tr_shutdown(c, TR_STREAM_MAIN, evloop_clock_ns())) ==
+	               TR_AGAIN &&
+	       evloop_clock_ns() < end)
+		poll_ends(c, other, NULL);
+	return r == 0;
+}
+
+/* Each side ends its sending direction; the other reads the end. */
+static void end_both(struct tr_conn *cli, struct tr_conn *srv)
+{
+	TT_CHECK(shutdown_wait(cli, srv));
+	TT_CHECK(recv_eof(srv, cli));
+	TT_CHECK(shutdown_wait(srv, cli));
+	TT_CHECK(recv_eof(cli, srv));
+}
+
+/*
+ * Our client, our listener: connect, echo 200 KB both ways, end both
+ * directions; TLS twice more with the same session cache, which the
+ * server resumes from its ticket.
+ */
+static void server_case(const char *tr, int tls_version, const char *want)
+{
+	int tls = strcmp(tr, "tls") == 0, round, rs;
+	uint16_t port = free_port();
+	struct tr_ctx *sctx = make_server_ctx(tr, port, tls_version);
+	struct tr_ctx *cctx = make_ctx(tr, port, tls ? ca_pem : NULL, NULL,
+	                               tls_version);
+	struct tr_session *sess = tr_session_new();
+	struct tr_listener *l = NULL;
+	struct tr_conn *cli, *srv;
+	struct tr_info ci, si;
+	char err[300];
+
+	TT_CHECK(sctx && cctx);
+	if (!sctx || !cctx)
+		return;
+	TT_CHECK(tr_listen(sctx, &l, err, sizeof(err)) == 0);
+	TT_CHECK(tr_accept(l, evloop_clock_ns(), &srv) == TR_AGAIN);
+	for (round = 0; round < (tls ? 3 : 1); round++) {
+		TT_CHECK(connect_pair(cctx, sess, l, &cli, &srv, &rs) == 0);
+		TT_CHECK(rs == 0 && srv && srv->server == 1 && cli->server == 0);
+		if (!srv || rs != 0) {
+			fprintf(stderr, "client: %s\nserver: %s\n",
+			        tr_errmsg(cli), tr_errmsg(srv));
+			tr_close(cli);
+			tr_close(srv);
+			break;
+		}
+		tr_get_info(cli, &ci);
+		tr_get_info(srv, &si);
+		TT_CHECK(strcmp(ci.version, want) == 0);
+		TT_CHECK(strcmp(si.version, want) == 0);
+		TT_CHECK(strcmp(ci.cipher, si.cipher) == 0);
+		echo(cli, srv, 200000);
+		/* TLS: the server's ticket came with the echo; the next
+		 * connection resumes with it */
+		TT_CHECK(ci.resumed == (round > 0) && si.resumed == (round > 0));
+		end_both(cli, srv);
+		TT_CHECK(cli->wire_out >= 200000 && srv->wire_in >= 200000);
+		if (!tls)
+			TT_CHECK(cli->wire_out == 200000 &&
+			         srv->wire_out == 200000);
+		tr_close(cli);
+		tr_close(srv);
+	}
+	tr_listener_close(l);
+	tr_session_del(sess);
+	tr_ctx_del(cctx);
+	tr_ctx_del(sctx);
+}
+
+static void test_server_tcp_echo(void)
+{
+	server_case("tcp", 0, "");
+}
+
+static void test_server_tls13_echo_resume(void)
+{
+	server_case("tls", TR_TLS_1_3, "TLS1.3");
+}
+
+static void test_server_tls12_echo_resume(void)
+{
+	server_case("tls", TR_TLS_1_2, "TLS1.2");
+}
+
+/* Short sends and receives, and would-blocks, on the server side too. */
+static void test_server_hostile_io(void)
+{
+	tr_hostile_set(1, 11);
+	server_case("tcp", 0, "");
+	server_case("tls", TR_TLS_1_3, "TLS1.3");
+	tr_hostile_set(0, 0);
+}
+
+/* A second listener on a port in use: TR_EEXIST and one clear line; a
+ * context not made for a server, and a TLS server without a
+ * certificate, are refused with their own lines. */
+static void test_server_listen_errors(void)
+{
+	uint16_t port = free_port();
+	struct tr_ctx *sctx = make_server_ctx("tcp", port, 0);
+	struct tr_ctx *cctx = make_ctx("tcp", port, NULL, NULL, 0);
+	struct tr_listener *l = NULL, *l2 = (struct tr_listener *)1;
+	struct tr_config tc;
+	struct tr_ctx *bad = NULL;
+	char err[300], want[300];
+
+	TT_CHECK(tr_listen(sctx, &l, err, sizeof(err)) == 0);
+	TT_CHECK(tr_listen(sctx, &l2, err, sizeof(err)) == TR_EEXIST);
+	TT_CHECK(l2 == NULL);
+	snprintf(want, sizeof(want),
+	         "listen on 127.0.0.1:%u: Address already in use (another "
+	         "process has this port; stop it or choose another port)",
+	         (unsigned)port);
+	TT_CHECK(strcmp(err, want) == 0);
+	if (strcmp(err, want) != 0)
+		fprintf(stderr, "got: %s\n", err);
+	TT_CHECK(strchr(err, '\n') == NULL);
+	TT_CHECK(strcmp(tr_strerror(TR_EEXIST), "address in use") == 0);
+	tr_listener_close(l);
+
+	TT_CHECK(tr_listen(cctx, &l, err, sizeof(err)) == TR_ECONFIG);
+	snprintf(want, sizeof(want), "listen on 127.0.0.1:%u: the context "
+	         "was not made for a server", (unsigned)port);
+	TT_CHECK(strcmp(err, want) == 0);
+
+	tr_config_init(&tc);
+	tc.host = "127.0.0.1";
+	tc.port = port;
+	tc.server = 1; /* and no certificate */
+	TT_CHECK(tr_ctx_new(&bad, &tr_tls_ops, &tc, err, sizeof(err)) ==
+	         TR_ECONFIG);
+	snprintf(want, sizeof(want), "TLS server on 127.0.0.1:%u needs a "
+	         "certificate and its key", (unsigned)port);
+	TT_CHECK(strcmp(err, want) == 0);
+	TT_CHECK(bad == NULL);
+	tr_ctx_del(cctx);
+	tr_ctx_del(sctx);
+}
+
+/* A TLS client that trusts another CA refuses our server; the server's
+ * handshake fails too, once the client has gone. */
+static void test_server_tls_wrong_ca(void)
+{
+	uint16_t port = free_port();
+	struct tr_ctx *sctx = make_server_ctx("tls", port, 0);
+	struct tr_ctx *cctx = make_ctx("tls", port, wrong_ca_pem, NULL, 0);
+	struct tr_listener *l = NULL;
+	struct tr_conn *cli, *srv;
+	int64_t end;
+	int rs;
+	char err[300], want[300];
+
+	TT_CHECK(tr_listen(sctx, &l, err, sizeof(err)) == 0);
+	TT_CHECK(connect_pair(cctx, NULL, l, &cli, &srv, &rs) == TR_ECERT);
+	snprintf(want, sizeof(want),
+	         "TLS handshake with 127.0.0.1:%u: certificate not trusted "
+	         "(signer not found); check --cafile", (unsigned)port);
+	TT_CHECK(strcmp(tr_errmsg(cli), want) == 0);
+	if (strcmp(tr_errmsg(cli), want) != 0)
+		fprintf(stderr, "got: %s\n", tr_errmsg(cli));
+	tr_close(cli);
+	TT_CHECK(srv != NULL);
+	end = evloop_clock_ns() + 5 * EV_NS_PER_SEC;
+	while (srv && rs == TR_AGAIN && evloop_clock_ns() < end) {
+		poll_ends(srv, NULL, NULL);
+		rs = tr_handshake(srv, evloop_clock_ns());
+	}
+	TT_CHECK(rs < 0 && rs != TR_AGAIN);
+	printf("     server side: %s\n", tr_errmsg(srv));
+	tr_close(srv);
+	tr_listener_close(l);
+	tr_ctx_del(cctx);
+	tr_ctx_del(sctx);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -865,6 +1200,12 @@ int main(void)
 	TT_RUN(test_keylog_written);
 	TT_RUN(test_persistent_session);
 	TT_RUN(test_stats_after_close);
+	TT_RUN(test_server_tcp_echo);
+	TT_RUN(test_server_tls13_echo_resume);
+	TT_RUN(test_server_tls12_echo_resume);
+	TT_RUN(test_server_hostile_io);
+	TT_RUN(test_server_listen_errors);
+	TT_RUN(test_server_tls_wrong_ca);
 	TT_RUN(test_hostile_env);
 	TT_RUN(test_hostile_io);
 	TT_RUN(test_many_idle_connections);

@@ -7,6 +7,8 @@
 #ifndef TT_H
 #define TT_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 static int tt_passed, tt_failed, tt_cur_failed;
@@ -33,6 +35,26 @@ static int tt_passed, tt_failed, tt_cur_failed;
 		}                                                             \
 		fflush(stdout);                                               \
 	} while (0)
+
+/* Bytes from hex pairs ("10 0e 00 04"; spaces ignored); returns how many. */
+static inline size_t tt_unhex(const char *hex, uint8_t *out)
+{
+	size_t n = 0;
+
+	while (*hex) {
+		unsigned v;
+
+		if (*hex == ' ') {
+			hex++;
+			continue;
+		}
+		if (sscanf(hex, "%2x", &v) != 1)
+			break;
+		out[n++] = (uint8_t)v;
+		hex += hex[1] ? 2 : 1;
+	}
+	return n;
+}
 
 #define TT_DONE()                                                             \
 	(printf("%d passed, %d failed\n", tt_passed, tt_failed),              \

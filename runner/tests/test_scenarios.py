@@ -56,6 +56,8 @@ def test_good_file_and_expected_count(tmp_path):
     assert args[args.index("--count") + 1] == "4"
     assert args[args.index("--topic") + 1] == "home/room{n}/t"
     assert scn.subscriber_args(sub, 12)[-2:] == ["--count", "12"]
+    assert scn.subscriber_args(sub, 12, "--expect")[-2:] == ["--expect",
+                                                             "12"]
 
 
 def test_smart_home_expectations():

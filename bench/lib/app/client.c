@@ -24,27 +24,27 @@
 
 struct client {
 	struct conn_user user; /* our stream on the connection */
-	struct mqtt_session *s;
+	struct mqtt_session *s; /* in this allocation, after the struct */
 	struct evloop *loop;
 	struct tr_ctx *trctx;
-	struct tr_session *trsess;
+	struct tr_session *trsess; /* TLS and QUIC only; NULL for TCP */
 	struct conn *conn;     /* NULL when not connected */
-	int own_conn;          /* conn is ours: freed at close */
 	const struct client_callbacks *cbs;
 	void *user_ptr;
-
-	unsigned busy;     /* depth of u_* callbacks running */
-	int free_pending;  /* client_free() inside a callback */
-	int pend;          /* a close is parked for the timer */
-	int pend_err;
-	int early_sent;    /* CONNECT went as early data */
-	int early;         /* 0-RTT outcome: 0, 1 accepted, -1 rejected */
-	int64_t t_start;
-
-	char *errmsg; /* message of the last close with an error */
+	char *errmsg;          /* message of the last close with an error */
 	/* wire bytes of the own connections already closed */
 	uint64_t wire_in_done, wire_out_done;
+	int pend_err;
+	uint16_t busy;         /* depth of u_* callbacks running */
+	uint8_t own_conn;      /* conn is ours: freed at close */
+	uint8_t free_pending;  /* client_free() inside a callback */
+	uint8_t pend;          /* a close is parked for the timer */
+	uint8_t early_sent;    /* CONNECT went as early data */
+	int8_t early;          /* 0-RTT outcome: 0, 1 accepted, -1 rejected */
 };
+
+/* The session sits after the client, aligned as malloc aligns. */
+#define SESS_OFFSET ((sizeof(struct client) + 15) & ~(size_t)15)
 
 static struct client *of_user(struct conn_user *u)
 {
@@ -127,7 +127,7 @@ static void check(struct client *c, int r)
 static void destroy(struct client *c)
 {
 	teardown(c);
-	sess_del(c->s);
+	sess_fini(c->s);
 	tr_session_del(c->trsess);
 	free(c->errmsg);
 	free(c);
@@ -164,7 +164,7 @@ static void s_on_connack(void *owner, const struct sess_connack_info *si)
 	memset(&ti, 0, sizeof(ti));
 	if (t)
 		tr_get_info(t, &ti);
-	info.t_start = c->t_start;
+	info.t_start = sess_t_start(c->s);
 	info.t_transport_connected = ti.t_connected;
 	info.t_transport_ready = ti.t_ready;
 	info.tls_resumed = ti.resumed;
@@ -353,15 +353,19 @@ struct client *client_new(struct evloop *loop, struct tr_ctx *tr,
                           const struct client_callbacks *cbs, void *user)
 {
 	static const struct client_callbacks none;
-	struct client *c = calloc(1, sizeof(*c));
+	struct client *c = calloc(1, SESS_OFFSET + sess_size());
 
 	if (!c)
 		return NULL;
-	c->s = sess_new(cfg, &sess_handler, c);
-	c->trsess = tr_session_new();
-	if (!c->s || !c->trsess) {
-		sess_del(c->s);
-		tr_session_del(c->trsess);
+	c->s = (struct mqtt_session *)((char *)c + SESS_OFFSET);
+	if (sess_init(c->s, cfg, &sess_handler, c) < 0) {
+		free(c);
+		return NULL;
+	}
+	/* resumption state only where the transport resumes */
+	if ((tr->ops->flags & (TR_F_SECURE | TR_F_EARLY)) &&
+	    !(c->trsess = tr_session_new())) {
+		sess_fini(c->s);
 		free(c);
 		return NULL;
 	}
@@ -410,7 +414,6 @@ static int start_on(struct client *c, struct conn *conn, int own)
 		return CLIENT_ESTATE;
 	now = evloop_clock_ns();
 	sess_connecting(c->s, now);
-	c->t_start = now;
 	c->conn = conn;
 	c->own_conn = own;
 	c->pend = 0;
@@ -460,9 +463,12 @@ int client_publish(struct client *c, const uint8_t *topic, size_t topic_len,
 {
 	if (c->pend || c->free_pending)
 		return CLIENT_ESTATE;
+	/* QoS 1/2: the send time of the ack latency, read fresh; QoS 0
+	 * needs only the keepalive's idea of time, the loop's */
 	return sent_now(c, sess_publish(c->s, topic, topic_len, payload,
 	                                payload_len, qos, retain, props,
-	                                evloop_clock_ns()));
+	                                qos ? evloop_clock_ns()
+	                                    : evloop_now(c->loop)));
 }
 
 int client_can_publish(struct client *c, uint8_t qos)
@@ -572,7 +578,7 @@ const char *client_last_error(const struct client *c)
 
 size_t client_heap_bytes(const struct client *c)
 {
-	size_t n = sizeof(*c) + sess_heap_bytes(c->s), sl;
+	size_t n = SESS_OFFSET + sess_heap_bytes(c->s), sl;
 
 	if (c->trsess) {
 		tr_session_data(c->trsess, &sl);

@@ -186,7 +186,8 @@ struct conn *client_conn(const struct client *c);
 struct tr_conn *client_transport(const struct client *c);
 /* The client's resumption state (TLS/QUIC session ticket, and what QUIC's
  * 0-RTT needs), kept across its connections; the caller may fill it from
- * an earlier process and read it back (tr_session_data/_store). */
+ * an earlier process and read it back (tr_session_data/_store). NULL for
+ * a transport without resumption (TCP). */
 struct tr_session *client_tr_session(const struct client *c);
 /* 0-RTT outcome of the current or last connection: 0 not tried, 1
  * accepted, -1 rejected (CONNECT resent in 1-RTT). */

@@ -33,6 +33,8 @@ const char cli_conn_help[] =
 	"  --cc NAME              QUIC congestion control: cubic (default),\n"
 	"                         reno, bbr, bbr2\n"
 	"  --qlog-dir DIR         QUIC: write a qlog file per connection\n"
+	"  --alpn NAME            QUIC: the ALPN to offer (default mqtt, as\n"
+	"                         EMQX and NanoMQ; \"\" offers none)\n"
 	"MQTT:\n"
 	"  --mqtt 3.1.1|5         protocol version (default 3.1.1)\n"
 	"  --qos 0|1|2            QoS (default 0)\n"
@@ -175,6 +177,13 @@ int cli_conn_option(struct cli_conn *c, int code, const char *arg)
 		}
 		c->cc = arg;
 		return 1;
+	case CLI_OPT_ALPN:
+		if (strlen(arg) > 255) {
+			cli_error("--alpn: at most 255 bytes");
+			return CLI_EBADARG;
+		}
+		c->alpn = arg;
+		return 1;
 	case CLI_OPT_QLOG_DIR:
 		if (access(arg, W_OK) != 0) {
 			cli_error("--qlog-dir: cannot write to '%s': %s", arg,
@@ -205,9 +214,11 @@ int cli_conn_finish(struct cli_conn *c)
 		          "secure transport (--transport tls or quic)");
 		return CLI_EBADARG;
 	}
-	if ((c->cc || c->qlog_dir) && !(c->ops->flags & TR_F_DATAGRAM)) {
-		cli_error("--cc and --qlog-dir are QUIC settings (--transport "
-		          "quic); TCP's congestion control is the kernel's");
+	if ((c->cc || c->qlog_dir || c->alpn) &&
+	    !(c->ops->flags & TR_F_DATAGRAM)) {
+		cli_error("--cc, --qlog-dir and --alpn are QUIC settings "
+		          "(--transport quic); TCP's congestion control is the "
+		          "kernel's");
 		return CLI_EBADARG;
 	}
 	if (c->secure && c->tls_name == NULL)
@@ -285,6 +296,7 @@ void cli_tr_config(const struct cli_conn *c, struct tr_config *cfg)
 		cfg->tls_version = TR_TLS_1_3;
 	cfg->cc = c->cc;
 	cfg->qlog_dir = c->qlog_dir;
+	cfg->alpn = c->alpn;
 }
 
 json_t *cli_conn_json(const struct cli_conn *c)
@@ -318,6 +330,7 @@ json_t *cli_conn_json(const struct cli_conn *c)
 		           json_string(c->cc ? c->cc : "cubic"));
 		report_set(o, "qlog_dir",
 		           c->qlog_dir ? json_string(c->qlog_dir) : json_null());
+		report_set(o, "alpn", json_string(c->alpn ? c->alpn : "mqtt"));
 	}
 	return o;
 }

@@ -37,6 +37,7 @@ struct cli_conn {
 	const char *json_path;  /* NULL = stdout */
 	const char *cc;         /* QUIC congestion control; NULL: cubic */
 	const char *qlog_dir;   /* QUIC: a qlog file per connection */
+	const char *alpn;       /* QUIC: ALPN to offer; NULL "mqtt", "" none */
 };
 
 /* Option codes of the common options (above any short option letter). */
@@ -58,6 +59,7 @@ enum {
 	CLI_OPT_JSON,
 	CLI_OPT_CC,
 	CLI_OPT_QLOG_DIR,
+	CLI_OPT_ALPN,
 	CLI_OPT_HELP,
 	CLI_OPT_VERSION,
 	CLI_OPT_FIRST_OWN /* binaries number their own options from here */
@@ -83,6 +85,7 @@ enum {
 	{ "json", required_argument, 0, CLI_OPT_JSON },                       \
 	{ "cc", required_argument, 0, CLI_OPT_CC },                           \
 	{ "qlog-dir", required_argument, 0, CLI_OPT_QLOG_DIR },               \
+	{ "alpn", required_argument, 0, CLI_OPT_ALPN },                       \
 	{ "help", no_argument, 0, CLI_OPT_HELP },                             \
 	{ "version", no_argument, 0, CLI_OPT_VERSION }
 

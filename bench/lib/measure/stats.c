@@ -327,6 +327,7 @@ void rx_stats_init(struct rx_stats *rx, uint64_t not_before_ns)
 	memset(rx, 0, sizeof(*rx));
 	rx->not_before_ns = not_before_ns;
 	stats_hist_init(&rx->latency);
+	stats_hist_init(&rx->latency_sched);
 	seq_table_init(&rx->pubs);
 }
 
@@ -345,6 +346,8 @@ static int header_plausible(const struct rx_stats *rx,
 		return 0;
 	/* written so that it cannot overflow near UINT64_MAX */
 	if (h->send_ns > now_ns && h->send_ns - now_ns > RX_FUTURE_TOLERANCE_NS)
+		return 0;
+	if (h->lag_ns > h->send_ns) /* due before the clock started */
 		return 0;
 	return 1;
 }
@@ -381,12 +384,24 @@ int rx_stats_add(struct rx_stats *rx, const uint8_t *payload, size_t len,
 	r.seq_no = h.seq;
 	rx->bench_messages++;
 	rx->bench_bytes += len;
+	if (h.version == 1)
+		rx->header_v1++;
+	r.scheduled = (h.flags & PAYLOAD_F_SCHEDULED) != 0;
+	if (!r.scheduled)
+		rx->unscheduled++;
+	else if (h.flags & PAYLOAD_F_LAG_CLAMPED)
+		rx->lag_clamped++;
 	if (h.send_ns > now_ns) {
 		rx->clock_errors++;
 		r.clock_error = 1;
 	} else {
 		r.latency_ns = now_ns - h.send_ns;
 		stats_hist_add(&rx->latency, r.latency_ns);
+		if (r.scheduled) {
+			/* lag <= send <= now (header_plausible): no wrap */
+			r.sched_latency_ns = r.latency_ns + h.lag_ns;
+			stats_hist_add(&rx->latency_sched, r.sched_latency_ns);
+		}
 	}
 	t = seq_table_get(&rx->pubs, h.publisher);
 	if (t == NULL) {
@@ -394,6 +409,8 @@ int rx_stats_add(struct rx_stats *rx, const uint8_t *payload, size_t len,
 		goto done;
 	}
 	r.seq = seq_tracker_add(t, h.seq);
+	if (r.seq != SEQ_DUPLICATE)
+		rx->unique++;
 done:
 	if (out != NULL)
 		*out = r;

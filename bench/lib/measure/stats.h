@@ -146,7 +146,11 @@ struct seq_tracker *seq_table_get(struct seq_table *tab, uint32_t publisher);
  *
  * Every message counts in messages/bytes. A payload with a plausible
  * benchmark header counts in bench_*, feeds the publisher's sequence tracker,
- * and its one-way latency (now - send time) goes into `latency`. Anything
+ * and its one-way latency from the send (now - send time) goes into
+ * `latency`; when the header carries a due time (version 2 with
+ * PAYLOAD_F_SCHEDULED), its latency from the schedule (now - due time =
+ * latency + lag: the wait for a full window or buffer included) goes into
+ * `latency_sched`, else it counts in `unscheduled`. Anything
  * else is "foreign" (e.g. from mosquitto_pub): counted, never an error, never
  * in the latency, never in the sequence figures. Foreign includes:
  *
@@ -154,7 +158,8 @@ struct seq_tracker *seq_table_get(struct seq_table *tab, uint32_t publisher);
  *   invalid      our magic and version, values no load generator of this run
  *                can have sent: a sequence number above PAYLOAD_SEQ_MAX, a
  *                send time before not_before_ns (the sink's start), or one
- *                more than RX_FUTURE_TOLERANCE_NS in the future. One such
+ *                more than RX_FUTURE_TOLERANCE_NS in the future, a lag
+ *                longer than the send time (a due time before boot). One such
  *                stray (say, a mosquitto_pub payload that happens to start
  *                with the magic) must not invent a publisher with 2^64 lost
  *                messages or a latency of hours.
@@ -162,7 +167,10 @@ struct seq_tracker *seq_table_get(struct seq_table *tab, uint32_t publisher);
  * A header whose send time lies in the future by less than the tolerance is
  * a benchmark message with a clock problem (all hosts of a topology share one
  * kernel clock, so this should never happen): counted in `clock_errors`,
- * tracked in the sequence, left out of the latency.
+ * tracked in the sequence, left out of both latencies.
+ *
+ * A lag the header could not hold (PAYLOAD_F_LAG_CLAMPED, over 71 minutes)
+ * enters `latency_sched` at its lower bound and counts in `lag_clamped`.
  */
 #define RX_FUTURE_TOLERANCE_NS UINT64_C(1000000000) /* 1 s */
 
@@ -174,8 +182,13 @@ struct rx_stats {
 	uint64_t bad_version; /* foreign ones that carried our magic */
 	uint64_t invalid;     /* foreign ones with an impossible header */
 	uint64_t clock_errors;
+	uint64_t unique;      /* distinct (publisher, sequence) tracked */
+	uint64_t header_v1;   /* bench messages with a version 1 header */
+	uint64_t unscheduled; /* bench messages without a due time */
+	uint64_t lag_clamped; /* ... with a lag the header could not hold */
 	uint64_t first_ns, last_ns; /* receive times; 0 before the first */
-	struct stats_hist latency;
+	struct stats_hist latency;       /* from the send */
+	struct stats_hist latency_sched; /* from the schedule (due time) */
 	struct seq_table pubs;
 };
 
@@ -188,6 +201,8 @@ struct rx_result {
 	uint64_t seq_no;      /* bench only */
 	uint64_t latency_ns;  /* bench only; 0 on a clock error */
 	int clock_error;      /* bench only: send time in the future */
+	int scheduled;        /* bench only: the header has a due time */
+	uint64_t sched_latency_ns; /* scheduled, no clock error: now - due */
 };
 
 /*

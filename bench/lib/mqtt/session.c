@@ -24,7 +24,10 @@
  * sess_pending/sess_sent. The buffer is released when it drains, unless it
  * is small. The end offsets of queued PUBLISH packets wait in a small ring
  * (s->pw) so that sess_sent can count the publishes the transport took
- * whole (pub_written).
+ * whole (pub_written): each message once, at the first time all its bytes
+ * were taken, whether by its first send or by a resend after a reconnect
+ * (a persistent session's message whose first send a close cut short);
+ * an inflight entry remembers that its message was written.
  *
  * Inflight: a table indexed by packet id & (cap - 1). Ids are chosen so
  * that their slot is free, which makes lookups O(1); growing the table by
@@ -41,6 +44,7 @@
 #define NEVER INT64_MAX   /* no deadline (evloop.h's EV_NEVER) */
 #define NS_PER_SEC INT64_C(1000000000)
 #define OUT_KEEP 1024     /* keep a drained output buffer up to this size */
+#define PW_KEEP 8         /* ... and a drained publish ring this long */
 #define INF_MIN 8         /* first inflight table size */
 #define DIRECT_READ 65536 /* read the rest in place when this much is
                              missing: the owner's read size (net/conn.c) */
@@ -61,6 +65,7 @@ struct inflight {
 	int64_t t_sent;  /* sess_publish() time */
 	uint8_t *pkt;    /* encoded PUBLISH kept for resending, or NULL */
 	uint32_t pkt_len;
+	uint8_t written; /* INF_PUB: all its bytes were taken once */
 };
 
 /* Packet ids of QoS 2 messages received and awaiting PUBREL: open
@@ -70,24 +75,25 @@ struct idset {
 	uint32_t cap, n;
 };
 
-/* End offsets (in s->out_total terms) of PUBLISH packets not yet sent. */
+/* End offsets (in s->out_total terms) of PUBLISH packets not yet sent,
+ * with their packet ids (0 for QoS 0). */
+struct pw_entry {
+	uint64_t end;
+	uint16_t id;
+};
 struct pubring {
-	uint64_t *ends;
+	struct pw_entry *ends;
 	uint32_t cap, head, n;
 };
 
+/* Ordered to leave no padding: 10,000 of these live in one process. */
 struct mqtt_session {
 	const struct sess_handler *h;
 	void *owner;
 	const char *peer; /* for messages; the owner's */
 	struct client_config cfg;
 	char *client_id;
-	enum client_state state;
-
-	int halted;        /* the owner left inside a callback */
-	int failed;        /* a failure is kept: err, errmsg */
-	int err;
-	int want_writable; /* publish said EWINDOW/EBUSY: owed */
+	char *errmsg;      /* message of the kept failure */
 
 	uint8_t *out;
 	size_t out_off, out_len, out_cap;
@@ -99,28 +105,31 @@ struct mqtt_session {
 	 * in_need, or MQTT_MAX_FIXED_HEADER before it is known. */
 	uint8_t *in;
 	size_t in_len, in_need, in_cap;
-	uint32_t ncb;      /* owner callbacks run (wraps) */
-	uint32_t rx_ncb;   /* ncb when rx_now was read */
 	int64_t rx_now;    /* receive time of the bytes being parsed */
 	int64_t now;       /* the time of the call being handled */
+	uint32_t ncb;      /* owner callbacks run (wraps) */
+	uint32_t rx_ncb;   /* ncb when rx_now was read */
 
 	struct inflight *inf;
-	uint32_t inf_cap, inf_n, n_pub;
-	uint16_t next_id;
-	uint32_t seq;
-	uint16_t window;
 	struct idset q2;
-	int persistent; /* keep inflight across connections */
-
-	uint16_t keepalive;
-	uint8_t max_qos;
-	uint16_t broker_rmax;
+	uint32_t inf_cap, inf_n, n_pub;
+	uint32_t seq;
 	uint32_t broker_max_packet;
+	int err;
+	uint16_t next_id;
+	uint16_t window;
+	uint16_t keepalive;
+	uint16_t broker_rmax;
+	uint8_t max_qos;
+	uint8_t state;         /* enum client_state */
+	uint8_t halted;        /* the owner left inside a callback */
+	uint8_t failed;        /* a failure is kept: err, errmsg */
+	uint8_t want_writable; /* publish said EWINDOW/EBUSY: owed */
+	uint8_t persistent;    /* keep inflight across connections */
 
 	int64_t t_start, t_connect, t_connack;
 	int64_t last_send, last_recv, ping_sent, linger_until;
 
-	char *errmsg; /* message of the kept failure */
 	struct client_stats st;
 };
 
@@ -323,13 +332,14 @@ static void in_release(struct mqtt_session *s)
 
 /* ---- publish end offsets ---- */
 
-static int pw_push(struct mqtt_session *s, uint64_t end)
+static int pw_push(struct mqtt_session *s, uint64_t end, uint16_t id)
 {
 	struct pubring *r = &s->pw;
+	uint32_t i;
 
 	if (r->n == r->cap) {
-		uint32_t cap = r->cap ? r->cap * 2 : 8, i;
-		uint64_t *e = malloc(cap * sizeof(*e));
+		uint32_t cap = r->cap ? r->cap * 2 : PW_KEEP;
+		struct pw_entry *e = malloc(cap * sizeof(*e));
 
 		if (!e)
 			return CLIENT_ENOMEM;
@@ -340,7 +350,9 @@ static int pw_push(struct mqtt_session *s, uint64_t end)
 		r->cap = cap;
 		r->head = 0;
 	}
-	r->ends[(r->head + r->n) % r->cap] = end;
+	i = (r->head + r->n) & (r->cap - 1); /* cap: a power of 2 */
+	r->ends[i].end = end;
+	r->ends[i].id = id;
 	r->n++;
 	return 0;
 }
@@ -358,18 +370,33 @@ static void pw_clear(struct mqtt_session *s)
 	memset(&s->pw, 0, sizeof(s->pw));
 }
 
-/* Count the publishes whose last byte is now sent. */
+static struct inflight *inf_find(struct mqtt_session *s, uint16_t id);
+
+/* Count the publishes whose last byte is now sent, each message once. */
 static void pw_sent(struct mqtt_session *s)
 {
 	struct pubring *r = &s->pw;
 
-	while (r->n && r->ends[r->head] <= s->sent_total) {
-		s->st.pub_written++;
-		r->head = (r->head + 1) % r->cap;
+	while (r->n && r->ends[r->head].end <= s->sent_total) {
+		struct inflight *e = inf_find(s, r->ends[r->head].id);
+
+		/* an entry cannot be acked before it is written: found */
+		if (e == NULL || e->kind != INF_PUB) {
+			s->st.pub_written++;
+		} else if (!e->written) {
+			e->written = 1;
+			s->st.pub_written++;
+		}
+		r->head = (r->head + 1) & (r->cap - 1); /* cap: a power of 2 */
 		r->n--;
 	}
-	if (r->n == 0)
-		pw_clear(s);
+	if (r->n == 0) {
+		/* drained: a small ring stays, as a small output buffer does
+		 * (a publisher would otherwise allocate it per message) */
+		r->head = 0;
+		if (r->cap > PW_KEEP)
+			pw_clear(s);
+	}
 }
 
 
@@ -828,7 +855,13 @@ static void deliver_connack(struct mqtt_session *s,
 
 			if (e->kind == INF_PUB && e->pkt) {
 				e->pkt[0] |= 0x08; /* DUP */
-				r = queue_raw(s, e->pkt, e->pkt_len);
+				/* a message the last connection never wrote
+				 * whole counts as written with this send */
+				if (!e->written)
+					r = pw_push(s, s->out_total + e->pkt_len,
+					            e->id);
+				if (r == 0)
+					r = queue_raw(s, e->pkt, e->pkt_len);
 			} else if (e->kind == INF_PUBREL) {
 				r = queue_ack(s, MQTT_PUBREL, e->id, 0);
 			}
@@ -1382,25 +1415,25 @@ int sess_on_time(struct mqtt_session *s, int64_t now)
 
 /* ---- the connection's life ---- */
 
-struct mqtt_session *sess_new(const struct client_config *cfg,
-                              const struct sess_handler *h, void *owner)
+size_t sess_size(void)
+{
+	return sizeof(struct mqtt_session);
+}
+
+int sess_init(struct mqtt_session *s, const struct client_config *cfg,
+              const struct sess_handler *h, void *owner)
 {
 	static const struct sess_handler none;
-	struct mqtt_session *s;
 	const char *id = cfg->client_id ? cfg->client_id : "";
 
+	memset(s, 0, sizeof(*s));
 	if (cfg->version != MQTT_V311 && cfg->version != MQTT_V5)
-		return NULL;
+		return -1;
 	if (mqtt_valid_utf8((const uint8_t *)id, strlen(id)) != 0)
-		return NULL;
-	s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
+		return -1;
 	s->client_id = strdup(id);
-	if (!s->client_id) {
-		free(s);
-		return NULL;
-	}
+	if (!s->client_id)
+		return -1;
 	s->h = h ? h : &none;
 	s->owner = owner;
 	s->cfg = *cfg;
@@ -1413,12 +1446,27 @@ struct mqtt_session *sess_new(const struct client_config *cfg,
 		s->cfg.linger_ns = 2 * NS_PER_SEC;
 	if (s->cfg.max_outbuf == 0)
 		s->cfg.max_outbuf = 1u << 20;
-	s->persistent = cfg->version == MQTT_V5
-	                        ? (!cfg->clean_start && cfg->session_expiry > 0)
-	                        : !cfg->clean_start;
+	s->persistent = (uint8_t)(cfg->version == MQTT_V5
+	                                  ? (!cfg->clean_start &&
+	                                     cfg->session_expiry > 0)
+	                                  : !cfg->clean_start);
 	s->next_id = 1;
 	s->window = s->cfg.inflight_window;
 	s->state = CLIENT_IDLE;
+	return 0;
+}
+
+struct mqtt_session *sess_new(const struct client_config *cfg,
+                              const struct sess_handler *h, void *owner)
+{
+	struct mqtt_session *s = malloc(sizeof(*s));
+
+	if (!s)
+		return NULL;
+	if (sess_init(s, cfg, h, owner) < 0) {
+		free(s);
+		return NULL;
+	}
 	return s;
 }
 
@@ -1487,15 +1535,21 @@ void sess_closed(struct mqtt_session *s)
 	s->state = CLIENT_CLOSED;
 }
 
-void sess_del(struct mqtt_session *s)
+void sess_fini(struct mqtt_session *s)
 {
-	if (!s)
-		return;
 	sess_closed(s);
 	inf_drop(s, 1);
 	idset_clear(&s->q2);
 	free(s->client_id);
 	free(s->errmsg);
+	s->client_id = s->errmsg = NULL;
+}
+
+void sess_del(struct mqtt_session *s)
+{
+	if (!s)
+		return;
+	sess_fini(s);
 	free(s);
 }
 
@@ -1575,7 +1629,7 @@ int sess_publish(struct mqtt_session *s, const uint8_t *topic,
 		}
 		e->pkt_len = (uint32_t)n;
 	}
-	if (pw_push(s, s->out_total + (uint64_t)n) < 0) {
+	if (pw_push(s, s->out_total + (uint64_t)n, e ? e->id : 0) < 0) {
 		if (e)
 			inf_release(s, e);
 		return CLIENT_ENOMEM;
@@ -1690,7 +1744,12 @@ int sess_take_writable(struct mqtt_session *s)
 
 enum client_state sess_state(const struct mqtt_session *s)
 {
-	return s->state;
+	return (enum client_state)s->state;
+}
+
+int64_t sess_t_start(const struct mqtt_session *s)
+{
+	return s->t_start;
 }
 
 int sess_failed(const struct mqtt_session *s)
@@ -1725,7 +1784,7 @@ uint8_t sess_version(const struct mqtt_session *s)
 
 size_t sess_heap_bytes(const struct mqtt_session *s)
 {
-	size_t n = sizeof(*s) + strlen(s->client_id) + 1;
+	size_t n = sizeof(*s) + (s->client_id ? strlen(s->client_id) + 1 : 0);
 	uint32_t i;
 
 	n += s->out_cap + s->in_cap;

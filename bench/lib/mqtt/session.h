@@ -142,7 +142,9 @@ struct client_stats {
 	uint64_t bytes_unsent;     /* queued, then dropped by a close */
 	uint64_t wire_in, wire_out; /* bytes through the transport's socket */
 	uint64_t pkts_in, pkts_out;
-	uint64_t in_by_type[16], out_by_type[16]; /* index: enum mqtt_type */
+	uint32_t in_by_type[16], out_by_type[16]; /* index: enum mqtt_type
+	                                             (32 bits: kept small for
+	                                             10,000 clients) */
 	uint64_t msgs_in;          /* messages delivered to on_message */
 	uint64_t dup_qos2_in;      /* QoS 2 duplicates not delivered again */
 	uint64_t pub_out[3];       /* publishes queued, by QoS */
@@ -197,6 +199,13 @@ struct mqtt_session;
 struct mqtt_session *sess_new(const struct client_config *cfg,
                               const struct sess_handler *h, void *owner);
 void sess_del(struct mqtt_session *s);
+/* The same in memory of the owner's (sess_size() bytes, aligned as
+ * malloc's): sess_init returns 0, or -1 (out of memory, invalid cfg) with
+ * nothing to undo; sess_fini frees what the session holds, not s. */
+size_t sess_size(void);
+int sess_init(struct mqtt_session *s, const struct client_config *cfg,
+              const struct sess_handler *h, void *owner);
+void sess_fini(struct mqtt_session *s);
 /* The broker's name for messages ("127.0.0.1:1883"); referenced. */
 void sess_set_peer(struct mqtt_session *s, const char *name);
 
@@ -266,6 +275,8 @@ int sess_disconnect(struct mqtt_session *s, uint8_t reason, int64_t now);
 int sess_take_writable(struct mqtt_session *s);
 
 enum client_state sess_state(const struct mqtt_session *s);
+/* When the current (or last) connection began (sess_connecting's now). */
+int64_t sess_t_start(const struct mqtt_session *s);
 int sess_failed(const struct mqtt_session *s);
 /* The kept failure's message, "" when none. */
 const char *sess_errmsg(const struct mqtt_session *s);

@@ -12,9 +12,14 @@
  *
  * Users are a singly linked list threaded through their conn_user. A user
  * callback may detach any user, itself included, and free it: walks over
- * the list keep their next step in c->cursor, which conn_detach() moves on
+ * the list keep their next step in `cursor`, which conn_detach() moves on
  * when it unlinks that very user, so a walk never touches a freed user.
- * Walks do not nest (users are called only from the top-level walks below).
+ * Walks do not nest: users are called only from the top-level walks below,
+ * inside loop callbacks, and a loop runs one callback at a time; so one
+ * cursor per thread serves every conn (a user is on one conn only).
+ *
+ * Messages: a failure's one line is the transport connection's (tr->err),
+ * set by the transport or, when it said nothing, here.
  */
 #include "net/conn.h"
 
@@ -31,21 +36,19 @@ struct conn {
 	struct tr_conn *tr;
 	struct ev_io io;
 	struct ev_timer timer;
-	enum conn_state state;
 	struct conn_user *users;
-	struct conn_user *cursor; /* next user of the walk going on */
-	unsigned n_users;
-	unsigned busy;        /* depth of loop callbacks running */
-	unsigned in_api;      /* a conn_* call is writing */
-	int free_pending;     /* conn_free() from a callback */
-	int fail_parked;      /* a failure waits for the timer */
 	int fail_err;
-	int need_open;        /* users wait for their stream */
-	unsigned notes;       /* every note so far */
-	char *errmsg;
+	uint16_t n_users;
+	uint8_t state;        /* enum conn_state */
+	uint8_t busy;         /* depth of loop callbacks running */
+	uint8_t free_pending; /* conn_free() from a callback */
+	uint8_t fail_parked;  /* a failure waits for the timer */
+	uint8_t need_open;    /* users wait for their stream */
+	uint8_t notes;        /* every note so far */
 };
 
 static _Thread_local uint8_t scratch[SCRATCH_SIZE];
+static _Thread_local struct conn_user *cursor; /* next user of the walk */
 
 static void update_io(struct conn *c);
 static void update_timer(struct conn *c);
@@ -56,15 +59,16 @@ static struct conn_user *walk_first(struct conn *c)
 {
 	struct conn_user *u = c->users;
 
-	c->cursor = u ? u->next : NULL;
+	cursor = u ? u->next : NULL;
 	return u;
 }
 
 static struct conn_user *walk_next(struct conn *c)
 {
-	struct conn_user *u = c->cursor;
+	(void)c; /* the cursor is the thread's (see above) */
+	struct conn_user *u = cursor;
 
-	c->cursor = u ? u->next : NULL;
+	cursor = u ? u->next : NULL;
 	return u;
 }
 
@@ -90,30 +94,29 @@ void conn_detach(struct conn *c, struct conn_user *u)
 			break;
 		}
 	}
-	if (c->cursor == u)
-		c->cursor = u->next;
+	if (cursor == u)
+		cursor = u->next;
 	u->next = NULL;
 	u->conn = NULL;
 	c->n_users--;
+	/* A stream left while the connection goes on (QUIC: a client that
+	 * quits a shared connection) is reset, so that the peer does not
+	 * keep a half-open stream; a single-stream connection ends with its
+	 * user anyway. */
+	if (u->opened && !u->shut_done && c->tr &&
+	    (c->tr->ops->flags & TR_F_STREAMS) && c->state != CONN_FAILED &&
+	    !c->free_pending)
+		(void)tr_reset(c->tr, u->sid, 0, evloop_clock_ns());
 }
 
 /* ---- failures ---- */
-
-static void set_errmsg(struct conn *c, const char *msg)
-{
-	char *m = strdup(msg);
-
-	if (!m)
-		return; /* the code still tells what happened */
-	free(c->errmsg);
-	c->errmsg = m;
-}
 
 /* Tell every user the connection is over, detaching each first. */
 static void deliver_failure(struct conn *c)
 {
 	struct conn_user *u;
-	const char *msg = c->errmsg ? c->errmsg : tr_strerror(c->fail_err);
+	const char *msg = c->tr && c->tr->err ? c->tr->err
+	                                      : tr_strerror(c->fail_err);
 
 	for (u = walk_first(c); u; u = walk_next(c)) {
 		conn_detach(c, u);
@@ -132,15 +135,9 @@ static void fail(struct conn *c, int err)
 {
 	if (c->state == CONN_FAILED)
 		return;
-	if (c->tr && c->tr->err) {
-		set_errmsg(c, c->tr->err);
-	} else {
-		char line[200];
-
-		snprintf(line, sizeof(line), "connection to %s: %s (%d)",
-		         c->ctx->peer, tr_strerror(err), err);
-		set_errmsg(c, line);
-	}
+	if (c->tr && !c->tr->err)
+		tr_fail(c->tr, err, "connection to %s: %s (%d)", c->ctx->peer,
+		        tr_strerror(err), err);
 	c->state = CONN_FAILED;
 	c->fail_err = err;
 	ev_io_stop(c->loop, &c->io);
@@ -226,6 +223,10 @@ static void flush_all(struct conn *c)
 			}
 			u->ops->sent(u, (size_t)n, now);
 			u->moved = 1;
+			if ((size_t)n == len) {
+				len = 0; /* all taken: nothing is pending */
+				break;
+			}
 		}
 		if (u->shut_asked && len == 0) {
 			r = tr_shutdown(c->tr, u->sid, now);
@@ -263,6 +264,8 @@ static void deliver_sent(struct conn *c)
  */
 static void read_all(struct conn *c)
 {
+	int64_t unheard = -1; /* the last stream end nobody heard */
+
 	for (;;) {
 		struct conn_user *u = NULL;
 		uint8_t *dst = scratch;
@@ -284,8 +287,20 @@ static void read_all(struct conn *c)
 			return;
 		if (n == TR_EOF || n == TR_ERESET) {
 			u = find_user(c, sid);
-			if (!u)
-				return; /* told already, or nobody's stream */
+			if (!u) {
+				/* An end nobody hears: TCP and TLS say EOF
+				 * again and again once their one stream is
+				 * over, so stop. A transport with streams
+				 * tells each end once, here of a stream whose
+				 * user left without ending it, and may hold
+				 * other streams' bytes: read on (unless it
+				 * repeats itself). */
+				if (!(c->tr->ops->flags & TR_F_STREAMS) ||
+				    sid == unheard)
+					return;
+				unheard = sid;
+				continue;
+			}
 			conn_detach(c, u);
 			u->ops->on_end(u, (int)n,
 			               n == TR_EOF ? "stream ended by the peer"
@@ -391,7 +406,6 @@ static void destroy(struct conn *c)
 	ev_io_stop(c->loop, &c->io);
 	ev_timer_stop(c->loop, &c->timer);
 	tr_close(c->tr);
-	free(c->errmsg);
 	free(c);
 }
 
@@ -522,7 +536,6 @@ int conn_open(struct conn *c)
 		return r;
 	c->state = CONN_OPENING;
 	ev_io_init(&c->io, tr_fd(c->tr), io_cb, c);
-	c->in_api++;
 	/* The first step right away: QUIC sends its Initial here. */
 	r = tr_handshake(c->tr, now);
 	if (r < 0 && r != TR_AGAIN) {
@@ -531,7 +544,6 @@ int conn_open(struct conn *c)
 		c->state = r == TR_EARLY ? CONN_EARLY : CONN_READY;
 		c->need_open = 1; /* on_open from the loop, not from here */
 	}
-	c->in_api--;
 	if (alive(c))
 		update_io(c);
 	update_timer(c);
@@ -566,9 +578,7 @@ static void api_flush(struct conn *c)
 {
 	if (c->busy || !alive(c))
 		return; /* leave() writes when the callback returns */
-	c->in_api++;
 	flush_all(c);
-	c->in_api--;
 	if (alive(c))
 		update_io(c);
 	update_timer(c);
@@ -603,8 +613,6 @@ int conn_rebind(struct conn *c, const char *local_addr)
 	ev_io_stop(c->loop, &c->io);
 	r = tr_rebind(c->tr, local_addr, evloop_clock_ns());
 	ev_io_init(&c->io, tr_fd(c->tr), io_cb, c);
-	if (r < 0)
-		set_errmsg(c, tr_errmsg(c->tr));
 	if (!c->busy) {
 		update_io(c);
 		update_timer(c);
@@ -614,7 +622,7 @@ int conn_rebind(struct conn *c, const char *local_addr)
 
 enum conn_state conn_state(const struct conn *c)
 {
-	return c->state;
+	return (enum conn_state)c->state;
 }
 
 struct tr_conn *conn_transport(const struct conn *c)
@@ -624,7 +632,7 @@ struct tr_conn *conn_transport(const struct conn *c)
 
 const char *conn_errmsg(const struct conn *c)
 {
-	return c->errmsg ? c->errmsg : "";
+	return c->tr && c->tr->err ? c->tr->err : "";
 }
 
 unsigned conn_notes(const struct conn *c)
@@ -639,5 +647,5 @@ unsigned conn_users(const struct conn *c)
 
 size_t conn_heap_bytes(const struct conn *c)
 {
-	return sizeof(*c) + (c->errmsg ? strlen(c->errmsg) + 1 : 0);
+	return sizeof(*c);
 }

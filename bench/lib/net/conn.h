@@ -118,7 +118,9 @@ int conn_open(struct conn *c);
  * has a user already, or the conn failed.
  */
 int conn_attach(struct conn *c, struct conn_user *u);
-/* Remove a user, without a callback. Harmless when not attached. */
+/* Remove a user, without a callback. Harmless when not attached. On a
+ * connection that goes on with other streams, the user's stream is reset
+ * unless its sending side was ended already. */
 void conn_detach(struct conn *c, struct conn_user *u);
 /* A user queued bytes: write what the transport takes now. */
 void conn_flush(struct conn *c);

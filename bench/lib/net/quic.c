@@ -59,7 +59,13 @@
  * connections that have news one at a time. The server requires ALPN
  * "mqtt" (a ClientHello without ALPN is refused too), sends a session
  * ticket after the handshake, and accepts 0-RTT guarded by a real
- * anti-replay store. A connection the caller closes stays with the
+ * anti-replay store. GnuTLS refuses early data for any ticket created
+ * before its recording window last started over, and starts it over at
+ * the first ClientHello a window after the last start: with its 10 s
+ * default, a burst of 0-RTT connections after ten quiet seconds is partly
+ * refused whatever the clients do. The window is therefore one hour by
+ * default (cfg.replay_window_ns, recorded by the gateway), and the store
+ * keeps one entry per 0-RTT ClientHello for that long. A connection the caller closes stays with the
  * listener for its closing period (three PTOs), answering stray packets
  * with its CONNECTION_CLOSE.
  */
@@ -164,6 +170,7 @@ struct quic_conn {
 	struct sockaddr_storage local, remote;
 	socklen_t locallen, remotelen;
 	int err;            /* sticky failure, message in base.err */
+	uint64_t pkts_in, pkts_out; /* datagrams */
 	int started;        /* the first flight went out */
 	int hs_done;
 	int early_offered;  /* ticket and parameters applied (client) */
@@ -395,6 +402,11 @@ static int quic_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 		r = TR_ETLS;
 		goto fail;
 	}
+	if (cfg->server && cfg->alpn && !cfg->alpn[0]) {
+		snprintf(err, errlen, "QUIC server: an ALPN is required");
+		r = TR_ECONFIG;
+		goto fail;
+	}
 	x->alpn.data = (unsigned char *)(cfg->alpn ? cfg->alpn : "mqtt");
 	x->alpn.size = (unsigned)strlen((const char *)x->alpn.data);
 	x->name_is_ip = name_is_ip(cfg->server_name);
@@ -408,6 +420,8 @@ static int quic_ctx_init(struct tr_ctx *ctx, char *err, size_t errlen)
 			r = TR_ETLS;
 			goto fail;
 		}
+		gnutls_anti_replay_set_window(
+			x->ar, (unsigned)(cfg->replay_window_ns / 1000000));
 		gnutls_anti_replay_set_add_function(x->ar, replay_add);
 		gnutls_anti_replay_set_ptr(x->ar, &x->replay);
 	}
@@ -480,8 +494,9 @@ static int peer_closed(struct quic_conn *q)
 		unsigned alert = (unsigned)(e.error_code & 0xff);
 
 		return qfail(q, alert == 120 ? TR_ETLS : TR_EQUIC,
-		             "QUIC handshake with %s: %s sent TLS alert '%s'%s",
-		             who(q), who(q),
+		             "QUIC handshake with %s: the %s sent TLS alert "
+		             "'%s'%s", who(q),
+		             q->base.server ? "client" : "server",
 		             gnutls_alert_get_name((gnutls_alert_description_t)
 		                                   alert)
 		                     ?: "unknown",
@@ -723,7 +738,7 @@ static int send_pkt(struct quic_conn *q, const uint8_t *data, size_t len,
 	while (n < 0 && errno == EINTR);
 	if (n >= 0) {
 		q->base.wire_out += len;
-		q->base.pkts_out++;
+		q->pkts_out++;
 		return 0;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
@@ -763,7 +778,7 @@ static int send_held(struct quic_conn *q)
 		return TR_AGAIN;
 	if (n >= 0) {
 		q->base.wire_out += q->held_len;
-		q->base.pkts_out++;
+		q->pkts_out++;
 	}
 	free(q->held);
 	q->held = NULL;
@@ -825,6 +840,7 @@ static int write_loop(struct quic_conn *q, int64_t now)
 
 	if (q->err)
 		return q->err;
+	q->started = 1;
 	if ((r = send_held(q)) != 0)
 		return r == TR_AGAIN ? 0 : r;
 	if (qc_in_closing(q->qc) || qc_in_draining(q->qc))
@@ -1375,11 +1391,12 @@ static int tls_setup(struct quic_conn *q)
 	if ((r = gnutls_priority_set(q->tls, x->prio)) < 0 ||
 	    (r = gnutls_credentials_set(q->tls, GNUTLS_CRD_CERTIFICATE,
 	                                x->cred)) < 0 ||
-	    (r = gnutls_alpn_set_protocols(
-		     q->tls, &x->alpn, 1,
-		     GNUTLS_ALPN_MANDATORY |
-		             (q->base.server ? GNUTLS_ALPN_SERVER_PRECEDENCE
-		                             : 0))) < 0)
+	    (x->alpn.size > 0 &&
+	     (r = gnutls_alpn_set_protocols(
+		      q->tls, &x->alpn, 1,
+		      GNUTLS_ALPN_MANDATORY |
+		              (q->base.server ? GNUTLS_ALPN_SERVER_PRECEDENCE
+		                              : 0))) < 0))
 		return qfail(q, TR_ETLS, "QUIC: TLS setup: %s",
 		             gnutls_strerror(r));
 	if (q->base.server) {
@@ -1525,8 +1542,10 @@ static int read_socket(struct quic_conn *q, int64_t now)
 			             who(q), strerror(errno));
 		}
 		n++;
+		if (len == 0)
+			continue; /* not a QUIC packet; ngtcp2 wants bytes */
 		q->base.wire_in += (uint64_t)len;
-		q->base.pkts_in++;
+		q->pkts_in++;
 		if (!q->base.t_connected)
 			q->base.t_connected = clock_ns();
 		path.local.addr = (ngtcp2_sockaddr *)&q->local;
@@ -1599,11 +1618,16 @@ static int quic_handshake(struct tr_conn *c, int64_t now)
 		return TR_AGAIN;
 	}
 	if (!q->started) {
-		q->started = 1;
-		r = write_loop(q, now); /* the Initial (and 0-RTT) */
+		/* With 0-RTT, write nothing yet: the caller opens its
+		 * streams and queues CONNECT first, so that the Initial and
+		 * the 0-RTT packet carrying CONNECT leave together with the
+		 * caller's first write (or progress call). */
+		if (q->early_offered)
+			return TR_EARLY;
+		r = write_loop(q, now); /* the Initial */
 		if (r < 0)
 			return r;
-		return q->early_offered ? TR_EARLY : TR_AGAIN;
+		return TR_AGAIN;
 	}
 	r = client_round(q, now);
 	if (r < 0)
@@ -1611,6 +1635,8 @@ static int quic_handshake(struct tr_conn *c, int64_t now)
 	if (q->hs_done) {
 		gnutls_datum_t alpn;
 
+		if (q->x->alpn.size == 0)
+			return 0; /* none offered (tests of the server) */
 		if (gnutls_alpn_get_selected_protocol(q->tls, &alpn) != 0 ||
 		    alpn.size != q->x->alpn.size ||
 		    memcmp(alpn.data, q->x->alpn.data, alpn.size) != 0) {
@@ -1678,12 +1704,11 @@ static ssize_t take(struct quic_conn *q, struct qstream *s, uint8_t *buf,
 	memcpy(buf, s->rbuf + s->roff, n);
 	s->roff += n;
 	if (s->roff == s->rlen) {
+		/* drained: an idle stream holds no buffer */
 		s->roff = s->rlen = 0;
-		if (s->rcap > 65536) { /* a burst is over: give memory back */
-			free(s->rbuf);
-			s->rbuf = NULL;
-			s->rcap = 0;
-		}
+		free(s->rbuf);
+		s->rbuf = NULL;
+		s->rcap = 0;
 	}
 	/* the caller has the bytes: the peer may send as many more */
 	ngtcp2_conn_extend_max_stream_offset(q->qc, s->sid, n);
@@ -1944,8 +1969,8 @@ static void quic_stats(const struct tr_conn *c, struct tr_stats *out)
 	out->latest_rtt_ns = (int64_t)st.latest_rtt;
 	out->cwnd_bytes = (int64_t)st.cwnd;
 	out->inflight_bytes = (int64_t)st.bytes_in_flight;
-	out->segs_out = (int64_t)c->pkts_out;
-	out->segs_in = (int64_t)c->pkts_in;
+	out->segs_out = (int64_t)q->pkts_out;
+	out->segs_in = (int64_t)q->pkts_in;
 	for (s = q->streams; s; s = s->next)
 		buffered += (int64_t)(s->total - s->acked);
 	out->buffered = buffered;
@@ -2374,7 +2399,7 @@ static void server_feed(struct quic_conn *q, const uint8_t *pkt, size_t len,
 	int rv;
 
 	q->base.wire_in += len;
-	q->base.pkts_in++;
+	q->pkts_in++;
 	if (q->closing) {
 		/* answer at most once per PTO with the saved close */
 		if (q->close_pkt && now - q->close_sent_at >
@@ -2401,6 +2426,9 @@ static void server_feed(struct quic_conn *q, const uint8_t *pkt, size_t len,
 	                          (ngtcp2_tstamp)now);
 	if (rv == NGTCP2_ERR_DRAINING) {
 		peer_closed(q);
+		if (!q->hs_done) /* the client gave up: a certificate it
+		                    refused, say */
+			q->l->st.handshake_failures++;
 		q->closing = 1;
 		q->close_until = now + 3 * (int64_t)ngtcp2_conn_get_pto(q->qc);
 	} else if (rv == NGTCP2_ERR_DROP_CONN || rv == NGTCP2_ERR_RETRY) {
@@ -2438,6 +2466,12 @@ static void listener_read(struct quic_listener *l, int64_t now)
 			return; /* EAGAIN, or an ICMP error: nothing to do */
 		l->st.datagrams_in++;
 		l->st.bytes_in += (uint64_t)len;
+		if (len == 0) {
+			/* ngtcp2 asserts on an empty packet: a datagram of
+			 * zero bytes would bring the gateway down */
+			l->st.garbage++;
+			continue;
+		}
 		rv = ngtcp2_pkt_decode_version_cid(&vc, rxbuf, (size_t)len,
 		                                   QUIC_SCID_LEN);
 		if (rv == NGTCP2_ERR_VERSION_NEGOTIATION) {

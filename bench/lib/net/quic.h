@@ -17,7 +17,9 @@ struct quic_stats_server {
 	uint64_t datagrams_in, bytes_in;
 	uint64_t conns_total, conns_now;
 	uint64_t handshakes;          /* completed */
-	uint64_t handshake_failures;  /* TLS failures (certificate, ALPN) */
+	uint64_t handshake_failures;  /* handshakes that failed, on either
+	                                 side (ALPN, a certificate the
+	                                 client refused) */
 	uint64_t alpn_refused;        /* ClientHellos without ALPN "mqtt" */
 	uint64_t early_accepted;      /* 0-RTT taken */
 	uint64_t replays_refused;     /* 0-RTT refused as a replay */

@@ -10,9 +10,10 @@
 
 struct tcp_conn {
 	struct tr_conn base;
-	int err;        /* failure kept from open(), returned by handshake() */
-	int connected;  /* connect() completed */
-	int want_write; /* a send would-block: wait for EV_WRITE */
+	int err;            /* failure kept from open(), returned by
+	                       handshake() */
+	uint8_t connected;  /* connect() completed */
+	uint8_t want_write; /* a send would-block: wait for EV_WRITE */
 };
 
 static int tcp_open(struct tr_ctx *ctx, struct tr_session *sess, int64_t now,

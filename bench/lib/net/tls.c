@@ -417,7 +417,10 @@ static ssize_t tls_send(struct tr_conn *c, int64_t sid, const uint8_t *buf,
 		len = t->send_pending;
 	for (;;) {
 		n = gnutls_record_send(t->s, buf, len);
-		if (n != GNUTLS_E_INTERRUPTED)
+		/* 0: that call only finished writing a record the library
+		 * had queued itself and an earlier would-block had cut
+		 * short; none of ours went, so offer them again */
+		if (n != GNUTLS_E_INTERRUPTED && n != 0)
 			break;
 	}
 	if (n > 0) {

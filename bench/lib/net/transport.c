@@ -48,6 +48,7 @@ void tr_config_init(struct tr_config *cfg)
 	/* above MQTT's keepalive (60 s) and its 1.5 grace, so an idle
 	 * MQTT connection over QUIC lives as it does over TCP */
 	cfg->idle_timeout_ns = 120 * EV_NS_PER_SEC;
+	cfg->replay_window_ns = 3600 * EV_NS_PER_SEC;
 }
 
 static const struct transport_ops *const all_transports[] = {
@@ -189,6 +190,8 @@ int tr_ctx_new(struct tr_ctx **out, const struct transport_ops *ops,
 		ctx->cfg.connect_timeout_ns = 10 * EV_NS_PER_SEC;
 	if (ctx->cfg.idle_timeout_ns <= 0)
 		ctx->cfg.idle_timeout_ns = 120 * EV_NS_PER_SEC;
+	if (ctx->cfg.replay_window_ns <= 0)
+		ctx->cfg.replay_window_ns = 3600 * EV_NS_PER_SEC;
 
 	r = resolve(cfg->host, cfg->port, &ctx->addr, &ctx->addrlen, err,
 	            errlen);
@@ -453,7 +456,6 @@ ssize_t tr_sock_send(struct tr_conn *c, const uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n >= 0) {
 		c->wire_out += (uint64_t)n;
-		c->pkts_out++;
 		return n > 0 ? n : TR_AGAIN;
 	}
 	if (errno == EAGAIN || errno == EWOULDBLOCK)
@@ -477,7 +479,6 @@ ssize_t tr_sock_recv(struct tr_conn *c, uint8_t *buf, size_t len)
 	while (n < 0 && errno == EINTR);
 	if (n > 0) {
 		c->wire_in += (uint64_t)n;
-		c->pkts_in++;
 		return n;
 	}
 	if (n == 0)
@@ -526,6 +527,26 @@ void tr_get_stats(const struct tr_conn *c, struct tr_stats *out)
 	out->rto_ns = out->buffered = -1;
 	if (c->ops->stats)
 		c->ops->stats(c, out);
+}
+
+void tr_get_sockopts(const struct tr_conn *c, struct tr_sockopts *out)
+{
+	socklen_t len;
+	int v;
+
+	out->sndbuf = out->rcvbuf = out->nodelay = -1;
+	if (c == NULL || c->fd < 0)
+		return;
+	len = sizeof(v);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_SNDBUF, &v, &len) == 0)
+		out->sndbuf = v;
+	len = sizeof(v);
+	if (getsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &v, &len) == 0)
+		out->rcvbuf = v;
+	/* fails on a UDP socket (QUIC): no such option there */
+	len = sizeof(v);
+	if (getsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &v, &len) == 0)
+		out->nodelay = v != 0;
 }
 
 /* ---- server side ---- */

@@ -46,7 +46,10 @@
  *   tr_send/tr_recv  bytes (> 0), TR_AGAIN (would block: wait for the events
  *                    tr_events() returns, then call again), TR_EOF (recv
  *                    only: the peer ended the stream), or another negative
- *                    TR_E* code. Never 0 for a non-empty buffer.
+ *                    TR_E* code. Never 0 for a non-empty buffer. With
+ *                    TR_F_STREAMS, recv tells each stream's end (TR_EOF,
+ *                    TR_ERESET) once, with its stream id; TCP and TLS say
+ *                    TR_EOF again on every call after the end.
  *   tr_progress()    lets the transport do what needs no caller bytes: QUIC
  *                    ACKs, retransmissions, probes, packets held back by a
  *                    full socket buffer. Call it on every I/O event and timer
@@ -193,6 +196,8 @@ struct tr_config {
 	                            "reno", "bbr", "bbr2" */
 	const char *qlog_dir;    /* write one qlog file per connection here */
 	int retry;               /* server: demand a Retry token first */
+	int64_t replay_window_ns; /* server: 0-RTT anti-replay window;
+	                            default 1 h (see quic.c) */
 	int64_t idle_timeout_ns; /* default 120 s (MQTT keepalive 60 s) */
 };
 
@@ -218,9 +223,10 @@ struct tr_conn {
 	const struct transport_ops *ops;
 	struct tr_ctx *ctx;
 	struct tr_session *sess; /* may be NULL */
+	void *owner;             /* the caller's, untouched by the transport */
 	int fd;                  /* the fd to watch, -1 when none */
-	int server;              /* 1: accepted by a listener */
-	unsigned notes;          /* TR_NOTE_* not yet taken */
+	uint8_t server;          /* 1: accepted by a listener */
+	uint8_t notes;           /* TR_NOTE_* not yet taken */
 	/* Timestamps, CLOCK_MONOTONIC ns. t_start is the `now` given to
 	 * tr_open(): the caller's time just before it, so socket creation
 	 * and options count as connecting. t_connected and t_ready are read
@@ -234,10 +240,9 @@ struct tr_conn {
 	int64_t t_ready;         /* handshake done, 0 until then */
 	/* Bytes through the socket (TCP payload; with TLS whole records,
 	 * handshake and alerts included; QUIC: UDP payloads), counted as
-	 * send()/recv() move them; packets likewise (TCP: send/recv calls,
-	 * not segments: see tr_stats for the kernel's segment counts). */
+	 * send()/recv() move them. Packets: tr_stats (TCP segments from the
+	 * kernel, QUIC packets). */
 	uint64_t wire_in, wire_out;
-	uint64_t pkts_in, pkts_out;
 	char *err;               /* last error message (heap), NULL if none */
 	int sys_errno;           /* errno of the last failed socket call */
 };
@@ -441,6 +446,18 @@ const char *tr_errmsg(const struct tr_conn *c);
 void tr_get_info(const struct tr_conn *c, struct tr_info *out);
 /* Fill *out; fields the transport does not know stay -1. */
 void tr_get_stats(const struct tr_conn *c, struct tr_stats *out);
+
+/* What the kernel holds for the socket c has now (tr_fd). */
+struct tr_sockopts {
+	int sndbuf;  /* SO_SNDBUF as getsockopt reads it (Linux reports
+	                twice what was set, and the autotuned size when
+	                nothing was); -1 without a socket */
+	int rcvbuf;  /* SO_RCVBUF, the same way */
+	int nodelay; /* TCP_NODELAY 0 or 1; -1 where the socket has no such
+	                option (QUIC's UDP socket) */
+};
+/* Read them with getsockopt; c may be NULL (everything -1). */
+void tr_get_sockopts(const struct tr_conn *c, struct tr_sockopts *out);
 
 /*
  * Server side: listen on ctx's address (ctx made with cfg.server = 1).

@@ -12,6 +12,10 @@ on free loopback ports, started by the project's one launcher
   readonly TCP with an ACL that allows reading only: every PUBLISH is
            refused (MQTT 5: PUBACK/PUBREC reason 0x87 "not authorized")
 
+and the project's QUIC gateway in front of the tcp listener (UDP, a free
+port on 127.0.0.1, the same broker certificate), so that every transport
+reaches the same broker.
+
 The broker's queues are unlimited (max_queued_messages 0, the launcher's
 default) and it has no inflight window (max_inflight_messages 0), so it
 never drops a message on purpose and any loss a test sees is the tools'
@@ -45,6 +49,26 @@ def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def free_udp_port():
+    """A UDP port on 127.0.0.1 that nobody is bound to right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc, timeout=10.0):
+    """True once port accepts connections on 127.0.0.1, False if proc
+    exits first or the time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        if mosquitto.local_probe([port]):
+            return True
+        time.sleep(0.05)
+    return False
 
 
 @pytest.fixture(scope="session")
@@ -92,7 +116,16 @@ class Broker:
         except mosquitto.BrokerError as e:
             self.stop()
             raise RuntimeError(f"mosquitto did not start: {e}") from None
-        self.proc = self.b.proc
+
+    # A test may restart the broker itself (mosquitto -c self.conf) and
+    # set proc: stop() then stops that one.
+    @property
+    def proc(self):
+        return self.b.proc
+
+    @proc.setter
+    def proc(self, p):
+        self.b.proc = p
 
     def read_log(self):
         return self.b.read_log()
@@ -100,6 +133,69 @@ class Broker:
     def stop(self):
         self.b.stop(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gateway:
+    """The QUIC gateway relaying to the broker's tcp listener. Its
+    statistics document is read with stats() (SIGUSR1, then the file)."""
+
+    def __init__(self, broker, certs, extra=()):
+        self.dir = tempfile.mkdtemp(prefix="bench-gateway-")
+        self.port = free_udp_port()
+        self.json = os.path.join(self.dir, "gateway.json")
+        self.ready = os.path.join(self.dir, "ready")
+        exe = os.path.join(BIN, "gateway")
+        if not os.access(exe, os.X_OK):
+            pytest.fail(f"{exe} is missing: build it first (make)")
+        self.proc = subprocess.Popen(
+            [exe, "--listen", "127.0.0.1", "--port", str(self.port),
+             "--cert", certs["broker"], "--key", certs["broker_key"],
+             "--broker", "127.0.0.1", "--broker-port", str(broker.tcp),
+             "--json", self.json, "--ready-file", self.ready, *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 10
+        while not os.path.exists(self.ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                err = self.stop()
+                raise RuntimeError(f"gateway did not start: {err}")
+            time.sleep(0.02)
+
+    def stats(self):
+        """The statistics as of now (the gateway keeps running)."""
+        before = os.stat(self.json).st_mtime_ns if \
+            os.path.exists(self.json) else 0
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if os.path.exists(self.json) and \
+                    os.stat(self.json).st_mtime_ns != before:
+                with open(self.json) as f:
+                    return json.load(f)
+            time.sleep(0.01)
+        raise AssertionError("the gateway wrote no statistics on SIGUSR1")
+
+    def stop(self):
+        """Stop it; returns its stderr."""
+        err = ""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                _, err = self.proc.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                _, err = self.proc.communicate()
+        else:
+            _, err = self.proc.communicate()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        return err
+
+
+@pytest.fixture(scope="session")
+def gateway(broker, certs):
+    g = Gateway(broker, certs)
+    yield g
+    err = g.stop()
+    assert g.proc.returncode == 0, f"gateway failed: {err}"
 
 
 @pytest.fixture(scope="session")
@@ -173,8 +269,9 @@ class Proc:
 class Bench:
     """Runs loadgen and sink against the session's broker."""
 
-    def __init__(self, broker, certs, tmp):
+    def __init__(self, broker, certs, tmp, gateway=None):
         self.broker, self.certs, self.tmp = broker, certs, tmp
+        self.gateway = gateway
         self.procs = []
         self.n = 0
 
@@ -194,6 +291,9 @@ class Bench:
         return os.path.join(self.tmp, f"{stem}{self.n}")
 
     def conn_args(self, transport="tcp", port=None):
+        if transport == "quic":
+            return ["--port", str(port or self.gateway.port),
+                    "--transport", "quic", "--cafile", self.certs["ca"]]
         if transport == "tls":
             return ["--port", str(port or self.broker.tls), "--transport",
                     "tls", "--cafile", self.certs["ca"]]
@@ -240,8 +340,8 @@ class Bench:
 
 
 @pytest.fixture
-def bench(broker, certs, tmp_path):
-    b = Bench(broker, certs, str(tmp_path))
+def bench(broker, certs, gateway, tmp_path):
+    b = Bench(broker, certs, str(tmp_path), gateway)
     yield b
     b.cleanup()
 
@@ -260,10 +360,30 @@ COMMON_KEYS = {
 TOOL_KEYS = {
     "loadgen": {"totals": dict, "throughput": dict, "connect": dict,
                 "memory": dict, "connections": list,
-                "schedule_lag": (dict, type(None))},
+                "schedule_lag": (dict, type(None)), "socket": dict,
+                "publishers": list, "completeness": dict},
     "sink": {"subscription": dict, "messages": dict, "throughput": dict,
-             "latency": dict, "sequence": dict, "transfer": dict},
+             "latency": dict, "latency_from_schedule": dict,
+             "sequence": dict, "transfer": dict, "socket": dict,
+             "drain": (dict, type(None))},
 }
+
+
+def check_socket(sock, where):
+    """The send path's settings every client document records."""
+    assert sock["max_outbuf_bytes"] == 1 << 20, where
+    for k in ("so_sndbuf_bytes", "so_rcvbuf_bytes", "tcp_nodelay"):
+        assert k in sock["requested"], f"{where}: requested.{k}"
+    for k in ("net.ipv4.tcp_wmem", "net.core.wmem_default"):
+        assert k in sock["sysctl"], f"{where}: sysctl.{k}"
+    for when in ("at_connect", "at_close"):
+        seen = sock[when]
+        if seen is None:
+            continue
+        assert seen["connections"] > 0, where
+        assert 0 < seen["so_sndbuf_bytes"]["min"] <= \
+            seen["so_sndbuf_bytes"]["max"], where
+        assert seen["tcp_nodelay"] in (True, False, None), where
 
 
 def check_hist(h, where):
@@ -298,6 +418,7 @@ def check_doc(doc, tool):
     conn = doc["config"]["connection"]
     for k in ("host", "port", "transport", "mqtt_version", "qos"):
         assert k in conn, f"config.connection.{k} missing"
+    check_socket(doc["socket"], tool)
     if tool == "loadgen":
         for k in ("connections", "connected", "failed", "messages_sent",
                   "payload_bytes_sent"):
@@ -306,8 +427,25 @@ def check_doc(doc, tool):
             check_hist(doc["connect"][k], f"connect.{k}")
         for c in doc["connections"]:
             for k in ("index", "client_id", "publisher_id", "topic",
-                      "state", "connect", "sent", "error"):
+                      "state", "connect", "sent", "written", "first_seq",
+                      "last_seq", "error"):
                 assert k in c, f"connections[].{k} missing"
+        assert len(doc["publishers"]) == doc["config"]["clients"]
+        for p in doc["publishers"]:
+            for k in ("id", "topic", "state", "queued", "written",
+                      "first_seq", "last_seq"):
+                assert k in p, f"publishers[].{k} missing"
+            assert 0 <= p["written"] <= p["queued"]
+        t = doc["totals"]
+        assert t["messages_written"] == sum(p["written"]
+                                            for p in doc["publishers"])
+        assert t["messages_written"] + t["messages_unwritten"] == \
+            t["messages_sent"]
+        c = doc["completeness"]
+        assert c["ok"] == (c["why"] is None)
+        assert c["never_connected"] == c["failed"] + c["abandoned"] + \
+            c["not_started"]
+        assert c["ok"] or doc["status"] == "failed"
         if conn["qos"] > 0:
             check_hist(doc["ack_latency"], "ack_latency")
         for k in ("publish_span_s", "messages_per_s", "steady_state",
@@ -337,6 +475,13 @@ def check_doc(doc, tool):
         assert m["invalid"] + m["bad_version"] <= m["foreign"]
         check_hist(doc["latency"], "latency")
         assert "buckets" in doc["latency"]
+        check_hist(doc["latency_from_schedule"], "latency_from_schedule")
+        # every benchmark message with a due time and no clock error has
+        # both latencies
+        assert doc["latency_from_schedule"]["count"] <= \
+            doc["latency"]["count"]
+        assert doc["latency_from_schedule"]["count"] + m["unscheduled"] >= \
+            doc["latency"]["count"]
         for k in ("publishers", "lost", "duplicates", "reordered",
                   "per_publisher"):
             assert k in doc["sequence"], f"sequence.{k} missing"

@@ -7,6 +7,8 @@ import stat
 import subprocess
 import time
 
+import pytest
+
 from conftest import check_doc
 
 
@@ -181,6 +183,14 @@ def test_byte_counts_of_lost_connections(bench):
     c = g.doc["connections"][0]
     assert c["state"] == "lost"
     assert c["sent"] > 10
+    # what the dead connection never wrote is counted apart from loss
+    p = g.doc["publishers"][0]
+    assert p["state"] == "lost" and p["queued"] == c["sent"]
+    assert 0 < p["written"] == c["written"] <= p["queued"]
+    assert g.doc["totals"]["unwritten_connection_lost"] == \
+        p["queued"] - p["written"]
+    assert g.doc["completeness"]["ok"] is False
+    assert g.doc["completeness"]["lost"] == 1
     assert c["wire_bytes_out"] >= c["mqtt_bytes_out"] > c["payload_bytes"]
     assert c["wire_bytes_in"] > 0
     assert g.doc["totals"]["wire_bytes_out"] == c["wire_bytes_out"]
@@ -267,3 +277,31 @@ def test_json_to_fifo(bench, tmp_path):
     finally:
         reader.kill()
         reader.wait()
+
+
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+def test_cycles_reconnect_and_keep_sequence(bench, transport):
+    """--cycles: every client connects, publishes, disconnects, three
+    times, starting one at a time (--max-pending 1); sequence numbers go on
+    across cycles, so the sink sees every publisher whole; TLS resumes."""
+    topic = bench.topic()
+    conn = bench.conn_args(transport)
+    sink = bench.start("sink", *conn, "--topic", topic + "/#", "--qos", 1,
+                       "--count", 18)
+    lg = bench.run("loadgen", *conn, "--clients", 3, "--max-pending", 1,
+                   "--cycles", 3, "--count", 2, "--qos", 1, "--rate", 0,
+                   "--topic", topic + "/{n}")
+    assert lg.rc == 0, lg
+    cyc = lg.doc["cycles"]
+    assert cyc["done"] == 9
+    assert cyc["wake_to_done"]["count"] == 9
+    assert cyc["wire_bytes"]["count"] == 9
+    assert cyc["wire_bytes"]["min"] > 0
+    assert lg.doc["totals"]["acks"] == 18
+    for c in lg.doc["connections"]:
+        assert c["cycles_begun"] == 3 and c["state"] == "closed"
+    s = sink.result()
+    assert s.rc == 0, s
+    assert s.doc["sequence"]["lost"] == 0
+    for p in s.doc["sequence"]["per_publisher"]:
+        assert p["received"] == 6 and p["highest"] == 5

@@ -27,10 +27,11 @@ def deliver(bench, *, qos, mqtt, transport="tcp", extra_lg=(),
     return lg, s
 
 
+@pytest.mark.parametrize("transport", ["tcp", "tls", "quic"])
 @pytest.mark.parametrize("mqtt", ["3.1.1", "5"])
 @pytest.mark.parametrize("qos", [0, 1, 2])
-def test_exactly_once_in_order(bench, qos, mqtt):
-    lg, s = deliver(bench, qos=qos, mqtt=mqtt)
+def test_exactly_once_in_order(bench, qos, mqtt, transport):
+    lg, s = deliver(bench, qos=qos, mqtt=mqtt, transport=transport)
     assert lg.rc == 0, lg
     assert s.rc == 0, s
     check_doc(lg.doc, "loadgen")
@@ -97,15 +98,17 @@ def test_raw_file_text(bench, tmp_path):
                     extra_sink=("--raw", raw))
     assert lg.rc == 0 and s.rc == 0, (lg, s)
     lines = raw.read_text().splitlines()
-    assert lines[0].startswith("#")
+    assert lines[0] == "# recv_ns publisher seq latency_ns size kind " \
+        "sched_latency_ns"
     recs = [l.split() for l in lines[1:]]
     assert len(recs) == s.doc["messages"]["received"] == CLIENTS * COUNT
     assert s.doc["raw_records"] == len(recs)
     seen = set()
-    for recv_ns, pub, seq, lat, size, kind in recs:
+    for recv_ns, pub, seq, lat, size, kind, sched in recs:
         assert int(lat) > 0 and int(recv_ns) > int(lat)
         assert int(size) == 64
         assert kind in ("first", "in_order")
+        assert sched == "-"  # --rate 0: no schedule, no due time
         seen.add((int(pub), int(seq)))
     assert len(seen) == CLIENTS * COUNT
     # the raw latencies are the ones the histogram summarises
@@ -122,16 +125,18 @@ def test_raw_file_binary(bench, tmp_path):
                     extra_sink=("--raw", raw, "--raw-format", "binary"))
     assert lg.rc == 0 and s.rc == 0, (lg, s)
     data = raw.read_bytes()
-    assert data[:8] == b"MQTBRAW1"
+    assert data[:8] == b"MQTBRAW2"
     n = s.doc["messages"]["received"]
-    assert len(data) == 8 + 40 * n
+    assert len(data) == 8 + 48 * n
     seqs = set()
     for i in range(n):
-        rec = data[8 + 40 * i: 8 + 40 * (i + 1)]
+        rec = data[8 + 48 * i: 8 + 48 * (i + 1)]
         seq = int.from_bytes(rec[8:16], "little")
         pub = int.from_bytes(rec[24:28], "little")
         assert int.from_bytes(rec[28:32], "little") == 64
         assert rec[32] in (0, 1)  # first, in order
+        assert rec[33:40] == bytes(7)
+        assert rec[40:48] == b"\xff" * 8  # no due time at --rate 0
         seqs.add((pub, seq))
     assert len(seqs) == CLIENTS * COUNT
 

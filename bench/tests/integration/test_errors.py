@@ -51,10 +51,11 @@ LOADGEN_BAD = [
     # below one message per 1000 s: the due times would overflow
     (["--rate", "1e-10", "--count", "3"], "--rate"),
     (["--rate", "0.0009"], "--rate"),
-    # sequence numbers stay below 2^53 (the sink's plausibility bound)
-    (["--count", str(2 ** 53 + 1)], "--count"),
-    # default publisher ids leave room for 65536 clients
-    (["--clients", "65537", "--port", str(free_port())], "--id-base"),
+    # sequence numbers stay below 2^48 (what the header holds)
+    (["--count", str(2 ** 48 + 1)], "--count"),
+    # publisher ids are 32-bit
+    (["--id-base", str(2 ** 32 - 1), "--clients", "2"], "--id-base"),
+    # (no limit on --clients without --id-base: default ids are random)
 ]
 
 SINK_BAD = [
@@ -67,6 +68,10 @@ SINK_BAD = [
     (["--raw", "/nonexistent/dir/raw.txt"], "--raw"),
     (["--coalesce", "lots"], "duration"),
     (["--coalesce", "2s"], "--coalesce"),
+    (["--expect", "0"], "--expect"),
+    (["--drain", "soon"], "duration"),
+    (["--drain", "2h"], "--drain"),
+    (["--drain-max", "0"], "--drain-max"),
 ]
 
 

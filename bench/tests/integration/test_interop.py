@@ -56,9 +56,10 @@ def test_mosquitto_sub_receives_loadgen(bench, qos, mqtt, sub_v):
         assert int(length) == size
         b = bytes.fromhex(hexpayload)
         assert len(b) == size
-        assert b[:5] == b"MQTB\x01"  # magic and version
-        pub = int.from_bytes(b[8:12], "big")
-        seq = int.from_bytes(b[12:20], "big")
+        assert b[:5] == b"MQTB\x02"  # magic and version
+        assert b[5] == 0  # no schedule at --rate 0: no due time
+        pub = int.from_bytes(b[6:10], "big")
+        seq = int.from_bytes(b[10:16], "big")
         assert pub in ids and 0 <= seq < count
         seen.add((pub, seq))
     assert len(seen) == total  # each message once
