@@ -12,12 +12,12 @@ Definitions (they are repeated in the report):
   latency      one-way, publisher's send() to the subscriber's read, from
                the payload's CLOCK_MONOTONIC stamp (hosts share the
                clock); every delivery at every subscriber counts once.
-  delivery     per (subscriber, publisher connection) whose topic the
-               subscriber's filters match: expected = messages the
-               publisher sent (loadgen's count per connection), received
-               = distinct sequence numbers the subscriber got from it;
-               grouped by effective QoS = min(publish QoS, subscription
-               QoS). Lost = expected - received, so the tail counts.
+  delivery     scripts/reconcile.py, per (subscriber, publisher) whose
+               topic the subscriber's filters match: expected = messages
+               the publisher wrote, received = distinct sequence numbers
+               the subscriber got from it, lost = expected - received (the
+               tail counts); by effective QoS = min(publish QoS, granted
+               QoS); what was never written is counted apart.
   wire         frames and bytes that entered the bottleneck in each
                direction (before the link's loss and queue: what the
                senders put on it), Ethernet header included, no
@@ -30,6 +30,12 @@ Definitions (they are repeated in the report):
                message time.
 """
 import math
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+from scripts import reconcile  # noqa: E402  the one reconciliation
 
 QOS_LEVELS = (0, 1, 2)
 
@@ -210,43 +216,29 @@ def latency(sinks):
             / 1000}
 
 
-def delivery(loadgens, sinks, match):
-    """Reconcile subscribers with publishers (see the module comment).
-    match(filter, topic) is MQTT topic matching."""
-    by_qos = {q: {"expected": 0, "received": 0, "lost": 0, "duplicates": 0}
-              for q in QOS_LEVELS}
-    conns = []
-    for d in loadgens:
-        qos = d["config"]["connection"]["qos"]
-        for c in d.get("connections") or []:
-            conns.append((c["publisher_id"], c["topic"], c.get("sent", 0),
-                          qos))
-    truncated = False
-    for s in sinks:
-        sq = s["config"]["connection"]["qos"]
-        filters = s["config"].get("filters") or []
-        seq = s.get("sequence") or {}
-        truncated |= bool(seq.get("per_publisher_truncated"))
-        per = {p["publisher"]: p for p in seq.get("per_publisher") or []}
-        for pid, topic, sent, pq in conns:
-            if not any(match(f, topic) for f in filters):
-                continue
-            g = by_qos[min(pq, sq)]
-            p = per.get(pid, {})
-            got = p.get("unique", 0)
-            g["expected"] += sent
-            g["received"] += got
-            g["lost"] += max(0, sent - got)
-            g["duplicates"] += p.get("duplicates", 0)
-    exp = sum(g["expected"] for g in by_qos.values())
-    rec = sum(g["received"] for g in by_qos.values())
-    for g in by_qos.values():
-        g["ratio"] = g["received"] / g["expected"] if g["expected"] else None
-    return {"expected": exp, "received": rec,
-            "lost": sum(g["lost"] for g in by_qos.values()),
-            "ratio": rec / exp if exp else None,
-            "by_qos": {str(q): g for q, g in by_qos.items()},
-            "per_publisher_truncated": truncated}
+def delivery(loadgens, sinks, match=None):
+    """Subscribers reconciled with publishers by the project's one
+    reconciliation (scripts/reconcile.py: expected = what each publisher
+    wrote, lost = written - received, tail included; what was never
+    written counted apart), in the cell's shape, by effective QoS."""
+    r = reconcile.reconcile(loadgens, sinks,
+                            **({"match": match} if match else {}))
+    t = r["totals"]
+
+    def group(g):
+        return {"expected": g["expected"], "received": g["received"],
+                "lost": g["lost"], "duplicates": g["duplicates"],
+                "ratio": g["delivered_ratio"]}
+    return {"expected": t["expected"], "received": t["received"],
+            "lost": t["lost"], "ratio": t["delivered_ratio"],
+            "lost_tail": t["lost_tail"],
+            "silent_publishers": t["silent_publishers"],
+            "by_qos": {q: group(g) for q, g in r["by_qos"].items()},
+            "unwritten": r["publishers"]["unwritten"],
+            "reconcile_status": r["status"],
+            "reconcile_errors": r["errors"],
+            "per_publisher_truncated": any(
+                "per_publisher_truncated" in w for w in r["warnings"])}
 
 
 def wire(link, messages, connections, payload_bytes):

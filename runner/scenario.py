@@ -13,10 +13,14 @@ import difflib
 import itertools
 import os
 import re
+import sys
 import tomllib
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+from scripts import reconcile  # noqa: E402
 SCENARIO_DIR = REPO / "scenarios"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 HOST_RE = re.compile(r"^([lr])(\d{1,2})$")
@@ -108,18 +112,8 @@ def fmt_duration(seconds):
     return f"{seconds:g}s"
 
 
-def topic_matches(filt, topic):
-    """MQTT filter matching with + and # (no $-topic special case: the
-    benchmark never publishes on $ topics)."""
-    fl, tl = filt.split("/"), topic.split("/")
-    for i, f in enumerate(fl):
-        if f == "#":
-            return True
-        if i >= len(tl):
-            return False
-        if f != "+" and f != tl[i]:
-            return False
-    return len(fl) == len(tl)
+# MQTT topic matching: the one in scripts/reconcile.py
+topic_matches = reconcile.topic_matches
 
 
 def valid_filter(f):

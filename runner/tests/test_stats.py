@@ -37,25 +37,37 @@ def test_buckets_merge_and_quantiles():
     assert q == {0.2: 1.0, 0.5: 2.0, 0.99: 10.0}    # microseconds
 
 
-def _conn(pid, topic, sent):
-    return {"publisher_id": pid, "topic": topic, "sent": sent}
+def _pub(pid, topic, written, queued=None, state="closed"):
+    return {"id": pid, "topic": topic, "state": state,
+            "queued": written if queued is None else queued,
+            "written": written}
 
 
 def test_delivery_counts_the_tail_and_by_qos():
+    """Through scripts/reconcile.py: the tail a sink cannot see counts,
+    what was never written is apart, QoS is the effective one."""
     lg = [{"config": {"connection": {"qos": 1}},
-           "connections": [_conn(1, "a/x", 10), _conn(2, "b/x", 5)]},
+           "publishers": [_pub(1, "a/x", 10, queued=12),
+                          _pub(2, "b/x", 5)]},
           {"config": {"connection": {"qos": 0}},
-           "connections": [_conn(3, "a/y", 4)]}]
+           "publishers": [_pub(3, "a/y", 4)]}]
     sink = {"config": {"connection": {"qos": 2}, "filters": ["a/#"]},
+            "subscription": {"filters": [{"filter": "a/#",
+                                          "granted_qos": 2}]},
             "sequence": {"per_publisher": [
-                {"publisher": 1, "unique": 8, "duplicates": 1},
-                {"publisher": 3, "unique": 4, "duplicates": 0}]}}
-    d = metrics.delivery(lg, [sink], lambda f, t: t.startswith(f[:-1]))
+                {"publisher": 1, "first": 0, "highest": 7, "unique": 8,
+                 "duplicates": 1},
+                {"publisher": 3, "first": 0, "highest": 3, "unique": 4,
+                 "duplicates": 0}]}}
+    d = metrics.delivery(lg, [sink])
     # publisher 2 (b/x) is not subscribed; publisher 1 lost its last 2
     assert d["expected"] == 14 and d["received"] == 12 and d["lost"] == 2
+    assert d["lost_tail"] == 2
     assert d["by_qos"]["1"]["expected"] == 10
     assert d["by_qos"]["1"]["lost"] == 2
     assert d["by_qos"]["0"]["ratio"] == 1.0
+    assert d["unwritten"]["other"] == 2          # queued 12, wrote 10
+    assert d["reconcile_status"] == "ok"
 
 
 def test_wire_per_message_and_connection():
