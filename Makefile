@@ -3,11 +3,17 @@
 #   make deps        install the Debian packages the project needs
 #   make             build the C programs (build/release/bin/)
 #   make test        every test suite; last line: "N passed, N failed"
-#   make bench       the benchmark (see README for what runs today)
+#   make bench       the benchmark matrix -> results/<run-id>/ (README)
+#   make figures RUN=results/<run-id>   redraw figures and report from JSON
+#   make footprint   binary and library sizes, client and server side
 #   make calibrate   measure every link profile against its configuration
 #   make clean-net   remove network leftovers of a run killed with SIGKILL
+#   make bench-loopback   loadgen/sink against Mosquitto's own clients
 #
 # Switches: BUILD=release|asan, FUZZ_SECONDS=N (per fuzz target in make test).
+# make bench: QUICK=1, PROFILES=, TRANSPORTS=, SCENARIOS=, REPS=, LIST=1,
+#   RESUME=results/<run-id>, CAPTURE=1, RAW=1, SEED=, BACKEND=, RESULTS=
+#   (read by the runner from the environment; python3 -m runner --help).
 
 BUILD ?= release
 FUZZ_SECONDS ?= 30
@@ -59,7 +65,8 @@ FUZZ_SRC := $(wildcard bench/fuzz/fuzz_*.c)
 FUZZERS := $(FUZZ_SRC:bench/fuzz/%.c=build/fuzz/%)
 
 .PHONY: all bins tests deps check-deps test test-run test-unit test-asan test-fuzz \
-        test-integration test-topologies bench calibrate clean-net clean fuzzers
+        test-integration test-topologies test-runner bench bench-loopback figures \
+        footprint calibrate clean-net clean fuzzers
 .DEFAULT_GOAL := all
 
 all: check-deps bins tests
@@ -117,12 +124,12 @@ fuzzers: $(FUZZERS)
 # `make test` runs them all (keep going on failure) and sums them.
 TS := $(SYSPY) scripts/testsuite.py
 
-test:
+test: deps
 	@rm -rf build/test-results
 	@$(MAKE) --no-print-directory -k test-run; \
 	 $(TS) sum
 
-test-run: test-unit test-asan test-fuzz test-integration test-topologies
+test-run: test-unit test-asan test-fuzz test-integration test-topologies test-runner
 
 test-unit: check-deps
 	@$(MAKE) --no-print-directory BUILD=release bins tests
@@ -151,9 +158,27 @@ test-topologies: check-deps
 	@BENCH_BIN=$(CURDIR)/build/release/bin $(TS) run topologies -- \
 	  $(SYSPY) -m pytest -q -p no:cacheprovider topologies/tests || true
 
+# The runner: scenario validation, statistics, report (no network), then
+# `make bench QUICK=1` end to end on the dumbbell, Ctrl-C and RESUME, a
+# failing cell, CAPTURE=1 and make footprint (about 3 minutes).
+test-runner: check-deps
+	@$(MAKE) --no-print-directory BUILD=release bins
+	@BENCH_BIN=$(CURDIR)/build/release/bin $(TS) run runner -- \
+	  $(SYSPY) -m pytest -q -p no:cacheprovider runner/tests || true
+
 # ---- running -------------------------------------------------------------
 bench: deps all
-	@scripts/bench.sh
+	@$(SYSPY) -m runner bench
+
+bench-loopback: all
+	@scripts/bench-loopback.sh
+
+figures:
+	@test -n "$(RUN)" || { echo "error: say which run: make figures RUN=results/<run-id>" >&2; exit 2; }
+	@$(SYSPY) -m runner figures "$(RUN)"
+
+footprint: all
+	@$(SYSPY) -m runner footprint
 
 calibrate: all
 	$(SYSPY) scripts/calibrate.py --readme README.md

@@ -7,12 +7,14 @@
 #                                  [-c IDLE_CONNECTIONS (0: skip (b))]
 #   BENCH_BIN   directory of loadgen and sink (default build/release/bin)
 #
-# Broker: `mosquitto -c` with a config of its own in a temporary directory,
-# free loopback ports, the same conventions as the integration tests:
-# allow_anonymous true, user root, persistence false, set_tcp_nodelay true,
-# max_inflight_messages 0 and max_queued_messages 0 (no broker-side drops),
-# max_connections -1, log_type subscribe (see "readiness" below). Its open-
-# file limit is raised to the hard limit (ulimit -n) before it starts.
+# Broker: started by the project's one launcher (python3 -m runner.mosquitto
+# serve; runner/mosquitto.py holds the settings and why) in a temporary
+# directory on a free loopback port, as the integration tests and the
+# matrix runner start theirs: allow_anonymous true, user root, persistence
+# false, set_tcp_nodelay true, max_queued_messages 0 (no broker-side
+# drops), max_connections -1; here also max_inflight_messages 0 (no
+# window) and log_type subscribe (see "readiness" below). Its open-file
+# limit is raised to the hard limit (ulimit -n) before it starts.
 #
 # (a) Throughput, QoS 0, MQTT 3.1.1, N messages (default 200,000), one
 #     publisher and one subscriber on one topic, through the same broker,
@@ -106,31 +108,25 @@ json() {
 }
 
 PORT=$(free_port)
-LOG=$WORK/mosquitto.log
-cat > "$WORK/mosquitto.conf" <<EOF
-user root
-persistence false
-log_dest file $LOG
-log_type error
-log_type warning
-log_type subscribe
-set_tcp_nodelay true
-max_inflight_messages 0
-max_queued_messages 0
-listener $PORT 127.0.0.1
-allow_anonymous true
-max_connections -1
-EOF
-mosquitto -c "$WORK/mosquitto.conf" >/dev/null 2>&1 &
-BROKER=$!
-PIDS+=("$BROKER")
-for _ in $(seq 100); do
-	(exec 3<>/dev/tcp/127.0.0.1/$PORT) 2>/dev/null && break
-	sleep 0.05
+LOG=$WORK/mosquitto/mosquitto.log
+# The project's one Mosquitto launcher (runner/mosquitto.py) with its
+# settings; this benchmark wants no inflight window at all, and the
+# subscribe log for mosquitto_sub's readiness.
+$PY -m runner.mosquitto serve --dir "$WORK/mosquitto" \
+	--tcp "$PORT" --bind 127.0.0.1 --set max_inflight_messages=0 \
+	--log-type error --log-type warning --log-type subscribe \
+	--ready-file "$WORK/broker.pid" &
+SERVE=$!
+PIDS+=("$SERVE")
+for _ in $(seq 500); do
+	[ -e "$WORK/broker.pid" ] && break
+	kill -0 "$SERVE" 2>/dev/null || break
+	sleep 0.02
 done
-if ! kill -0 "$BROKER" 2>/dev/null; then
+if [ ! -e "$WORK/broker.pid" ]; then
 	echo "error: mosquitto did not start:" >&2; cat "$LOG" >&2; exit 1
 fi
+BROKER=$(cat "$WORK/broker.pid")
 
 echo "== bench-loopback: $(date -u +%Y-%m-%dT%H:%M:%SZ), $(uname -r), $(nproc) cores"
 echo "   $("$BIN/loadgen" --version); $(mosquitto -h 2>&1 | head -1)"

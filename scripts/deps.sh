@@ -11,8 +11,10 @@ PKGS=(
 	mosquitto mosquitto-clients gnutls-bin
 	# network emulation and measurement
 	mininet net-tools bridge-utils iproute2 util-linux iputils-ping ethtool iperf3 procps psmisc jq
-	# tests, figures
-	python3 python3-pytest gnuplot-nox
+	# packet capture (make bench CAPTURE=1)
+	tcpdump
+	# tests, figures (python3-jsonschema: the result schema's test)
+	python3 python3-pytest python3-jsonschema gnuplot-nox
 )
 missing=()
 for p in "${PKGS[@]}"; do

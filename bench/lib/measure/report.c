@@ -202,20 +202,44 @@ static int run_queue_delay_ns(uint64_t *wait_ns)
 	return 0;
 }
 
+/*
+ * This process's own peak resident set (KiB) from VmHWM in
+ * /proc/self/status, or -1. getrusage's ru_maxrss is not it: the kernel
+ * carries the peak across execve, so a binary started by a large parent
+ * (the runner's Python) reports the parent's peak.
+ */
+static long peak_rss_kib(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[128];
+	long kib = -1;
+
+	if (f == NULL)
+		return -1;
+	while (fgets(line, sizeof line, f) != NULL)
+		if (sscanf(line, "VmHWM: %ld kB", &kib) == 1)
+			break;
+	fclose(f);
+	return kib;
+}
+
 json_t *report_resources(void)
 {
 	struct rusage ru;
 	double user, sys;
 	uint64_t wait_ns;
+	long peak;
 	json_t *o;
 
 	if (getrusage(RUSAGE_SELF, &ru) != 0)
 		return json_null();
+	peak = peak_rss_kib();
 	user = tv_sec(&ru.ru_utime);
 	sys = tv_sec(&ru.ru_stime);
 	o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:I}", "cpu_user_s", user,
 	              "cpu_sys_s", sys, "cpu_total_s", user + sys,
-	              "max_rss_kib", (json_int_t)ru.ru_maxrss,
+	              "max_rss_kib",
+	              (json_int_t)(peak >= 0 ? peak : ru.ru_maxrss),
 	              "voluntary_ctx_switches", (json_int_t)ru.ru_nvcsw,
 	              "involuntary_ctx_switches", (json_int_t)ru.ru_nivcsw);
 	if (o != NULL)

@@ -58,8 +58,10 @@ json_t *report_u64(uint64_t v);
 json_t *report_hist(const struct stats_hist *h, int with_buckets);
 
 /*
- * CPU time (user, system, total, in seconds), peak RSS (KiB) and context
- * switches of this process so far, from getrusage(RUSAGE_SELF); and
+ * CPU time (user, system, total, in seconds) and context switches of
+ * this process so far, from getrusage(RUSAGE_SELF); its own peak RSS
+ * (KiB, VmHWM: getrusage's would carry the peak of the process that
+ * exec'd it); and
  * "run_queue_delay_us", the time its main thread spent runnable but
  * waiting for a CPU (/proc/self/schedstat; null where the kernel does not
  * keep it): what tells that the machine's CPUs were contended.

@@ -1,7 +1,8 @@
 """Fixtures for the integration tests of the benchmark binaries.
 
-A real Mosquitto (`mosquitto -c CONF`) runs with its own configuration in a
-temporary directory, on free loopback ports:
+A real Mosquitto runs with its own configuration in a temporary directory,
+on free loopback ports, started by the project's one launcher
+(runner/mosquitto.py, which also holds the settings and why):
 
   tcp      anonymous clients allowed
   tls      the same, over TLS, with a certificate for 127.0.0.1 and
@@ -15,9 +16,10 @@ and the project's QUIC gateway in front of the tcp listener (UDP, a free
 port on 127.0.0.1, the same broker certificate), so that every transport
 reaches the same broker.
 
-The broker's queues are unlimited (max_inflight_messages 0,
-max_queued_messages 0), so it never drops a message on purpose and any loss
-a test sees is the tools' fault; set_tcp_nodelay is on. One broker serves the
+The broker's queues are unlimited (max_queued_messages 0, the launcher's
+default) and it has no inflight window (max_inflight_messages 0), so it
+never drops a message on purpose and any loss a test sees is the tools'
+fault; set_tcp_nodelay is on. One broker serves the
 whole session; tests use distinct topics so they cannot see each other's
 messages. The binaries come from $BENCH_BIN (default build/release/bin).
 """
@@ -27,6 +29,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -35,6 +38,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))))
+sys.path.insert(0, ROOT)
+from runner import certs as runcerts, mosquitto  # noqa: E402
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "release",
                                                "bin"))
 
@@ -54,31 +59,16 @@ def free_udp_port():
 
 
 def wait_listening(port, proc, timeout=10.0):
+    """True once port accepts connections on 127.0.0.1, False if proc
+    exits first or the time runs out."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            time.sleep(0.05)
+        if mosquitto.local_probe([port]):
+            return True
+        time.sleep(0.05)
     return False
-
-
-def certtool(*args, cwd):
-    subprocess.run(["certtool", *args], cwd=cwd, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-
-
-def make_ca(d, name):
-    with open(os.path.join(d, name + ".tmpl"), "w") as f:
-        f.write(f'cn = "bench test {name}"\nca\ncert_signing_key\n'
-                'expiration_days = 2\n')
-    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-             name + ".key", cwd=d)
-    certtool("--generate-self-signed", "--load-privkey", name + ".key",
-             "--template", name + ".tmpl", "--outfile", name + ".pem", cwd=d)
 
 
 @pytest.fixture(scope="session")
@@ -86,94 +76,62 @@ def certs():
     """CA, broker certificate (127.0.0.1 and localhost), and a second CA
     that did not sign anything (for the failure cases)."""
     d = tempfile.mkdtemp(prefix="bench-certs-")
-    make_ca(d, "ca")
-    make_ca(d, "wrongca")
-    with open(os.path.join(d, "broker.tmpl"), "w") as f:
-        f.write('cn = "localhost"\ndns_name = "localhost"\n'
-                'ip_address = "127.0.0.1"\ntls_www_server\nsigning_key\n'
-                'encryption_key\nexpiration_days = 2\n')
-    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-             "broker.key", cwd=d)
-    certtool("--generate-certificate", "--load-privkey", "broker.key",
-             "--load-ca-certificate", "ca.pem", "--load-ca-privkey",
-             "ca.key", "--template", "broker.tmpl", "--outfile",
-             "broker.pem", cwd=d)
-    yield {k: os.path.join(d, k + ".pem") for k in ("ca", "wrongca",
-                                                    "broker")} | {
-        "broker_key": os.path.join(d, "broker.key"), "dir": d}
+    c = runcerts.broker_set(d, ["localhost"], ["127.0.0.1"])
+    runcerts.make_ca(d, "wrongca")
+    yield {"ca": c["ca"], "broker": c["broker"],
+           "broker_key": c["broker_key"],
+           "wrongca": os.path.join(d, "wrongca.pem"), "dir": d}
     shutil.rmtree(d, ignore_errors=True)
 
 
 class Broker:
+    """The session's broker, started by the project's one launcher
+    (runner/mosquitto.py) with unlimited queues and no inflight window
+    (max_inflight_messages 0), listeners on free loopback ports."""
+
     def __init__(self, certs):
         self.dir = tempfile.mkdtemp(prefix="bench-mosquitto-")
         self.tcp, self.tls, self.noanon = free_port(), free_port(), \
             free_port()
         self.maxqos1, self.readonly = free_port(), free_port()
-        self.conf = os.path.join(self.dir, "mosquitto.conf")
         acl = os.path.join(self.dir, "readonly.acl")
         with open(acl, "w") as f:
             f.write("topic read #\n")
-        self.log = os.path.join(self.dir, "mosquitto.log")
-        with open(self.conf, "w") as f:
-            f.write(f"""# written by bench/tests/integration/conftest.py
-per_listener_settings true
-user root
-persistence false
-log_dest file {self.log}
-log_type error
-log_type warning
-log_type notice
-set_tcp_nodelay true
-max_inflight_messages 0
-max_queued_messages 0
+        lo = "127.0.0.1"
+        self.b = mosquitto.Broker(self.dir, [
+            mosquitto.Listener(self.tcp, lo),
+            mosquitto.Listener(self.tls, lo, certs["broker"],
+                               certs["broker_key"]),
+            mosquitto.Listener(self.noanon, lo, name="noanon",
+                               allow_anonymous="false"),
+            mosquitto.Listener(self.maxqos1, lo, name="maxqos1", max_qos=1),
+            mosquitto.Listener(self.readonly, lo, name="readonly",
+                               acl_file=acl),
+        ], settings={"max_inflight_messages": 0},
+            log_types=["error", "warning", "notice"],
+            comment="written by bench/tests/integration/conftest.py")
+        self.conf, self.log = self.b.conf, self.b.log
+        try:
+            self.b.start()
+        except mosquitto.BrokerError as e:
+            self.stop()
+            raise RuntimeError(f"mosquitto did not start: {e}") from None
 
-listener {self.tcp} 127.0.0.1
-allow_anonymous true
-max_connections -1
+    # A test may restart the broker itself (mosquitto -c self.conf) and
+    # set proc: stop() then stops that one.
+    @property
+    def proc(self):
+        return self.b.proc
 
-listener {self.tls} 127.0.0.1
-allow_anonymous true
-max_connections -1
-certfile {certs['broker']}
-keyfile {certs['broker_key']}
-
-listener {self.noanon} 127.0.0.1
-allow_anonymous false
-
-listener {self.maxqos1} 127.0.0.1
-allow_anonymous true
-max_qos 1
-
-listener {self.readonly} 127.0.0.1
-allow_anonymous true
-acl_file {acl}
-""")
-        self.proc = subprocess.Popen(["mosquitto", "-c", self.conf],
-                                     stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        for port in (self.tcp, self.tls, self.noanon, self.maxqos1,
-                     self.readonly):
-            if not wait_listening(port, self.proc):
-                log = self.read_log()
-                self.stop()
-                raise RuntimeError(f"mosquitto did not start:\n{log}")
+    @proc.setter
+    def proc(self, p):
+        self.b.proc = p
 
     def read_log(self):
-        try:
-            with open(self.log) as f:
-                return f.read()
-        except OSError:
-            return ""
+        return self.b.read_log()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self.b.stop(timeout=5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -1,0 +1,156 @@
+"""Statistics and per-cell metrics on numbers worked out by hand."""
+import math
+
+import pytest
+
+from runner import metrics, stats
+
+
+def test_mean_ci_student_t():
+    ci = stats.mean_ci([10.0, 12.0, 14.0])
+    assert ci["n"] == 3 and ci["mean"] == 12.0
+    # sd 2, t(2) = 4.303: half-width 4.303 * 2 / sqrt(3)
+    h = 4.303 * 2 / math.sqrt(3)
+    assert ci["lo"] == pytest.approx(12 - h) and ci["hi"] == pytest.approx(
+        12 + h)
+    one = stats.mean_ci([5.0, None])
+    assert one == {"n": 1, "mean": 5.0, "lo": 5.0, "hi": 5.0, "sd": None}
+    assert stats.mean_ci([None]) is None
+    assert stats.t975(200) == pytest.approx(1.972, abs=0.003)
+
+
+def test_overlap_and_wilson():
+    a, b = {"lo": 1, "hi": 3}, {"lo": 2.5, "hi": 4}
+    assert stats.overlap(a, b) and not stats.overlap(a, {"lo": 3.1,
+                                                         "hi": 5})
+    p, lo, hi = stats.wilson(15, 1000)
+    assert p == 0.015 and lo < 0.015 < hi
+    assert lo == pytest.approx(0.0091, abs=5e-4)
+    assert hi == pytest.approx(0.0246, abs=5e-4)
+
+
+def test_buckets_merge_and_quantiles():
+    b = metrics.merge_buckets([{"buckets": [[1000, 2], [2000, 2]]},
+                               {"buckets": [[2000, 1], [10000, 5]]}])
+    assert b == {1000: 2, 2000: 3, 10000: 5}
+    q = metrics.bucket_quantiles(b, (0.2, 0.5, 0.99))
+    assert q == {0.2: 1.0, 0.5: 2.0, 0.99: 10.0}    # microseconds
+
+
+def _pub(pid, topic, written, queued=None, state="closed"):
+    return {"id": pid, "topic": topic, "state": state,
+            "queued": written if queued is None else queued,
+            "written": written}
+
+
+def test_delivery_counts_the_tail_and_by_qos():
+    """Through scripts/reconcile.py: the tail a sink cannot see counts,
+    what was never written is apart, QoS is the effective one."""
+    lg = [{"config": {"connection": {"qos": 1}},
+           "publishers": [_pub(1, "a/x", 10, queued=12),
+                          _pub(2, "b/x", 5)]},
+          {"config": {"connection": {"qos": 0}},
+           "publishers": [_pub(3, "a/y", 4)]}]
+    sink = {"config": {"connection": {"qos": 2}, "filters": ["a/#"]},
+            "subscription": {"filters": [{"filter": "a/#",
+                                          "granted_qos": 2}]},
+            "sequence": {"per_publisher": [
+                {"publisher": 1, "first": 0, "highest": 7, "unique": 8,
+                 "duplicates": 1},
+                {"publisher": 3, "first": 0, "highest": 3, "unique": 4,
+                 "duplicates": 0}]}}
+    d = metrics.delivery(lg, [sink])
+    # publisher 2 (b/x) is not subscribed; publisher 1 lost its last 2
+    assert d["expected"] == 14 and d["received"] == 12 and d["lost"] == 2
+    assert d["lost_tail"] == 2
+    assert d["by_qos"]["1"]["expected"] == 10
+    assert d["by_qos"]["1"]["lost"] == 2
+    assert d["by_qos"]["0"]["ratio"] == 1.0
+    assert d["unwritten"]["other"] == 2          # queued 12, wrote 10
+    assert d["reconcile_status"] == "ok"
+
+
+def test_wire_per_message_and_connection():
+    link = {"links": {"bottleneck": {
+        "left_to_right": {"frames_in": 10, "bytes_in": 1000},
+        "right_to_left": {"frames_in": 5, "bytes_in": 400}}}}
+    w = metrics.wire(link, messages=7, connections=2, payload_bytes=700)
+    assert w["bytes"] == 1400 and w["bytes_per_message"] == 200
+    assert w["bytes_per_connection"] == 700
+    w = metrics.wire(link, messages=0, connections=2, payload_bytes=0)
+    assert w["bytes_per_connection"] == 700 and w["frames_per_connection"] \
+        == 7.5
+
+
+def _flow(spikes_at, n=100, base=10.0, step=20.0):
+    """A flow with a message every `step` ms, latency base, and spikes
+    (5 x base) at the given message indices."""
+    return [(i * step, base * (5 if i in spikes_at else 1))
+            for i in range(n)]
+
+
+def test_hol_isolated_and_blocked_together():
+    iso = metrics.hol({1: _flow({10, 40}), 2: _flow({70, 90})})
+    assert iso["coincidence"] == 0.0
+    together = metrics.hol({1: _flow({10, 40, 70}), 2: _flow({10, 40, 70})})
+    assert together["coincidence"] == 1.0
+    assert together["correlation"] == pytest.approx(1.0)
+    assert together["max_gap_ms"] == pytest.approx(20.0)
+    one = metrics.hol({1: _flow(set(), step=30.0)})
+    assert one["max_gap_ms"] == pytest.approx(30.0)
+    assert one["coincidence"] is None and one["spread_p50_ms"] is None
+    assert metrics.hol({}) is None
+
+
+def test_link_counters_in_one_format_for_both_backends():
+    # linkem's JSON (bench/linkem/linkem.c): histograms with *_us fields,
+    # the process's resources as loadgen and sink report them
+    linkem = {"backend": "userspace", "links": {"bottleneck": {
+        "a2b": {"frames_in": 10, "bytes_in": 1000, "frames_out": 9,
+                "bytes_out": 900, "dropped_loss": 1, "dropped_queue": 0,
+                "queue_delay": {"count": 9, "p99_us": 5.0, "max_us": 7.0},
+                "timing_error": {"count": 9, "p99_us": 20.0,
+                                 "max_us": 30.0}},
+        "b2a": {"frames_in": 5, "bytes_in": 300, "frames_out": 5,
+                "bytes_out": 300, "dropped_loss": 0, "dropped_queue": 0},
+        "resources": {"cpu_user_s": 0.1, "cpu_sys_s": 0.05,
+                      "cpu_total_s": 0.15, "max_rss_kib": 2000}}}}
+    u = metrics.normalize_link(linkem)["links"]["bottleneck"]
+    assert u["left_to_right"]["frames_in"] == 10
+    assert u["left_to_right"]["dropped"] == 1
+    assert u["left_to_right"]["queue_delay_p99_us"] == 5.0
+    assert u["left_to_right"]["timing_error_max_us"] == 30.0
+    assert u["right_to_left"]["bytes_out"] == 300
+    assert u["emulator"]["cpu_s"] == pytest.approx(0.15)
+    assert u["emulator"]["max_rss_kib"] == 2000
+    # tc -s -j qdisc show, netem in two stages (topologies/backends.py):
+    # the root 1: drops for loss, its child 10: for the queue and sends
+    netem = {"backend": "netem", "links": {"bottleneck": {
+        "left_to_right": {"interface": "mqbs1-bn", "tc": [
+            {"kind": "netem", "handle": "1:", "root": True, "bytes": 1100,
+             "packets": 11, "drops": 1, "overlimits": 0, "requeues": 0,
+             "backlog": 0, "qlen": 0},
+            {"kind": "netem", "handle": "10:", "parent": "1:1",
+             "bytes": 900, "packets": 9, "drops": 2, "overlimits": 0,
+             "requeues": 0, "backlog": 0, "qlen": 0}]},
+        "right_to_left": {"interface": "mqbs2-bn", "tc": None}}}}
+    n = metrics.normalize_link(netem)["links"]["bottleneck"]
+    assert n["left_to_right"]["frames_in"] == 12
+    assert n["left_to_right"]["frames_out"] == 9
+    assert n["left_to_right"]["dropped_loss"] == 1
+    assert n["left_to_right"]["dropped_queue"] == 2
+    assert n["left_to_right"]["dropped"] == 3
+    assert n["left_to_right"]["bytes_out"] == 900
+    assert n["left_to_right"]["bytes_in"] is None     # netem cannot tell
+    assert n["right_to_left"]["frames_out"] is None
+    # a profile with neither rate nor queue: the root stage alone
+    one = {"backend": "netem", "links": {"bottleneck": {
+        "left_to_right": {"interface": "mqbs1-bn", "tc": [
+            {"kind": "netem", "handle": "1:", "bytes": 900, "packets": 9,
+             "drops": 1}]}}}}
+    o = metrics.normalize_link(one)["links"]["bottleneck"]["left_to_right"]
+    assert (o["frames_in"], o["frames_out"], o["dropped_loss"],
+            o["dropped_queue"]) == (10, 9, 1, 0)
+    for d in ("left_to_right", "right_to_left"):
+        assert set(metrics.DIR_KEYS) <= set(n[d]) and \
+            set(metrics.DIR_KEYS) <= set(u[d])
