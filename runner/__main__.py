@@ -8,7 +8,9 @@ bench options (each also read from the environment variable in capitals,
 which is how `make bench PROFILES=3g` passes them; an option wins):
 
   --scenarios A,B     scenario names (default: smart-home,connect)
-  --profiles A,B      link profiles (default: each scenario's own, or all)
+  --profiles A,B      link profiles, or "all" for every profile file
+                      (default: each scenario's own, or the study's five:
+                      3g, 4g, ethernet, wifi, zigbee)
   --transports A,B    tcp, tls, quic (default: each scenario's own, or all)
   --reps N            repetitions (default 3)
   --quick             the small subset: profile 3g, 1 repetition
@@ -116,6 +118,8 @@ def selection(args):
     except ValueError:
         raise UsageError(f"SEED: a whole number >= 0, got {args.seed!r}") \
             from None
+    if profs == ["all"]:
+        profs = profiles.profile_names()
     for p in profs or []:
         profiles.load_profile(p)          # ProfileError names the file
     for s in scenarios:
@@ -144,7 +148,8 @@ def main(argv=None):
             if args.resume:
                 return bench.resume(args)
             sel = selection(args)
-            cells = matrix.cells(sel, profiles.profile_names())
+            cells = matrix.cells(sel, [p for p in matrix.STUDY_PROFILES
+                                       if p in profiles.profile_names()])
             if truthy(args.list):
                 print_cells(cells)
                 return 0

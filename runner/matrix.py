@@ -13,6 +13,10 @@ from . import scenario as scn
 from . import transports as tr
 
 DEFAULT_SCENARIOS = ("smart-home", "connect")
+# The dissertation's five links (reference chapter 6): the default matrix.
+# Other profile files (null, zigbee-6lowpan, a user's own) run when named
+# (PROFILES=null,3g) or with PROFILES=all.
+STUDY_PROFILES = ("3g", "4g", "ethernet", "wifi", "zigbee")
 DEFAULT_REPS = 3
 QUICK_PROFILES = ("3g",)
 QUICK_REPS = 1

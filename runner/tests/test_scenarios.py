@@ -3,11 +3,12 @@ line naming the file and the field; the runner derives what each
 subscriber should receive and each process's command line."""
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from runner import matrix, scenario as scn
-from runner.tests.conftest import run_runner
+from runner.tests.conftest import REPO, run_runner
 
 GOOD = """
 name = "{name}"
@@ -190,7 +191,13 @@ def test_user_errors_one_line(args, env, msg):
 def test_list_counts():
     r = run_runner(["bench", "--list"], timeout=60)
     assert r.returncode == 0
+    # the study's five profiles, not every file in topologies/profiles
     assert r.stdout.startswith("135 cells")
+    assert "__null__" not in r.stdout and "6lowpan" not in r.stdout
+    r = run_runner(["bench", "--list", "--scenarios", "connect"],
+                   timeout=60, PROFILES="all")
+    n = len(list(Path(REPO, "topologies/profiles").glob("*.toml")))
+    assert r.stdout.startswith(f"{n * 3 * 2 * 3} cells")
     r = run_runner(["bench", "--list"], timeout=60, QUICK="1")
     assert r.stdout.startswith("9 cells")
     assert "smart-home__3g__quic__r1" in r.stdout
