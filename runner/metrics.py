@@ -102,87 +102,95 @@ def _hist_summary(h, scale=1e-3):
             "min": h["min_us"] * scale, "max": h["max_us"] * scale}
 
 
+CONNECT_PARTS = ("tcp", "handshake", "mqtt", "total")
+
+
 def connect(loadgens):
-    """Connection set-up over every loadgen document: per-part summaries
-    in milliseconds and the attempts that failed. Exact per connection
-    from the documents' connection lists; where a client reconnected
-    (--cycles) the list holds only its last connection, so such a
-    document's connections are read from its histograms instead (merged:
-    n-weighted means, medians and percentiles from the merged buckets)."""
-    parts = {"tcp": [], "handshake": [], "mqtt": [], "total": []}
+    """Connection set-up over every loadgen document: per part (tcp,
+    handshake, mqtt, total) n, mean, median, p90, min and max in ms, and
+    the attempts that failed. loadgen's connect histograms hold every
+    connection of every cycle, with buckets: merged over documents, the
+    medians come from the merged buckets (about 1 % resolution, as the
+    tools' own percentiles). Documents of an older loadgen (no buckets in
+    the parts): exact values from the connection list; where a client
+    reconnected (--cycles) that list holds only its last connection, so
+    their histograms count instead, without medians where several merge,
+    and a handshake with only a mean (transport's less tcp's)."""
+    vals = {k: [] for k in CONNECT_PARTS}
+    hists = {k: [] for k in CONNECT_PARTS}
     attempted = connected = failed = resumed = 0
-    hists = []
     for d in loadgens:
         t = d.get("totals", {})
         attempted += t.get("connections", 0)
         connected += t.get("connected", 0)
         failed += t.get("failed", 0)
+        c = d.get("connect") or {}
+        conns = [x.get("connect") or {} for x in d.get("connections") or []]
         if d.get("cycles"):
-            hists.append(d.get("connect") or {})
             resumed += (d.get("early_data") or {}).get("accepted", 0)
-            continue
-        for c in d.get("connections") or []:
-            cn = c.get("connect") or {}
-            if cn.get("total_us") is None:
-                continue
-            parts["tcp"].append(_ms(cn.get("tcp_us")))
-            parts["handshake"].append(_ms(handshake_us(cn)))
-            parts["mqtt"].append(_ms(cn.get("mqtt_us")))
-            parts["total"].append(_ms(cn.get("total_us")))
-            resumed += bool(cn.get("tls_resumed"))
-    out = {k: summarize(v) for k, v in parts.items()}
-    if hists:
-        out = _merge_hist_parts(out, parts, hists)
+        else:
+            resumed += sum(bool(cn.get("tls_resumed")) for cn in conns)
+        if all("buckets" in (c.get(k) or {}) for k in CONNECT_PARTS):
+            for k in CONNECT_PARTS:
+                hists[k].append(c[k])
+        elif d.get("cycles"):
+            for k in ("tcp", "mqtt", "total"):
+                hists[k].append(c.get(k))
+            hists["handshake"].append(_handshake_hist(c))
+        else:
+            for cn in conns:
+                if cn.get("total_us") is None:
+                    continue
+                vals["tcp"].append(_ms(cn.get("tcp_us")))
+                vals["handshake"].append(_ms(handshake_us(cn)))
+                vals["mqtt"].append(_ms(cn.get("mqtt_us")))
+                vals["total"].append(_ms(cn.get("total_us")))
     return {"attempted": attempted, "connected": connected,
-            "failed": failed, "resumed": resumed, "ms": out}
+            "failed": failed, "resumed": resumed,
+            "ms": {k: _merge_part(vals[k], hists[k])
+                   for k in CONNECT_PARTS}}
 
 
-def _merge_hist_parts(out, parts, hists):
-    """Per part: the connection-list values and the histograms together.
-    The handshake has no histogram of its own (transport counts from the
-    first packet): its mean is transport's minus tcp's, its quantiles
-    are left out (None) where histograms contribute."""
-    res = {}
-    for part, key in (("tcp", "tcp"), ("mqtt", "mqtt"),
-                      ("total", "total")):
-        hs = [h.get(key) for h in hists if (h.get(key) or {}).get("count")]
-        n = sum(h["count"] for h in hs) + len(parts[part])
-        if not n:
-            res[part] = None
-            continue
-        mean = (sum(h["mean_us"] * h["count"] for h in hs) / 1000 +
-                sum(parts[part])) / n
-        if all(h.get("buckets") for h in hs):
-            b = merge_buckets(hs)
-            for v in parts[part]:
-                k = int(v * 1e6)
-                b[k] = b.get(k, 0) + 1
-            q = {k: v / 1000 for k, v in
-                 bucket_quantiles(b, (0.5, 0.9)).items()}
-        elif len(hs) == 1 and not parts[part]:
-            q = {0.5: hs[0]["p50_us"] / 1000, 0.9: hs[0]["p90_us"] / 1000}
-        else:                      # no buckets to merge: no quantiles
-            q = {0.5: None, 0.9: None}
-        res[part] = {"n": n, "mean": mean, "median": q[0.5],
-                     "p90": q[0.9],
-                     "min": min([h["min_us"] / 1000 for h in hs] +
-                                parts[part]),
-                     "max": max([h["max_us"] / 1000 for h in hs] +
-                                parts[part])}
-    tr = [h.get("transport") for h in hists
-          if (h.get("transport") or {}).get("count")]
-    tc = [h.get("tcp") for h in hists if (h.get("tcp") or {}).get("count")]
-    n = sum(h["count"] for h in tr)
-    if n:
-        mean = (sum(h["mean_us"] * h["count"] for h in tr) -
-                sum(h["mean_us"] * h["count"] for h in tc)) / n / 1000
-        k = len(parts["handshake"])
-        mean = (mean * n + sum(parts["handshake"])) / (n + k)
-        res["handshake"] = {"n": n + k, "mean": mean, "median": None,
-                            "p90": None, "min": None, "max": None}
-    else:
-        res["handshake"] = out["handshake"]
-    return res
+def _handshake_hist(c):
+    """An older cycled document's handshake as a histogram with a mean
+    only: transport counts from the first packet, so its mean less tcp's."""
+    tr, tc = c.get("transport") or {}, c.get("tcp") or {}
+    if not tr.get("count"):
+        return None
+    return {"count": tr["count"],
+            "mean_us": tr["mean_us"] - (tc.get("mean_us") or 0) *
+            (tc.get("count") or 0) / tr["count"]}
+
+
+def _merge_part(values, hists):
+    """summarize()'s shape, in ms, from exact values and the tools'
+    histograms (in us) together: n-weighted mean; median and p90 from the
+    merged buckets when every histogram has them (the exact values added
+    as buckets of their own), from a lone histogram's own percentiles, or
+    None; min and max where known."""
+    values = [v for v in values if v is not None]
+    hs = [h for h in hists if (h or {}).get("count")]
+    if not hs:
+        return summarize(values)
+    n = sum(h["count"] for h in hs) + len(values)
+    mean = (sum(h["mean_us"] * h["count"] for h in hs) / 1000 +
+            sum(values)) / n
+    if all("buckets" in h for h in hs):
+        b = merge_buckets(hs)
+        for v in values:
+            k = int(v * 1e6)
+            b[k] = b.get(k, 0) + 1
+        q = {k: v / 1000 for k, v in
+             bucket_quantiles(b, (0.5, 0.9)).items()}
+    elif len(hs) == 1 and not values and hs[0].get("p50_us") is not None:
+        q = {0.5: hs[0]["p50_us"] / 1000, 0.9: hs[0]["p90_us"] / 1000}
+    else:                          # no buckets to merge: no quantiles
+        q = {0.5: None, 0.9: None}
+    lows = [h["min_us"] / 1000 for h in hs if h.get("min_us") is not None]
+    highs = [h["max_us"] / 1000 for h in hs if h.get("max_us") is not None]
+    return {"n": n, "mean": mean, "median": q[0.5], "p90": q[0.9],
+            "min": min(lows + values) if lows or values else None,
+            "max": max(highs + values) if highs or values else None}
 
 
 def _ms(us):

@@ -37,6 +37,57 @@ def test_buckets_merge_and_quantiles():
     assert q == {0.2: 1.0, 0.5: 2.0, 0.99: 10.0}    # microseconds
 
 
+def _hist(values_us):
+    """A loadgen histogram of exact values (us), buckets in ns."""
+    v = sorted(values_us)
+    b = {}
+    for x in v:
+        b[int(x * 1000)] = b.get(int(x * 1000), 0) + 1
+    return {"count": len(v), "mean_us": sum(v) / len(v), "min_us": v[0],
+            "max_us": v[-1], "p50_us": v[(len(v) - 1) // 2],
+            "p90_us": v[-1], "buckets": sorted([k, n] for k, n in
+                                               b.items())}
+
+
+def _cycled(tcp, hs, mqtt):
+    """A loadgen document of one client that reconnected (--cycles):
+    its connection list holds only the last cycle, the histograms hold
+    them all."""
+    tot = [a + b + c for a, b, c in zip(tcp, hs, mqtt)]
+    last = {"tcp_us": tcp[-1], "transport_us": tcp[-1] + hs[-1],
+            "mqtt_us": mqtt[-1], "total_us": tot[-1]}
+    return {"totals": {"connections": 1, "connected": 1, "failed": 0},
+            "cycles": {"done": len(tcp)},
+            "connect": {"tcp": _hist(tcp), "handshake": _hist(hs),
+                        "transport": _hist([a + b for a, b in
+                                            zip(tcp, hs)]),
+                        "mqtt": _hist(mqtt), "total": _hist(tot)},
+            "connections": [{"connect": last}]}
+
+
+def test_connect_parts_are_medians_over_every_cycle():
+    """Two processes of a cycling client: each part's median is over all
+    six connections, not over the two last ones the lists keep."""
+    a = _cycled([80e3, 81e3, 90e3], [85e3, 86e3, 200e3], [80e3] * 3)
+    b = _cycled([82e3, 83e3, 300e3], [84e3, 87e3, 95e3], [81e3] * 3)
+    ms = metrics.connect([a, b])["ms"]
+    assert ms["tcp"]["n"] == 6 and ms["handshake"]["n"] == 6
+    # sorted tcp: 80 81 82 83 90 300 -> the third of six (ceil(0.5 x 6))
+    assert ms["tcp"]["median"] == pytest.approx(82.0)
+    assert ms["handshake"]["median"] == pytest.approx(86.0)
+    assert ms["mqtt"]["median"] == pytest.approx(80.0)
+    assert ms["tcp"]["max"] == pytest.approx(300.0)
+    # an older document (no buckets in the parts) still gives a mean
+    old = _cycled([80e3, 90e3], [85e3, 95e3], [80e3, 80e3])
+    for k in ("tcp", "handshake", "mqtt"):
+        del old["connect"][k]["buckets"]
+    del old["connect"]["handshake"]
+    m = metrics.connect([old])["ms"]
+    assert m["handshake"]["mean"] == pytest.approx(90.0)
+    assert m["handshake"]["median"] is None
+    assert m["tcp"]["median"] == pytest.approx(80.0)    # its own p50
+
+
 def _pub(pid, topic, written, queued=None, state="closed"):
     return {"id": pid, "topic": topic, "state": state,
             "queued": written if queued is None else queued,

@@ -300,6 +300,19 @@ def test_cycles_reconnect_and_keep_sequence(bench, transport):
     assert lg.doc["totals"]["acks"] == 18
     for c in lg.doc["connections"]:
         assert c["cycles_begun"] == 3 and c["state"] == "closed"
+    # every connection of every cycle in each part's histogram, with
+    # buckets, so that medians over cycles merge across processes
+    cn = lg.doc["connect"]
+    for part in ("tcp", "transport", "handshake", "mqtt", "total"):
+        h = cn[part]
+        assert h["count"] == 9, part
+        assert sum(n for _, n in h["buckets"]) == 9, part
+    if transport == "tcp":
+        assert cn["handshake"]["max_us"] < 1000    # no handshake after TCP
+    else:
+        assert cn["handshake"]["min_us"] > 0
+        assert cn["transport"]["mean_us"] == pytest.approx(
+            cn["tcp"]["mean_us"] + cn["handshake"]["mean_us"], rel=1e-6)
     s = sink.result()
     assert s.rc == 0, s
     assert s.doc["sequence"]["lost"] == 0
