@@ -80,6 +80,8 @@
 #define MAX_RATE_BURST 256
 #define MAX_PAYLOAD (64u * 1024 * 1024)
 #define MAX_CLIENTS 1000000u
+/* Topic flows of one client at the most (--flows). */
+#define MAX_FLOWS 1000u
 
 enum pub_state {
 	PUB_PENDING = 0, /* not started yet */
@@ -110,6 +112,38 @@ struct pub_transport {
 	int64_t cwnd_bytes, retransmits, segs_out, segs_in;
 };
 
+/*
+ * --flows: the flow of every message not yet written whole, in publish
+ * order. A connection's stream keeps order, so the messages the engine
+ * counts as written (pub_written, each once, resends after a reconnect
+ * included) are always the oldest of these: their flows are popped from
+ * the head as the count grows. Bounded by what the output buffer holds.
+ */
+struct flow_queue {
+	uint16_t *ring; /* flow indexes; capacity a power of 2 */
+	uint32_t head, n, cap;
+	uint64_t seen;  /* pub_written already given to flows */
+};
+
+/*
+ * One topic flow of a publisher: its own publisher id, topic, schedule
+ * and sequence numbers. A client has --flows of them (1 by default) on
+ * its one MQTT session; lg->flows holds them, client i's at i x flows.
+ */
+struct flow {
+	char *topic;
+	uint16_t topic_len;
+	uint32_t publisher_id;
+	uint64_t target;     /* messages to send; PAYLOAD_SEQ_MAX + 1: no
+	                        limit */
+	uint64_t sent;       /* queued: sequence numbers 0 .. sent - 1 */
+	uint64_t sent0;      /* sent before this cycle (--cycles) */
+	uint64_t written;    /* written whole, the first `written` of them */
+	int64_t next_at;     /* rate mode: when the next one is due */
+	int64_t t_rate0;     /* rate mode: when this cycle's first was due */
+	uint64_t rng;        /* Poisson gaps */
+};
+
 /* What only some connections need (ack figures once acks come, transport
  * statistics at the close, cycles, migrations), apart from struct pub so
  * that an idle connection does not pay for it. */
@@ -120,7 +154,6 @@ struct pub_more {
 	struct pub_transport tr;     /* the transport's view, at close */
 	/* --cycles: cycles begun, and where this one began */
 	uint32_t cycle;
-	uint64_t sent0;      /* messages sent before this cycle */
 	int64_t t_cycle;
 	uint64_t wire_cycle; /* wire bytes in + out before this cycle */
 	/* --migrate-after / SIGUSR1 (QUIC): the last rebind */
@@ -128,25 +161,22 @@ struct pub_more {
 	int mig_result;      /* 1 validated, -1 failed, 0 pending */
 	uint32_t migrations, delayed;
 	uint64_t written;    /* messages the transport took whole */
+	struct flow_queue fq; /* --flows: whose messages wait to be written */
 };
 
 struct pub {
 	struct lg *lg;
 	struct client *cl;
-	char *topic;
-	uint16_t topic_len;
+	struct flow *flows;  /* its --flows flows, in lg->flows */
 	uint8_t state; /* enum pub_state */
 	uint8_t send_done, blocked, tls_resumed;
 	uint8_t grouped;     /* on a shared connection (--streams) */
-	uint32_t index, publisher_id;
+	uint32_t index;
 	uint32_t acks_failed, late;
-	uint64_t target; /* messages to send; PAYLOAD_SEQ_MAX + 1: no limit */
-	uint64_t sent, acks; /* payload bytes: sent * --size */
+	uint64_t target; /* its flows' targets summed */
+	uint64_t sent, acks; /* over its flows; payload bytes: sent * --size */
 	struct pub_more *more;       /* from the first use: see pm() */
 	struct stats_hist *ack_hist; /* from the first ack; small runs only */
-	int64_t next_at;             /* rate mode: when the next one is due */
-	int64_t t_rate0;             /* rate mode: when the first one was due */
-	uint64_t rng;                /* Poisson gaps */
 	int64_t t_start, t_tcp, t_ready, t_connack;
 	int64_t t_connect_sent; /* when CONNECT could leave (see on_connected) */
 	uint64_t wire_in, wire_out, mqtt_out;
@@ -157,13 +187,14 @@ struct pub {
 struct lg_opts {
 	struct cli_conn conn;
 	uint32_t clients;
+	uint32_t flows;   /* topic flows per client */
 	const char *topic_tmpl;
 	uint64_t size;
-	double rate; /* per client, messages/s; 0: max */
+	double rate; /* per flow, messages/s; 0: max */
 	int poisson;
 	uint64_t seed;
-	uint64_t count;   /* per client, 0: not given */
-	uint64_t total;   /* all clients, 0: not given */
+	uint64_t count;   /* per flow, 0: not given */
+	uint64_t total;   /* all flows of all clients, 0: not given */
 	uint64_t duration_ns;
 	uint64_t ramp_ns;
 	int idle;
@@ -190,6 +221,7 @@ struct lg {
 	struct tr_ctx *tr;
 	struct client_config ccfg;
 	struct pub *pubs;
+	struct flow *flows; /* clients x flows */
 	uint8_t *payload;
 	json_t *doc;
 	int per_conn_hist;
@@ -282,16 +314,23 @@ static const char usage[] =
 	"\n"
 	"Load:\n"
 	"  --clients N            publisher connections (default 1)\n"
+	"  --flows N              independent topic flows per client, all on its\n"
+	"                         one connection and MQTT session (default 1):\n"
+	"                         each has its own publisher id, topic ({f}),\n"
+	"                         schedule and sequence numbers; --rate and\n"
+	"                         --count are per flow\n"
 	"  --topic TEMPLATE       topic; {client} is replaced by the client id,\n"
-	"                         {n} by the client's index (default\n"
-	"                         bench/{client})\n"
+	"                         {n} by the client's index, {f} by the flow's\n"
+	"                         (default bench/{client})\n"
 	"  --size BYTES           payload size, >= 28 (the header; default 64)\n"
-	"  --rate R               messages/s per client (default 10; at least\n"
-	"                         0.001); 0 = as fast as window and socket allow\n"
+	"  --rate R               messages/s per client, per flow with --flows\n"
+	"                         (default 10; at least 0.001); 0 = as fast as\n"
+	"                         window and socket allow\n"
 	"  --arrival constant|poisson  gaps between messages (default constant)\n"
 	"  --seed N               seed of the Poisson gaps (default 1)\n"
-	"  --count N              messages per client\n"
-	"  --total N              messages over all clients (split evenly)\n"
+	"  --count N              messages per client, per flow with --flows\n"
+	"  --total N              messages over all clients and flows (split\n"
+	"                         evenly)\n"
 	"  --duration DUR         publish (or, --idle, hold) for DUR from the\n"
 	"                         moment every client has connected, not before\n"
 	"                         the ramp-up ends\n"
@@ -306,8 +345,9 @@ static const char usage[] =
 	"  --drain DUR            after the last publish, wait up to DUR for\n"
 	"                         acks (default 10s)\n"
 	"  --id-base N            publisher id of client 0; client i gets\n"
-	"                         N + i (default: random, from getrandom, so that\n"
-	"                         processes feeding one sink do not collide)\n"
+	"                         N + i, its flow f N + i x flows + f (default:\n"
+	"                         random, from getrandom, so that processes\n"
+	"                         feeding one sink do not collide)\n"
 	"  --ready-file FILE      create FILE once every connection is up\n"
 	"  --no-per-connection    leave the per-connection list out of the JSON\n"
 	"                         (the compact \"publishers\" list stays)\n"
@@ -332,7 +372,10 @@ static const char usage[] =
 	"  --migrate-addr ADDR    the local address to move to\n"
 	"\n"
 	"Timing: message i of a client is due at its CONNACK + i / rate (or\n"
-	"after Poisson gaps). A client that falls behind sends the overdue\n"
+	"after Poisson gaps); with --flows N, message i of flow f at CONNACK +\n"
+	"(i + f / N) / rate: the flows are spread evenly over the period and\n"
+	"interleave on the connection in the order they are due. A client\n"
+	"(a flow) that falls behind sends the overdue\n"
 	"messages back to back, skipping none. At QoS 1/2 the inflight window\n"
 	"closes the loop: at most --inflight messages wait for acks, so slow\n"
 	"acks lower the offered load below --rate. The payload carries the\n"
@@ -349,6 +392,7 @@ static const char usage[] =
 
 enum {
 	OPT_CLIENTS = CLI_OPT_FIRST_OWN,
+	OPT_FLOWS,
 	OPT_TOPIC,
 	OPT_SIZE,
 	OPT_RATE,
@@ -378,6 +422,7 @@ enum {
 static const struct option longopts[] = {
 	CLI_CONN_LONGOPTS,
 	{ "clients", required_argument, 0, OPT_CLIENTS },
+	{ "flows", required_argument, 0, OPT_FLOWS },
 	{ "topic", required_argument, 0, OPT_TOPIC },
 	{ "size", required_argument, 0, OPT_SIZE },
 	{ "rate", required_argument, 0, OPT_RATE },
@@ -417,6 +462,11 @@ static int handle_opt(void *ctx, int code, const char *arg)
 		if (cli_parse_u64("--clients", arg, 1, MAX_CLIENTS, &v) < 0)
 			return CLI_EBADARG;
 		o->clients = (uint32_t)v;
+		return 0;
+	case OPT_FLOWS:
+		if (cli_parse_u64("--flows", arg, 1, MAX_FLOWS, &v) < 0)
+			return CLI_EBADARG;
+		o->flows = (uint32_t)v;
 		return 0;
 	case OPT_TOPIC:
 		o->topic_tmpl = arg;
@@ -552,16 +602,19 @@ static void client_id_of(const struct lg_opts *o, uint32_t i, char *buf,
 }
 
 /*
- * Expand the topic template for client i into a new string. Returns NULL
- * with one error line for an unknown placeholder or when out of memory.
+ * Expand the topic template for client n's flow f into a new string.
+ * Returns NULL with one error line for an unknown placeholder or when out
+ * of memory.
  */
-static char *expand_topic(const char *tmpl, const char *cid, uint32_t n)
+static char *expand_topic(const char *tmpl, const char *cid, uint32_t n,
+                          uint32_t f)
 {
 	size_t cap = strlen(tmpl) + 1, len = 0, add;
 	const char *p = tmpl, *ins;
-	char num[16], *out, *tmp;
+	char num[16], fnum[16], *out, *tmp;
 
 	snprintf(num, sizeof(num), "%" PRIu32, n);
+	snprintf(fnum, sizeof(fnum), "%" PRIu32, f);
 	out = malloc(cap);
 	if (out == NULL)
 		return NULL;
@@ -573,9 +626,12 @@ static char *expand_topic(const char *tmpl, const char *cid, uint32_t n)
 			} else if (strncmp(p, "{n}", 3) == 0) {
 				ins = num;
 				p += 3;
+			} else if (strncmp(p, "{f}", 3) == 0) {
+				ins = fnum;
+				p += 3;
 			} else {
 				cli_error("--topic: unknown placeholder in '%s' "
-				          "(use {client} or {n})", tmpl);
+				          "(use {client}, {n} or {f})", tmpl);
 				free(out);
 				return NULL;
 			}
@@ -607,6 +663,8 @@ static int check_options(struct lg_opts *o)
 {
 	char cid[256], *t;
 	int rv;
+	/* publisher ids and topic flows: one per flow of every client */
+	uint64_t n_flows = (uint64_t)o->clients * o->flows;
 
 	if (o->conn.client_id == NULL) {
 		static char def[64];
@@ -619,7 +677,7 @@ static int check_options(struct lg_opts *o)
 		 * with probability about 2n / 2^32 (pids would collide
 		 * modulo anything, and repeat across hosts) */
 		uint32_t r;
-		uint64_t span = (uint64_t)UINT32_MAX - o->clients + 2;
+		uint64_t span = (uint64_t)UINT32_MAX - n_flows + 2;
 
 		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
 			cli_error("cannot read random bytes for publisher ids: "
@@ -628,10 +686,10 @@ static int check_options(struct lg_opts *o)
 		}
 		o->id_base = (uint32_t)(r % span);
 	}
-	if ((uint64_t)o->id_base + o->clients - 1 > UINT32_MAX) {
+	if ((uint64_t)o->id_base + n_flows - 1 > UINT32_MAX) {
 		cli_error("--id-base %" PRIu32 " + --clients %" PRIu32
-		          " exceeds the 32-bit publisher id", o->id_base,
-		          o->clients);
+		          " x --flows %" PRIu32 " exceeds the 32-bit publisher "
+		          "id", o->id_base, o->clients, o->flows);
 		return CLI_EBADARG;
 	}
 	if (o->count && o->total) {
@@ -644,10 +702,15 @@ static int check_options(struct lg_opts *o)
 		          "--duration to bound the run");
 		return CLI_EBADARG;
 	}
-	if (o->total && o->total < o->clients) {
-		cli_error("--total %" PRIu64 " is smaller than --clients %" PRIu32
-		          ": every client must send at least one message",
-		          o->total, o->clients);
+	if (o->total && o->total < n_flows) {
+		cli_error("--total %" PRIu64 " is smaller than the %" PRIu64
+		          " flows (--clients x --flows): every flow must send "
+		          "at least one message", o->total, n_flows);
+		return CLI_EBADARG;
+	}
+	if (o->idle && o->flows > 1) {
+		cli_error("--flows with --idle: an idle client publishes "
+		          "nothing, in no flow");
 		return CLI_EBADARG;
 	}
 	if (o->poisson && o->rate == 0) {
@@ -700,7 +763,7 @@ static int check_options(struct lg_opts *o)
 		          "or not UTF-8", o->conn.client_id);
 		return CLI_EBADARG;
 	}
-	t = expand_topic(o->topic_tmpl, cid, o->clients - 1);
+	t = expand_topic(o->topic_tmpl, cid, o->clients - 1, o->flows - 1);
 	if (t == NULL)
 		return CLI_EBADARG;
 	rv = mqtt_valid_topic_name((const uint8_t *)t, strlen(t));
@@ -733,21 +796,113 @@ static int64_t time_after(int64_t base, double gap_ns)
 }
 
 /*
- * When p's next message is due, after p->sent messages. Constant rate: from
- * the start time and the count, so that rounding never accumulates.
- * Poisson: an exponential gap, -ln(1 - U) / rate with U uniform in [0, 1).
+ * When flow f's next message is due, after f->sent messages. Constant
+ * rate: from the start time and the count, so that rounding never
+ * accumulates. Poisson: an exponential gap, -ln(1 - U) / rate with U
+ * uniform in [0, 1).
  */
-static int64_t next_due(struct pub *p)
+static int64_t next_due(const struct lg_opts *o, struct flow *f)
 {
-	const struct lg_opts *o = &p->lg->o;
 	double u;
 
 	if (!o->poisson)
-		return time_after(p->t_rate0,
-		                  (double)(p->sent - pmc(p)->sent0) * 1e9 / o->rate);
-	u = prng_unit(&p->rng);
-	return time_after(p->next_at, -log1p(-u) / o->rate * 1e9);
+		return time_after(f->t_rate0,
+		                  (double)(f->sent - f->sent0) * 1e9 / o->rate);
+	u = prng_unit(&f->rng);
+	return time_after(f->next_at, -log1p(-u) / o->rate * 1e9);
 }
+
+/*
+ * p's schedule begins at `now` (its CONNACK, every cycle): flow i of N
+ * starts i / N of a period later, so that the flows take turns evenly.
+ */
+static void pub_begin_schedule(struct pub *p, int64_t now)
+{
+	const struct lg_opts *o = &p->lg->o;
+	uint32_t i;
+
+	for (i = 0; i < o->flows; i++) {
+		struct flow *f = &p->flows[i];
+
+		f->sent0 = f->sent;
+		f->t_rate0 = o->rate > 0 ? time_after(now, (double)i * 1e9 /
+		                                                ((double)o->flows *
+		                                                 o->rate))
+		                         : now;
+		f->next_at = f->t_rate0;
+	}
+}
+
+/*
+ * The flow whose message goes next: the one due first (rate mode; ties to
+ * the lower index), or the one that has sent least (max rate: turns).
+ * NULL when every flow has sent its target.
+ */
+static struct flow *pub_next_flow(struct pub *p)
+{
+	struct flow *best = NULL;
+	uint32_t i;
+
+	for (i = 0; i < p->lg->o.flows; i++) {
+		struct flow *f = &p->flows[i];
+
+		if (f->sent >= f->target)
+			continue;
+		if (best == NULL ||
+		    (p->lg->o.rate > 0 ? f->next_at < best->next_at
+		                       : f->sent < best->sent))
+			best = f;
+	}
+	return best;
+}
+
+/* The flow queue's capacity, doubled when full. 0 or -1 (out of memory). */
+static int fq_grow(struct flow_queue *q)
+{
+	uint32_t cap = q->cap ? q->cap * 2 : 16, i;
+	uint16_t *r;
+
+	if (q->n < q->cap)
+		return 0;
+	r = malloc(cap * sizeof(*r));
+	if (r == NULL)
+		return -1;
+	for (i = 0; i < q->n; i++)
+		r[i] = q->ring[(q->head + i) & (q->cap - 1)];
+	free(q->ring);
+	q->ring = r;
+	q->cap = cap;
+	q->head = 0;
+	return 0;
+}
+
+/*
+ * Give the messages the engine now counts as written to their flows:
+ * with one flow all of them, with several the oldest of the queue (see
+ * struct flow_queue).
+ */
+static void pub_sync_written(struct pub *p)
+{
+	const struct client_stats *st;
+	struct flow_queue *q;
+
+	if (p->cl == NULL)
+		return;
+	st = client_stats(p->cl);
+	if (p->lg->o.flows == 1) {
+		p->flows[0].written = st->pub_written;
+		return;
+	}
+	q = &pm(p)->fq;
+	while (q->seen < st->pub_written && q->n > 0) {
+		p->flows[q->ring[q->head]].written++;
+		q->head = (q->head + 1) & (q->cap - 1);
+		q->n--;
+		q->seen++;
+	}
+	q->seen = st->pub_written;
+}
+
 
 static void note_error(struct lg *lg, struct pub *p, const char *msg)
 {
@@ -828,6 +983,7 @@ static void pub_read_counters(struct pub *p)
 	                      : 0;
 	if (st->pub_written) /* an idle connection allocates nothing */
 		pm(p)->written = st->pub_written;
+	pub_sync_written(p);
 }
 
 /* Keep what the transport knows of p's connection (TCP_INFO: RTT,
@@ -955,28 +1111,43 @@ static void pub_migrate(struct pub *p)
 }
 
 /*
- * Publish one message now; due: when the schedule wanted it sent (0 at max
- * rate: no schedule). Returns client_publish()'s result.
+ * Publish flow f's next message now; due: when the schedule wanted it sent
+ * (0 at max rate: no schedule). Returns client_publish()'s result, or
+ * CLIENT_ENOMEM when the flow queue cannot grow.
  */
-static int pub_publish_one(struct pub *p, int64_t due)
+static int pub_publish_one(struct pub *p, struct flow *f, int64_t due)
 {
 	struct lg *lg = p->lg;
 	struct payload_header h;
+	struct flow_queue *q = NULL;
 	int64_t now, lag;
 	int rv;
 
+	if (lg->o.flows > 1) {
+		/* the message joins the queue before the publish may write
+		 * it; taken back if the publish fails */
+		pub_sync_written(p);
+		q = &pm(p)->fq;
+		if (fq_grow(q) < 0)
+			return CLIENT_ENOMEM;
+		q->ring[(q->head + q->n++) & (q->cap - 1)] =
+			(uint16_t)(f - p->flows);
+	}
 	memset(&h, 0, sizeof(h));
-	h.publisher = p->publisher_id;
-	h.seq = p->sent;
+	h.publisher = f->publisher_id;
+	h.seq = f->sent;
 	now = evloop_clock_ns();
 	h.send_ns = (uint64_t)now;
 	payload_set_due(&h, due > 0 ? (uint64_t)due : 0);
 	payload_encode(lg->payload, (size_t)lg->o.size, &h);
-	rv = client_publish(p->cl, (const uint8_t *)p->topic, p->topic_len,
+	rv = client_publish(p->cl, (const uint8_t *)f->topic, f->topic_len,
 	                    lg->payload, (size_t)lg->o.size, lg->o.conn.qos,
 	                    0, NULL);
-	if (rv < 0)
+	if (rv < 0) {
+		if (q != NULL)
+			q->n--;
 		return rv;
+	}
 	if (due > 0) {
 		lag = now > due ? now - due : 0;
 		stats_hist_add(&lg->sched_lag, (uint64_t)lag);
@@ -1000,6 +1171,7 @@ static int pub_publish_one(struct pub *p, int64_t due)
 	if (p->sent == 0)
 		pm(p)->t_first_pub = now;
 	pm(p)->t_last_pub = now;
+	f->sent++;
 	p->sent++;
 	if (lg->o.migrate_after && p->sent == lg->o.migrate_after)
 		pub_migrate(p);
@@ -1024,24 +1196,26 @@ static void pub_pump(struct pub *p)
 	unsigned budget = MAX_RATE_BURST;
 	int rv;
 
+	struct flow *f;
+
 	if (p->state != PUB_CONNECTED || p->send_done || p->blocked)
 		return;
 	for (;;) {
 		now = evloop_clock_ns();
-		if (p->sent >= p->target ||
-		    (lg->deadline && now >= lg->deadline)) {
+		f = pub_next_flow(p);
+		if (f == NULL || (lg->deadline && now >= lg->deadline)) {
 			pub_finish_sending(p);
 			return;
 		}
-		if (lg->o.rate > 0 && p->next_at > now) {
-			ev_timer_start(lg->loop, &p->timer, p->next_at);
+		if (lg->o.rate > 0 && f->next_at > now) {
+			ev_timer_start(lg->loop, &p->timer, f->next_at);
 			return;
 		}
 		if (budget-- == 0) {
 			ev_timer_start(lg->loop, &p->timer, now);
 			return;
 		}
-		rv = pub_publish_one(p, lg->o.rate > 0 ? p->next_at : 0);
+		rv = pub_publish_one(p, f, lg->o.rate > 0 ? f->next_at : 0);
 		if (rv == CLIENT_EWINDOW || rv == CLIENT_EBUSY) {
 			p->blocked = 1;
 			return;
@@ -1058,7 +1232,7 @@ static void pub_pump(struct pub *p)
 			return;
 		}
 		if (lg->o.rate > 0)
-			p->next_at = next_due(p);
+			f->next_at = next_due(&lg->o, f);
 	}
 }
 
@@ -1092,6 +1266,7 @@ static void on_connected(struct client *c,
 	struct lg *lg = p->lg;
 	struct tr_info ti;
 	struct tr_conn *tc;
+	uint32_t i;
 
 	p->state = PUB_CONNECTED;
 	p->t_start = info->t_start;
@@ -1136,10 +1311,12 @@ static void on_connected(struct client *c,
 		p->state = PUB_CONNECTED;
 		p->send_done = 0;
 		p->blocked = 0;
-		p->target += lg->o.count;
-		pm(p)->sent0 = p->sent; /* this cycle's schedule starts now */
+		for (i = 0; i < lg->o.flows; i++)
+			p->flows[i].target += lg->o.count;
+		p->target += lg->o.count * lg->o.flows;
 		lg->sending++;
-		p->next_at = p->t_rate0 = evloop_clock_ns();
+		/* this cycle's schedule starts now */
+		pub_begin_schedule(p, evloop_clock_ns());
 		pub_pump(p);
 		return;
 	}
@@ -1160,7 +1337,7 @@ static void on_connected(struct client *c,
 		return;
 	}
 	lg->sending++;
-	p->next_at = p->t_rate0 = evloop_clock_ns();
+	pub_begin_schedule(p, evloop_clock_ns());
 	pub_pump(p);
 }
 
@@ -1534,16 +1711,21 @@ static json_t *config_json(const struct lg *lg)
 
 	report_set(c, "connection", cli_conn_json(&o->conn));
 	report_set(c, "clients", json_integer(o->clients));
+	report_set(c, "flows_per_client", json_integer(o->flows));
 	report_set(c, "client_id_prefix", json_string(o->conn.client_id));
 	report_set(c, "topic", json_string(o->topic_tmpl));
 	report_set(c, "payload_size", report_u64(o->size));
 	report_set(c, "header_size", json_integer(PAYLOAD_HEADER_LEN));
-	report_set(c, "rate_per_client", json_real(o->rate));
+	/* --rate is per flow; a client sends its flows' rates together */
+	report_set(c, "rate_per_client", json_real(o->rate * o->flows));
+	report_set(c, "rate_per_flow", json_real(o->rate));
 	report_set(c, "max_rate", json_boolean(o->rate == 0 && !o->idle));
 	report_set(c, "arrival", json_string(o->poisson ? "poisson"
 	                                                : "constant"));
 	report_set(c, "seed", report_u64(o->seed));
 	report_set(c, "count_per_client",
+	           o->count ? report_u64(o->count * o->flows) : json_null());
+	report_set(c, "count_per_flow",
 	           o->count ? report_u64(o->count) : json_null());
 	report_set(c, "total", o->total ? report_u64(o->total)
 	                                : json_null());
@@ -1644,17 +1826,28 @@ static json_t *transports_json(const struct lg *lg)
 	                 "srtt_us_max", known(rtt_max));
 }
 
+/* The sequence numbers flow f queued: 0 .. sent - 1, or nulls. */
+static void flow_seq_json(json_t *o, const struct flow *f)
+{
+	report_set(o, "first_seq", f->sent ? json_integer(0) : json_null());
+	report_set(o, "last_seq",
+	           f->sent ? report_u64(f->sent - 1) : json_null());
+}
+
 static json_t *pub_json(const struct lg *lg, const struct pub *p)
 {
-	json_t *o = json_object(), *ack;
+	json_t *o = json_object(), *ack, *fl;
 	char cid[256];
 	uint64_t ok = p->acks - p->acks_failed;
+	uint32_t i;
 
 	client_id_of(&lg->o, p->index, cid, sizeof(cid));
 	report_set(o, "index", json_integer(p->index));
 	report_set(o, "client_id", json_string(cid));
-	report_set(o, "publisher_id", json_integer(p->publisher_id));
-	report_set(o, "topic", p->topic ? json_string(p->topic) : json_null());
+	/* with --flows, flow 0's here; every flow's in "flows" */
+	report_set(o, "publisher_id", json_integer(p->flows[0].publisher_id));
+	report_set(o, "topic", p->flows[0].topic ? json_string(p->flows[0].topic)
+	                                         : json_null());
 	report_set(o, "state", json_string(pub_state_names[p->state]));
 	if (p->t_connack) {
 		report_set(o, "connect",
@@ -1693,9 +1886,22 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 		                     (json_int_t)pmc(p)->delayed));
 	report_set(o, "sent", report_u64(p->sent));
 	report_set(o, "written", report_u64(pmc(p)->written));
-	report_set(o, "first_seq", p->sent ? json_integer(0) : json_null());
-	report_set(o, "last_seq", p->sent ? report_u64(p->sent - 1)
-	                                  : json_null());
+	flow_seq_json(o, &p->flows[0]);
+	if (lg->o.flows > 1) {
+		fl = json_array();
+		for (i = 0; i < lg->o.flows; i++) {
+			const struct flow *f = &p->flows[i];
+			json_t *e = json_pack("{s:I, s:s, s:o, s:o}",
+			                      "publisher_id",
+			                      (json_int_t)f->publisher_id, "topic",
+			                      f->topic, "sent", report_u64(f->sent),
+			                      "written", report_u64(f->written));
+
+			flow_seq_json(e, f);
+			json_array_append_new(fl, e);
+		}
+		report_set(o, "flows", fl);
+	}
 	if (lg->o.rate > 0)
 		report_set(o, "late_messages", report_u64(p->late));
 	report_set(o, "payload_bytes", report_u64(p->sent * lg->o.size));
@@ -1740,21 +1946,24 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 static json_t *publishers_json(const struct lg *lg)
 {
 	json_t *list = json_array();
-	uint32_t i;
+	uint32_t i, k;
 
 	for (i = 0; lg->pubs != NULL && i < lg->o.clients; i++) {
 		const struct pub *p = &lg->pubs[i];
 
-		json_array_append_new(
-			list,
-			json_pack("{s:I, s:s?, s:s, s:o, s:o, s:o, s:o}", "id",
-			          (json_int_t)p->publisher_id, "topic", p->topic,
-			          "state", pub_state_names[p->state], "queued",
-			          report_u64(p->sent), "written",
-			          report_u64(pmc(p)->written), "first_seq",
-			          p->sent ? json_integer(0) : json_null(),
-			          "last_seq",
-			          p->sent ? report_u64(p->sent - 1) : json_null()));
+		for (k = 0; k < lg->o.flows; k++) {
+			const struct flow *f = &p->flows[k];
+			json_t *e = json_pack(
+				"{s:I, s:s?, s:s, s:o, s:o, s:I, s:I}", "id",
+				(json_int_t)f->publisher_id, "topic", f->topic,
+				"state", pub_state_names[p->state], "queued",
+				report_u64(f->sent), "written",
+				report_u64(f->written), "client",
+				(json_int_t)i, "flow", (json_int_t)k);
+
+			flow_seq_json(e, f);
+			json_array_append_new(list, e);
+		}
 	}
 	return list;
 }
@@ -1855,7 +2064,8 @@ static json_t *throughput_json(const struct lg *lg)
 	report_set(tp, "steady_state", st);
 	report_set(tp, "configured_messages_per_s",
 	           lg->o.rate > 0 && !lg->o.idle
-	                   ? json_real(lg->o.rate * lg->o.clients)
+	                   ? json_real(lg->o.rate * lg->o.clients *
+	                               lg->o.flows)
 	                   : json_null());
 	return tp;
 }
@@ -2180,11 +2390,14 @@ static int lg_setup_run(struct lg *lg)
 /* The publishers: what grows with --clients. */
 static int lg_setup_pubs(struct lg *lg)
 {
-	uint32_t i;
+	uint32_t i, k;
+	uint64_t n_flows = (uint64_t)lg->o.clients * lg->o.flows;
 	char cid[256];
 
 	lg->pubs = calloc(lg->o.clients, sizeof(*lg->pubs));
-	if (lg->pubs == NULL) {
+	lg->flows = calloc((size_t)lg->o.clients * lg->o.flows,
+	                   sizeof(*lg->flows));
+	if (lg->pubs == NULL || lg->flows == NULL) {
 		note_error(lg, NULL, "out of memory");
 		return -1;
 	}
@@ -2203,22 +2416,31 @@ static int lg_setup_pubs(struct lg *lg)
 
 		p->lg = lg;
 		p->index = i;
-		p->publisher_id = lg->o.id_base + i;
-		p->rng = lg->o.seed ^ (UINT64_C(0x9E3779B97F4A7C15) * (i + 1));
-		if (lg->o.count)
-			p->target = lg->o.count;
-		else if (lg->o.total)
-			p->target = lg->o.total / lg->o.clients +
-			            (i < lg->o.total % lg->o.clients);
-		else /* unbounded; the sink takes larger ones as invalid */
-			p->target = PAYLOAD_SEQ_MAX + 1;
+		p->flows = &lg->flows[(size_t)i * lg->o.flows];
 		client_id_of(&lg->o, i, cid, sizeof(cid));
-		p->topic = expand_topic(lg->o.topic_tmpl, cid, i);
-		if (p->topic == NULL) {
-			note_error(lg, NULL, "out of memory");
-			return -1;
+		for (k = 0; k < lg->o.flows; k++) {
+			struct flow *f = &p->flows[k];
+			uint64_t g = (uint64_t)i * lg->o.flows + k; /* flow id */
+
+			f->publisher_id = lg->o.id_base + (uint32_t)g;
+			f->rng = lg->o.seed ^
+			         (UINT64_C(0x9E3779B97F4A7C15) * (g + 1));
+			if (lg->o.count)
+				f->target = lg->o.count;
+			else if (lg->o.total)
+				f->target = lg->o.total / n_flows +
+				            (g < lg->o.total % n_flows);
+			else /* unbounded; the sink takes larger ones as
+			        invalid */
+				f->target = PAYLOAD_SEQ_MAX + 1;
+			p->target += f->target;
+			f->topic = expand_topic(lg->o.topic_tmpl, cid, i, k);
+			if (f->topic == NULL) {
+				note_error(lg, NULL, "out of memory");
+				return -1;
+			}
+			f->topic_len = (uint16_t)strlen(f->topic);
 		}
-		p->topic_len = (uint16_t)strlen(p->topic);
 		ev_timer_init(&p->timer, pub_timer_cb, p);
 	}
 	return 0;
@@ -2233,8 +2455,9 @@ static void lg_cleanup(struct lg *lg)
 			if (lg->loop)
 				ev_timer_stop(lg->loop, &lg->pubs[i].timer);
 			client_free(lg->pubs[i].cl);
-			free(lg->pubs[i].topic);
 			free(lg->pubs[i].ack_hist);
+			if (lg->pubs[i].more)
+				free(lg->pubs[i].more->fq.ring);
 			free(lg->pubs[i].more);
 			free(lg->pubs[i].err);
 		}
@@ -2247,6 +2470,9 @@ static void lg_cleanup(struct lg *lg)
 		free(lg->sess_blob[i]);
 	free(lg->sess_blob);
 	free(lg->sess_len);
+	for (i = 0; lg->flows && i < lg->o.clients * lg->o.flows; i++)
+		free(lg->flows[i].topic);
+	free(lg->flows);
 	free(lg->pubs);
 	free(lg->payload);
 	free(lg->first_err);
@@ -2270,6 +2496,7 @@ int main(int argc, char **argv)
 	lg->sigfd = -1;
 	cli_conn_init(&lg->o.conn);
 	lg->o.clients = 1;
+	lg->o.flows = 1;
 	lg->o.topic_tmpl = "bench/{client}";
 	lg->o.size = 64;
 	lg->o.rate = 10;

@@ -430,7 +430,8 @@ def check_doc(doc, tool):
                       "state", "connect", "sent", "written", "first_seq",
                       "last_seq", "error"):
                 assert k in c, f"connections[].{k} missing"
-        assert len(doc["publishers"]) == doc["config"]["clients"]
+        assert len(doc["publishers"]) == doc["config"]["clients"] * \
+            doc["config"]["flows_per_client"]
         for p in doc["publishers"]:
             for k in ("id", "topic", "state", "queued", "written",
                       "first_seq", "last_seq"):
