@@ -94,11 +94,13 @@ enum pub_state {
 	PUB_ABANDONED,   /* connect abandoned because the run stopped */
 	PUB_NOT_STARTED, /* the run stopped before its turn */
 	PUB_SLEEPING,    /* between two cycles (--cycles) */
+	PUB_MIGRATING,   /* TCP, TLS: reconnecting from a new port */
 };
 
 static const char *const pub_state_names[] = {
 	"pending", "connecting", "connected", "closing", "closed",
 	"failed", "lost", "abandoned", "not_started", "sleeping",
+	"migrating",
 };
 
 struct lg;
@@ -144,6 +146,24 @@ struct flow {
 	uint64_t rng;        /* Poisson gaps */
 };
 
+/*
+ * One move of a connection to a new local port or address (--migrate-after,
+ * SIGUSR1). QUIC migrates the connection: it goes on while the new path is
+ * validated. TCP and TLS cannot: the connection is dropped and a new one
+ * made, and the persistent MQTT session resumed (client_reconnect).
+ */
+struct mig_rec {
+	int64_t t_at;     /* the move was asked */
+	int64_t t_done;   /* QUIC: path validated; TCP/TLS: the new CONNACK */
+	int8_t result;    /* 1 done, -1 failed, 0 pending */
+	uint8_t session_present; /* TCP/TLS: the broker kept the session */
+	uint8_t tls_resumed;     /* TLS: the new handshake resumed */
+	uint32_t delayed; /* QUIC: sent before the validation; TCP/TLS: due
+	                     while it was down, sent after */
+	uint32_t resent;  /* TCP/TLS: packets sent again after CONNACK (DUP
+	                     PUBLISH, PUBREL) */
+};
+
 /* What only some connections need (ack figures once acks come, transport
  * statistics at the close, cycles, migrations), apart from struct pub so
  * that an idle connection does not pay for it. */
@@ -156,10 +176,9 @@ struct pub_more {
 	uint32_t cycle;
 	int64_t t_cycle;
 	uint64_t wire_cycle; /* wire bytes in + out before this cycle */
-	/* --migrate-after / SIGUSR1 (QUIC): the last rebind */
-	int64_t t_migrate, t_validated;
-	int mig_result;      /* 1 validated, -1 failed, 0 pending */
-	uint32_t migrations, delayed;
+	/* --migrate-after / SIGUSR1: every move, in order */
+	struct mig_rec *migs;
+	uint32_t n_migs;
 	uint64_t written;    /* messages the transport took whole */
 	struct flow_queue fq; /* --flows: whose messages wait to be written */
 };
@@ -219,6 +238,7 @@ struct lg {
 	struct lg_opts o;
 	struct evloop *loop;
 	struct tr_ctx *tr;
+	struct tr_ctx *tr_mig; /* TCP/TLS --migrate-addr: bound to it */
 	struct client_config ccfg;
 	struct pub *pubs;
 	struct flow *flows; /* clients x flows */
@@ -366,9 +386,13 @@ static const char usage[] =
 	"                         resumed connections\n"
 	"  --streams N            QUIC: N consecutive clients share one\n"
 	"                         connection, one stream each (default 1)\n"
-	"  --migrate-after N      QUIC: move the connection to a new local port\n"
-	"                         (or --migrate-addr) after N messages; SIGUSR1\n"
-	"                         does it at once\n"
+	"  --migrate-after N      move the connection to a new local port (or\n"
+	"                         --migrate-addr) after N messages; SIGUSR1\n"
+	"                         does it at once. QUIC migrates the\n"
+	"                         connection; TCP and TLS drop it and reconnect\n"
+	"                         from a new socket with the persistent session\n"
+	"                         (needs --persistent): unacknowledged QoS 1/2\n"
+	"                         messages are resent with DUP, TLS resumes\n"
 	"  --migrate-addr ADDR    the local address to move to\n"
 	"\n"
 	"Timing: message i of a client is due at its CONNACK + i / rate (or\n"
@@ -750,10 +774,11 @@ static int check_options(struct lg_opts *o)
 		return CLI_EBADARG;
 	}
 	if ((o->migrate_after || o->migrate_addr) &&
-	    !(o->conn.ops->flags & TR_F_REBIND)) {
-		cli_error("--migrate-after and --migrate-addr need a transport "
-		          "that migrates (--transport quic); a TCP connection "
-		          "dies with its address");
+	    !(o->conn.ops->flags & TR_F_REBIND) && o->conn.clean) {
+		cli_error("--migrate-after and --migrate-addr over %s need "
+		          "--persistent: a %s connection dies with its address, "
+		          "and only a persistent MQTT session survives the "
+		          "reconnect", o->conn.ops->name, o->conn.ops->name);
 		return CLI_EBADARG;
 	}
 	client_id_of(o, o->clients - 1, cid, sizeof(cid));
@@ -903,6 +928,15 @@ static void pub_sync_written(struct pub *p)
 	q->seen = st->pub_written;
 }
 
+/* Messages still queued will never be written (the connection that held
+ * them was dropped, or the broker kept no session for their resend). */
+static void pub_forget_unwritten(struct pub *p)
+{
+	if (p->lg->o.flows > 1) {
+		pub_sync_written(p);
+		pm(p)->fq.n = 0;
+	}
+}
 
 static void note_error(struct lg *lg, struct pub *p, const char *msg)
 {
@@ -1011,16 +1045,32 @@ static void pub_read_transport(struct pub *p)
 		memcpy(p->lg->cc, ts.cc, sizeof(p->lg->cc));
 }
 
-/* The outcome of p's last migration (QUIC), read before the close. */
-static void pub_read_migration(struct pub *p)
+/* p's last move, NULL when none. */
+static struct mig_rec *mig_last(const struct pub *p)
 {
-	struct tr_conn *tc = p->cl ? client_transport(p->cl) : NULL;
+	return p->more && p->more->n_migs ? &p->more->migs[p->more->n_migs - 1]
+	                                  : NULL;
+}
+
+/*
+ * Where p's last QUIC migration stands (the transport knows the last
+ * rebind only: read before the next one and before the close). Returns
+ * the record while its path is not validated yet, else NULL.
+ */
+static struct mig_rec *pub_mig_pending(struct pub *p)
+{
+	struct mig_rec *m = mig_last(p);
+	struct tr_conn *tc;
 	unsigned n;
 	int64_t t0;
 
-	if (!pmc(p)->migrations || tc == NULL)
-		return;
-	pm(p)->mig_result = quic_migration_info(tc, &t0, &pm(p)->t_validated, &n);
+	if (m == NULL || m->result != 0 ||
+	    !(p->lg->o.conn.ops->flags & TR_F_REBIND))
+		return NULL;
+	tc = p->cl ? client_transport(p->cl) : NULL;
+	if (tc != NULL)
+		m->result = (int8_t)quic_migration_info(tc, &t0, &m->t_done, &n);
+	return m->result == 0 ? m : NULL;
 }
 
 static void pub_close(struct pub *p)
@@ -1030,7 +1080,7 @@ static void pub_close(struct pub *p)
 	if (p->state != PUB_CONNECTED)
 		return;
 	pub_read_transport(p);
-	pub_read_migration(p);
+	pub_mig_pending(p);
 	if (lg->o.cycles > 1 && p->sent >= p->target) {
 		/* the cycle's work is done: its last ack is in (QoS 1/2) or
 		 * its last message handed over (QoS 0) */
@@ -1071,7 +1121,8 @@ static void pub_finish_sending(struct pub *p)
 		return;
 	p->send_done = 1;
 	ev_timer_stop(lg->loop, &p->timer);
-	if (p->state == PUB_CONNECTED && lg->sending > 0) {
+	if ((p->state == PUB_CONNECTED || p->state == PUB_MIGRATING) &&
+	    lg->sending > 0) {
 		lg->sending--;
 		lg->t_pub_end = evloop_clock_ns();
 	}
@@ -1084,30 +1135,79 @@ static void pub_finish_sending(struct pub *p)
 /* ---- publishing --------------------------------------------------------- */
 
 /*
- * Move p's connection to a new local address (QUIC migration); on a shared
- * connection only its first client does, once for all.
+ * Move p's connection to a new local port (or --migrate-addr). QUIC
+ * migrates the connection; on a shared connection only its first client
+ * does, once for all. TCP and TLS drop it and reconnect with the
+ * persistent session (on_connected takes the new CONNACK); p publishes
+ * nothing meanwhile.
  */
 static void pub_migrate(struct pub *p)
 {
 	struct lg *lg = p->lg;
 	struct conn *c = p->cl ? client_conn(p->cl) : NULL;
+	struct pub_more *m;
+	struct mig_rec *rec;
 	char msg[300];
 	int r;
 
 	if (c == NULL || p->state != PUB_CONNECTED ||
 	    (p->grouped && p->index % lg->o.streams != 0))
 		return;
-	r = conn_rebind(c, lg->o.migrate_addr);
-	if (r < 0) {
+	pub_mig_pending(p); /* the previous one's outcome, before it is lost */
+	m = pm(p);
+	rec = realloc(m->migs, (m->n_migs + 1) * sizeof(*rec));
+	if (rec == NULL) {
+		note_error(lg, p, "migration failed: out of memory");
+		return;
+	}
+	m->migs = rec;
+	if (lg->o.conn.ops->flags & TR_F_REBIND) {
+		r = conn_rebind(c, lg->o.migrate_addr);
 		snprintf(msg, sizeof(msg), "migration failed: %s",
-		         conn_errmsg(c));
+		         r < 0 ? conn_errmsg(c) : "");
+	} else {
+		r = client_reconnect(p->cl, lg->tr_mig);
+		snprintf(msg, sizeof(msg), "migration failed: %s",
+		         client_strerror(r));
+		if (r == 0)
+			p->state = PUB_MIGRATING;
+	}
+	if (r < 0) {
 		note_error(lg, p, msg);
 		return;
 	}
-	pm(p)->t_migrate = evloop_clock_ns();
-	pm(p)->t_validated = 0;
-	pm(p)->mig_result = 0;
-	pm(p)->migrations++;
+	rec = &m->migs[m->n_migs++];
+	memset(rec, 0, sizeof(*rec));
+	rec->t_at = evloop_clock_ns();
+}
+
+/*
+ * p's new CONNACK after a reconnect (TCP, TLS): the move is done. The
+ * session's resends are queued; what the broker did not keep, and (QoS 0)
+ * what the dropped connection never wrote, will never be written.
+ */
+static void pub_migrated(struct pub *p,
+                         const struct client_connected_info *info)
+{
+	struct lg *lg = p->lg;
+	const struct sess_connack_info *ci = info->mqtt;
+	struct mig_rec *m = mig_last(p);
+
+	if (m != NULL) {
+		m->t_done = ci->t_connack;
+		m->result = 1;
+		m->session_present = ci->session_present;
+		m->tls_resumed = (uint8_t)info->tls_resumed;
+		m->resent = ci->resent;
+	}
+	if (lg->o.conn.qos == 0 || !ci->session_present)
+		pub_forget_unwritten(p);
+	if (lg->stopping ||
+	    (!lg->o.idle && p->send_done &&
+	     (lg->o.conn.qos == 0 || p->acks >= p->sent)))
+		pub_close(p);
+	else
+		pub_pump(p); /* nothing when it was done sending */
 }
 
 /*
@@ -1156,15 +1256,16 @@ static int pub_publish_one(struct pub *p, struct flow *f, int64_t due)
 			lg->late++;
 		}
 	}
-	if (pmc(p)->t_migrate && pmc(p)->mig_result == 0) {
-		struct tr_conn *tc = client_transport(p->cl);
-		int64_t t0, tv;
-		unsigned n;
+	if (mig_last(p) != NULL) {
+		struct mig_rec *m = mig_last(p);
 
-		/* sent before the new path was validated */
-		pm(p)->mig_result = tc ? quic_migration_info(tc, &t0, &tv, &n) : 0;
-		if (pm(p)->mig_result == 0)
-			pm(p)->delayed++;
+		if (lg->o.conn.ops->flags & TR_F_REBIND) {
+			if (pub_mig_pending(p)) /* sent before the validation */
+				m->delayed++;
+		} else if (m->result > 0 && due > 0 && due >= m->t_at &&
+		           due < m->t_done) {
+			m->delayed++; /* due while the connection was down */
+		}
 	}
 	if (lg->t_steady > 0 && now >= lg->t_steady)
 		lg->steady_sent++;
@@ -1201,6 +1302,8 @@ static void pub_pump(struct pub *p)
 	if (p->state != PUB_CONNECTED || p->send_done || p->blocked)
 		return;
 	for (;;) {
+		if (p->state != PUB_CONNECTED)
+			return; /* migrating: on_connected pumps again */
 		now = evloop_clock_ns();
 		f = pub_next_flow(p);
 		if (f == NULL || (lg->deadline && now >= lg->deadline)) {
@@ -1268,6 +1371,13 @@ static void on_connected(struct client *c,
 	struct tr_conn *tc;
 	uint32_t i;
 
+	if (p->state == PUB_MIGRATING) {
+		/* a reconnect, not a set-up: in the migration's record,
+		 * not in the connect figures */
+		p->state = PUB_CONNECTED;
+		pub_migrated(p, info);
+		return;
+	}
 	p->state = PUB_CONNECTED;
 	p->t_start = info->t_start;
 	p->t_tcp = info->t_transport_connected;
@@ -1397,6 +1507,7 @@ static void on_closed(struct client *c, int err, const char *msg)
 	struct pub *p = client_user(c);
 	struct lg *lg = p->lg;
 	enum pub_state was = p->state;
+	struct mig_rec *mig;
 
 	ev_timer_stop(lg->loop, &p->timer);
 	/* final counts, whatever closed it: lost and refused connections
@@ -1420,6 +1531,11 @@ static void on_closed(struct client *c, int err, const char *msg)
 		else
 			lg_kick_starter(lg);
 		break;
+	case PUB_MIGRATING: /* the new connection failed, or was
+	                       abandoned when the run stopped */
+		if ((mig = mig_last(p)) != NULL)
+			mig->result = -1;
+		/* fall through */
 	case PUB_CONNECTED:
 		if (!p->send_done && lg->sending > 0) {
 			lg->sending--;
@@ -1428,7 +1544,9 @@ static void on_closed(struct client *c, int err, const char *msg)
 		p->send_done = 1;
 		p->state = PUB_LOST;
 		lg->n_lost++;
-		note_error(lg, p, err ? msg : "connection closed by the broker");
+		note_error(lg, p, err ? msg : was == PUB_MIGRATING
+		                          ? "reconnect abandoned: the run stopped"
+		                          : "connection closed by the broker");
 		break;
 	case PUB_CLOSING:
 		p->state = PUB_CLOSED;
@@ -1636,7 +1754,9 @@ static void lg_stop(struct lg *lg, const char *reason)
 			ev_timer_start(lg->loop, &p->timer, evloop_clock_ns());
 		} else if (p->state == PUB_CONNECTING) {
 			client_disconnect(p->cl, 0); /* abandons the attempt */
-		} else if (p->state == PUB_CONNECTED) {
+		} else if (p->state == PUB_CONNECTED ||
+		           p->state == PUB_MIGRATING) {
+			/* a reconnect under way closes at its CONNACK */
 			if (lg->o.idle)
 				pub_close(p);
 			else
@@ -1661,9 +1781,12 @@ static void drain_cb(struct evloop *loop, struct ev_timer *t)
 	struct lg *lg = t->arg;
 	uint32_t i;
 
-	for (i = 0; i < lg->o.clients; i++)
+	for (i = 0; i < lg->o.clients; i++) {
 		if (lg->pubs[i].state == PUB_CONNECTED)
 			pub_close(&lg->pubs[i]);
+		else if (lg->pubs[i].state == PUB_MIGRATING)
+			client_disconnect(lg->pubs[i].cl, 0); /* abandoned */
+	}
 	/* the engine lingers 2 s for the broker's close; allow for it */
 	ev_timer_start(loop, &lg->final_timer,
 	               evloop_clock_ns() + 5 * EV_NS_PER_SEC);
@@ -1826,6 +1949,41 @@ static json_t *transports_json(const struct lg *lg)
 	                 "srtt_us_max", known(rtt_max));
 }
 
+/*
+ * One move of a connection. Both kinds: at_us (asked, from the run's
+ * start), result, kind. QUIC ("migration"): the path validation's time and
+ * the messages sent before it. TCP and TLS ("reconnect"): down_us from the
+ * drop to the new CONNACK, the messages due meanwhile (sent after it),
+ * the packets resent with DUP, whether the broker kept the session and
+ * TLS resumed.
+ */
+static json_t *mig_json(const struct lg *lg, const struct mig_rec *m)
+{
+	const char *res = m->result < 0 ? "failed" : "pending";
+
+	if (lg->o.conn.ops->flags & TR_F_REBIND)
+		return json_pack("{s:s, s:o, s:s, s:o, s:I}", "kind",
+		                 "migration", "at_us",
+		                 report_span_us(lg->t0, m->t_at), "result",
+		                 m->result > 0 ? "validated" : res,
+		                 "path_validation_us",
+		                 report_span_us(m->t_at, m->t_done),
+		                 "sent_before_validation",
+		                 (json_int_t)m->delayed);
+	return json_pack("{s:s, s:o, s:s, s:o, s:I, s:I, s:o, s:o}", "kind",
+	                 "reconnect", "at_us", report_span_us(lg->t0, m->t_at),
+	                 "result", m->result > 0 ? "reconnected" : res,
+	                 "down_us", report_span_us(m->t_at, m->t_done),
+	                 "messages_delayed", (json_int_t)m->delayed, "resent",
+	                 (json_int_t)m->resent, "session_present",
+	                 m->result > 0 ? json_boolean(m->session_present)
+	                               : json_null(),
+	                 "tls_resumed",
+	                 m->result > 0 && (lg->o.conn.ops->flags & TR_F_SECURE)
+	                         ? json_boolean(m->tls_resumed)
+	                         : json_null());
+}
+
 /* The sequence numbers flow f queued: 0 .. sent - 1, or nulls. */
 static void flow_seq_json(json_t *o, const struct flow *f)
 {
@@ -1870,20 +2028,18 @@ static json_t *pub_json(const struct lg *lg, const struct pub *p)
 		report_set(o, "transport", transport_json(&pmc(p)->tr));
 	if (lg->o.cycles > 1)
 		report_set(o, "cycles_begun", json_integer(pmc(p)->cycle + 1));
-	if (pmc(p)->migrations)
-		report_set(o, "migration",
-		           json_pack("{s:i, s:o, s:o, s:s, s:I}", "count",
-		                     (int)pmc(p)->migrations, "at_us",
-		                     report_span_us(lg->t0, pmc(p)->t_migrate),
-		                     "path_validation_us",
-		                     report_span_us(pmc(p)->t_migrate,
-		                                    pmc(p)->t_validated),
-		                     "result",
-		                     pmc(p)->mig_result > 0 ? "validated"
-		                     : pmc(p)->mig_result < 0 ? "failed"
-		                                         : "pending",
-		                     "sent_before_validation",
-		                     (json_int_t)pmc(p)->delayed));
+	if (pmc(p)->n_migs) {
+		/* every move, and the last one with the count on its own */
+		json_t *last, *all = json_array();
+
+		for (i = 0; i < pmc(p)->n_migs; i++)
+			json_array_append_new(all, mig_json(lg,
+			                                    &pmc(p)->migs[i]));
+		last = mig_json(lg, &pmc(p)->migs[pmc(p)->n_migs - 1]);
+		report_set(last, "count", json_integer(pmc(p)->n_migs));
+		report_set(o, "migration", last);
+		report_set(o, "migrations", all);
+	}
 	report_set(o, "sent", report_u64(p->sent));
 	report_set(o, "written", report_u64(pmc(p)->written));
 	flow_seq_json(o, &p->flows[0]);
@@ -2123,6 +2279,7 @@ static void build_result(struct lg *lg, uint64_t wall_end)
 		 * second signal); count what they moved until now */
 		if (lg->pubs[i].state == PUB_CONNECTING ||
 		    lg->pubs[i].state == PUB_CONNECTED ||
+		    lg->pubs[i].state == PUB_MIGRATING ||
 		    lg->pubs[i].state == PUB_CLOSING)
 			pub_read_counters(&lg->pubs[i]);
 		wire_in += lg->pubs[i].wire_in;
@@ -2354,6 +2511,13 @@ static int lg_setup_run(struct lg *lg)
 	cli_tr_config(&lg->o.conn, &tcfg);
 	tcfg.early_data = lg->o.early_data;
 	rv = tr_ctx_new(&lg->tr, lg->o.conn.ops, &tcfg, err, sizeof(err));
+	if (rv == 0 && lg->o.migrate_addr &&
+	    !(lg->o.conn.ops->flags & TR_F_REBIND)) {
+		/* reconnects after a move leave from this address */
+		tcfg.local_addr = lg->o.migrate_addr;
+		rv = tr_ctx_new(&lg->tr_mig, lg->o.conn.ops, &tcfg, err,
+		                sizeof(err));
+	}
 	if (rv < 0) {
 		note_error(lg, NULL, err);
 		return -1;
@@ -2456,8 +2620,10 @@ static void lg_cleanup(struct lg *lg)
 				ev_timer_stop(lg->loop, &lg->pubs[i].timer);
 			client_free(lg->pubs[i].cl);
 			free(lg->pubs[i].ack_hist);
-			if (lg->pubs[i].more)
+			if (lg->pubs[i].more) {
 				free(lg->pubs[i].more->fq.ring);
+				free(lg->pubs[i].more->migs);
+			}
 			free(lg->pubs[i].more);
 			free(lg->pubs[i].err);
 		}
@@ -2480,6 +2646,8 @@ static void lg_cleanup(struct lg *lg)
 		evloop_del(lg->loop);
 	if (lg->tr)
 		tr_ctx_del(lg->tr);
+	if (lg->tr_mig)
+		tr_ctx_del(lg->tr_mig);
 	if (lg->sigfd >= 0)
 		close(lg->sigfd);
 	json_decref(lg->doc);

@@ -9,8 +9,9 @@
  * Structure: entry points are the public calls and the conn_user callbacks
  * (u_*), which the connection runs from loop callbacks only. Public calls
  * never run application callbacks: a close they decide (abandoning a
- * connection attempt) is parked in c->pend and carried out from the
- * connection's timer, on the next loop round. The u_* callbacks may run
+ * connection attempt) or a move to a new connection (client_reconnect) is
+ * parked in c->pend and carried out from the connection's timer, on the
+ * next loop round. The u_* callbacks may run
  * application callbacks, which may do anything to the client; `busy`
  * defers a client_free() from inside one until the u_* callback returns,
  * and sess_halt() makes the session stop at once.
@@ -35,13 +36,17 @@ struct client {
 	/* wire bytes of the own connections already closed */
 	uint64_t wire_in_done, wire_out_done;
 	int pend_err;
+	struct tr_ctx *pend_ctx; /* PEND_RECONNECT: the new connection's */
 	uint16_t busy;         /* depth of u_* callbacks running */
 	uint8_t own_conn;      /* conn is ours: freed at close */
 	uint8_t free_pending;  /* client_free() inside a callback */
-	uint8_t pend;          /* a close is parked for the timer */
+	uint8_t pend;          /* PEND_*: parked for the timer */
 	uint8_t early_sent;    /* CONNECT went as early data */
 	int8_t early;          /* 0-RTT outcome: 0, 1 accepted, -1 rejected */
 };
+
+/* What c->pend parks for the connection's timer. */
+enum { PEND_NONE = 0, PEND_CLOSE, PEND_RECONNECT };
 
 /* The session sits after the client, aligned as malloc aligns. */
 #define SESS_OFFSET ((sizeof(struct client) + 15) & ~(size_t)15)
@@ -110,7 +115,7 @@ static void close_now(struct client *c, int err, const char *msg)
 		set_errmsg(c, line);
 	teardown(c);
 	sess_closed(c->s);
-	c->pend = 0;
+	c->pend = PEND_NONE;
 	if (c->cbs->on_closed)
 		c->cbs->on_closed(c, err, line);
 }
@@ -299,14 +304,36 @@ static int64_t u_deadline(struct conn_user *u)
 	return sess_deadline(c->s);
 }
 
+static int connect_own(struct client *c, struct tr_ctx *ctx);
+
+/*
+ * What a public call parked: the close of an abandoned attempt, or the
+ * move to a new connection (client_reconnect): the old one is dropped as
+ * it is, the session closed (a persistent one keeps its flows) and a new
+ * connection started; only its failure to start is told (on_closed).
+ */
+static void carry_out_pending(struct client *c)
+{
+	if (c->pend == PEND_RECONNECT) {
+		teardown(c);
+		sess_closed(c->s);
+		c->pend = PEND_NONE;
+		if (connect_own(c, c->pend_ctx) < 0)
+			close_now(c, CLIENT_ENOMEM,
+			          "out of memory for a new connection");
+		return;
+	}
+	close_now(c, c->pend_err,
+	          c->pend_err && c->errmsg ? c->errmsg : "disconnected");
+}
+
 static void u_on_timer(struct conn_user *u, int64_t now)
 {
 	struct client *c = of_user(u);
 
 	enter(c);
 	if (c->pend)
-		close_now(c, c->pend_err,
-		          c->pend_err && c->errmsg ? c->errmsg : "disconnected");
+		carry_out_pending(c);
 	else if (!c->free_pending)
 		check(c, sess_on_time(c->s, now));
 	leave(c);
@@ -320,8 +347,7 @@ static void u_on_end(struct conn_user *u, int err, const char *msg)
 	if (c->free_pending) {
 		/* going away: nothing to tell */
 	} else if (c->pend) {
-		close_now(c, c->pend_err,
-		          c->pend_err && c->errmsg ? c->errmsg : "disconnected");
+		carry_out_pending(c);
 	} else if (err == TR_EOF) {
 		check(c, sess_eof(c->s));
 	} else if (sess_state(c->s) == CLIENT_DISCONNECTING) {
@@ -416,19 +442,18 @@ static int start_on(struct client *c, struct conn *conn, int own)
 	sess_connecting(c->s, now);
 	c->conn = conn;
 	c->own_conn = own;
-	c->pend = 0;
+	c->pend = PEND_NONE;
 	c->early_sent = c->early = 0;
 	return 0;
 }
 
-int client_connect(struct client *c)
+/* Start the session on a new connection of its own, to ctx. */
+static int connect_own(struct client *c, struct tr_ctx *ctx)
 {
 	struct conn *conn;
 	int r;
 
-	if (c->free_pending)
-		return CLIENT_ESTATE;
-	conn = conn_new(c->loop, c->trctx, c->trsess);
+	conn = conn_new(c->loop, ctx, c->trsess);
 	if (!conn)
 		return CLIENT_ENOMEM;
 	r = start_on(c, conn, 1);
@@ -441,6 +466,25 @@ int client_connect(struct client *c)
 		sess_closed(c->s);
 		return CLIENT_ENOMEM;
 	}
+	return 0;
+}
+
+int client_connect(struct client *c)
+{
+	if (c->free_pending)
+		return CLIENT_ESTATE;
+	return connect_own(c, c->trctx);
+}
+
+int client_reconnect(struct client *c, struct tr_ctx *ctx)
+{
+	if (c->free_pending || c->pend || !c->conn || !c->own_conn ||
+	    sess_state(c->s) != CLIENT_CONNECTED)
+		return CLIENT_ESTATE;
+	c->pend = PEND_RECONNECT;
+	c->pend_ctx = ctx ? ctx : c->trctx;
+	sess_halt(c->s);
+	conn_kick(c->conn);
 	return 0;
 }
 
@@ -507,7 +551,7 @@ int client_disconnect(struct client *c, uint8_t reason)
 	case CLIENT_CONNECTING:
 	case CLIENT_CONNECT_SENT:
 		/* Abandon the attempt; report it from the timer. */
-		c->pend = 1;
+		c->pend = PEND_CLOSE;
 		c->pend_err = 0;
 		sess_halt(c->s);
 		conn_kick(c->conn);

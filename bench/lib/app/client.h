@@ -134,6 +134,28 @@ int client_connect(struct client *c);
 int client_connect_on(struct client *c, struct conn *conn);
 
 /*
+ * Move to a new connection, as a device whose address changed: the
+ * current connection (the client's own, connected) is dropped as it is,
+ * with no DISCONNECT, no TLS close_notify and no wait (the kernel closes
+ * the socket; what it still held may yet reach the broker), and a new one
+ * is opened on ctx (NULL: the client's context; another context to the
+ * same broker, e.g. one bound to another local address). A new socket
+ * has a new local port. The TLS or QUIC session resumes when a ticket is
+ * kept. The MQTT session goes on: connected with clean start off (the
+ * config's clean_start 0, and a session expiry for v5), the broker keeps
+ * it, and after the new CONNACK the unacknowledged QoS 1/2 PUBLISH are
+ * sent again with DUP set (struct sess_connack_info: resent, dropped);
+ * queued bytes the old connection never wrote are lost (QoS 0) or resent.
+ * Carried out on the next loop round (from the connection's timer), so
+ * it may be called from any callback; publishing says CLIENT_ESTATE
+ * until the new CONNACK. No on_closed for the old connection:
+ * on_connected follows the new CONNACK, or on_closed the new connection's
+ * failure. 0, or CLIENT_ESTATE when not connected, on a shared
+ * connection (client_connect_on), or with a move already under way.
+ */
+int client_reconnect(struct client *c, struct tr_ctx *ctx);
+
+/*
  * Queue a PUBLISH and try to send it at once. topic must be a valid topic
  * name; props (v5 only, may be NULL) are encoded as given. Returns the
  * packet id (> 0) for QoS 1/2, 0 for QoS 0, or CLIENT_ESTATE (not
