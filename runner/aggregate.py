@@ -115,6 +115,21 @@ METRICS.update({
                         "correlation of flows' windowed latencies"),
     "max_gap_ms": (lambda m: _flows(m, "max_gap_ms"), "ms",
                    "longest gap between two deliveries of one flow"),
+    # a connection's move (loadgen --migrate-after): QUIC migrates, TCP
+    # and TLS reconnect with the persistent session
+    "migration_gap_ms": (lambda m: _get(m, "migration", "gap_ms"), "ms",
+                         "delivery gap around the address change (last "
+                         "delivery before it to the first after)"),
+    "migration_down_ms": (lambda m: _get(m, "migration", "down_ms"), "ms",
+                          "TCP/TLS: connection down, drop to the new "
+                          "CONNACK"),
+    "migration_validation_ms": (lambda m: _get(m, "migration",
+                                               "path_validation_ms"),
+                                "ms", "QUIC: path validation after the "
+                                "move"),
+    "migration_resent": (lambda m: _get(m, "migration", "resent"), "",
+                         "TCP/TLS: messages resent (DUP) after the "
+                         "reconnect"),
 })
 PROCESS_KINDS = ("loadgen", "sink", "broker", "gateway", "linkem")
 for _k in PROCESS_KINDS:
@@ -439,6 +454,16 @@ CAPTIONS = {
                   "window with two or more flows, the largest minus the "
                   "smallest flow mean; the median window per cell, then "
                   "mean and 95 % CI over repetitions.",
+    "gap": "Address change mid-session (loadgen --migrate-after): the "
+           "subscriber's delivery gap around it, from its last delivery "
+           "before the move to its first after it (receive times on the "
+           "shared CLOCK_MONOTONIC, the move's time from loadgen). QUIC "
+           "migrates the connection to the new port and goes on while "
+           "the path is validated; TCP and TLS drop the connection and "
+           "reconnect from a new port with the persistent MQTT session "
+           "(TCP and TLS handshakes, CONNECT, resent unacknowledged "
+           "messages). Includes the regular gap between messages (the "
+           "publishing interval); mean and 95 % CI over repetitions.",
     "sweep": "The metric against the scenario's swept parameter, one line "
              "per profile and transport; mean and 95 % CI over "
              "repetitions.",
@@ -506,6 +531,10 @@ def figure_specs(run, rows, srows, order):
             add(bars(f"hol_spread_{sc}", sc, "hol_spread_p50_ms", idx,
                      order, f"{sc}: spread between flows' latencies", "ms",
                      CAPTIONS["hol_spread"]))
+        if "gap" in wanted and has("migration_gap_ms"):
+            add(bars(f"gap_{sc}", sc, "migration_gap_ms", idx, order,
+                     f"{sc}: delivery gap around the address change", "ms",
+                     CAPTIONS["gap"]))
         if "goodput" in wanted and has("goodput_mbps"):
             add(goodput_lines(f"goodput_{sc}", sc, idx, order, scrows,
                               CAPTIONS["goodput"]))
@@ -526,7 +555,8 @@ def figure_specs(run, rows, srows, order):
 OPTIONAL = {"goodput": ("goodput_mbps",),
             "hol": ("hol_spread_p50_ms", "hol_coincidence",
                     "hol_correlation", "max_gap_ms"),
-            "gap": ("max_gap_ms",)}
+            "gap": ("max_gap_ms", "migration_gap_ms", "migration_down_ms",
+                    "migration_validation_ms", "migration_resent")}
 
 
 PER_MESSAGE = ("bytes_per_message", "frames_per_message")

@@ -815,12 +815,18 @@ def compute(cell_dir, result):
          "resources": res,
          "schedule": metrics.schedule(lg),
          "messages_sent": msgs, "payload_bytes_sent": payload}
+    recs = []
     for rec in result.get("processes") or []:
         raw = os.path.join(cell_dir, rec["name"] + ".raw")
         if rec.get("kind") == "sink" and os.path.exists(raw):
-            h = metrics.hol(metrics.read_raw(raw))
+            flows = metrics.read_raw(raw)
+            recs.append(flows)
+            h = metrics.hol(flows)
             if h:
                 m.setdefault("flows", {})[rec["name"]] = h
+    mig = metrics.migration(lg, recs)
+    if mig:
+        m["migration"] = mig
     cyc = metrics.cycles(lg)
     if cyc:
         m["cycles"] = cyc

@@ -529,3 +529,75 @@ def hol(flows, window_ms=HOL_WINDOW_MS):
             "flows_with_spikes": len(shares),
             "correlation": sum(cors) / len(cors) if cors else None,
             "max_gap_ms": max(gaps) if gaps else None}
+
+
+# ---- a connection's move to a new address (migration) ----------------------------
+
+def migration(loadgens, sinks_flows=()):
+    """Every move loadgen recorded (--migrate-after, SIGUSR1) over the
+    cell's documents: QUIC migrates the connection (path validation),
+    TCP and TLS reconnect with the persistent session (down_us, resent).
+    gap_ms, where subscribers' raw records are given (sinks_flows: per
+    sink {publisher: [(recv_ms, latency_ms)]}, read_raw's), is what a
+    user sees of it: per move, the longest time between two deliveries
+    of its connection's flows, at any sink, from the last delivery before
+    the move (on the shared CLOCK_MONOTONIC) to the first delivery of a
+    message sent after the move was over (the new CONNACK; QUIC: the
+    path validated), resends included. None without moves."""
+    moves = []
+    for d in loadgens:
+        for c in d.get("connections") or []:
+            pids = [f["publisher_id"] for f in c.get("flows") or []] or \
+                [c.get("publisher_id")]
+            for m in c.get("migrations") or []:
+                took = m.get("down_us", m.get("path_validation_us"))
+                at = m.get("at_ns")
+                done = None if at is None or took is None else \
+                    at + took * 1000
+                moves.append({
+                    "kind": m.get("kind"), "result": m.get("result"),
+                    "down_ms": _ms(m.get("down_us")),
+                    "path_validation_ms": _ms(m.get("path_validation_us")),
+                    "resent": m.get("resent"),
+                    "delayed": m.get("messages_delayed",
+                                     m.get("sent_before_validation")),
+                    "gap_ms": _gap_around(sinks_flows, pids, at, done)})
+    if not moves:
+        return None
+
+    def stat(key, f):
+        v = [m[key] for m in moves if m[key] is not None]
+        return f(v) if v else None
+    return {"moves": len(moves),
+            "done": sum(m["result"] in ("reconnected", "validated")
+                        for m in moves),
+            "gap_ms": stat("gap_ms", max),
+            "down_ms": stat("down_ms", max),
+            "path_validation_ms": stat("path_validation_ms", max),
+            "resent": stat("resent", sum),
+            "delayed": stat("delayed", sum),
+            "each": moves}
+
+
+def _gap_around(sinks_flows, pids, at_ns, done_ns):
+    """The longest gap between deliveries at one sink of one of the
+    publishers pids, from the last delivery before at_ns to the first of
+    a message sent at done_ns or later (the last one when done_ns is
+    None), in ms; None without a delivery on both sides of at_ns."""
+    if at_ns is None:
+        return None
+    at = at_ns / 1e6
+    done = None if done_ns is None else done_ns / 1e6
+    gaps = []
+    for flows, pid in ((f, p) for f in sinks_flows for p in pids):
+        recs = sorted(flows.get(pid) or [])
+        first = sum(1 for t, _ in recs if t < at) - 1
+        if first < 0 or first + 1 >= len(recs):
+            continue
+        last = next((i for i in range(first + 1, len(recs))
+                     if done is not None and recs[i][0] - recs[i][1] >=
+                     done), len(recs) - 1)
+        gaps.append(max(recs[i + 1][0] - recs[i][0]
+                        for i in range(first, last)))
+    return max(gaps) if gaps else None
+

@@ -21,7 +21,8 @@ TABLE_METRICS = ("connect_ms", "connect_mean_ms", "connect_tcp_ms", "connect_han
                  "bytes_per_connection", "frames_per_connection",
                  "wake_to_puback_ms", "bytes_per_cycle", "goodput_mbps",
                  "hol_spread_p50_ms", "hol_coincidence", "hol_correlation",
-                 "max_gap_ms")
+                 "max_gap_ms", "migration_gap_ms", "migration_down_ms",
+                 "migration_validation_ms", "migration_resent")
 CONNECT_PARTS = ("connect_mean_ms", "connect_tcp_ms",
                  "connect_handshake_ms", "connect_mqtt_ms")
 SHORT_METRICS = ("connect_ms", "latency_p50_ms", "latency_p99_ms",

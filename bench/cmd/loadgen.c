@@ -1951,7 +1951,8 @@ static json_t *transports_json(const struct lg *lg)
 
 /*
  * One move of a connection. Both kinds: at_us (asked, from the run's
- * start), result, kind. QUIC ("migration"): the path validation's time and
+ * start) and at_ns (the same on CLOCK_MONOTONIC, the sinks' clock: where
+ * to look for the delivery gap), result, kind. QUIC ("migration"): the path validation's time and
  * the messages sent before it. TCP and TLS ("reconnect"): down_us from the
  * drop to the new CONNACK, the messages due meanwhile (sent after it),
  * the packets resent with DUP, whether the broker kept the session and
@@ -1962,17 +1963,20 @@ static json_t *mig_json(const struct lg *lg, const struct mig_rec *m)
 	const char *res = m->result < 0 ? "failed" : "pending";
 
 	if (lg->o.conn.ops->flags & TR_F_REBIND)
-		return json_pack("{s:s, s:o, s:s, s:o, s:I}", "kind",
+		return json_pack("{s:s, s:o, s:I, s:s, s:o, s:I}", "kind",
 		                 "migration", "at_us",
-		                 report_span_us(lg->t0, m->t_at), "result",
+		                 report_span_us(lg->t0, m->t_at), "at_ns",
+		                 (json_int_t)m->t_at, "result",
 		                 m->result > 0 ? "validated" : res,
 		                 "path_validation_us",
 		                 report_span_us(m->t_at, m->t_done),
 		                 "sent_before_validation",
 		                 (json_int_t)m->delayed);
-	return json_pack("{s:s, s:o, s:s, s:o, s:I, s:I, s:o, s:o}", "kind",
-	                 "reconnect", "at_us", report_span_us(lg->t0, m->t_at),
-	                 "result", m->result > 0 ? "reconnected" : res,
+	return json_pack("{s:s, s:o, s:I, s:s, s:o, s:I, s:I, s:o, s:o}",
+	                 "kind", "reconnect", "at_us",
+	                 report_span_us(lg->t0, m->t_at), "at_ns",
+	                 (json_int_t)m->t_at, "result",
+	                 m->result > 0 ? "reconnected" : res,
 	                 "down_us", report_span_us(m->t_at, m->t_done),
 	                 "messages_delayed", (json_int_t)m->delayed, "resent",
 	                 (json_int_t)m->resent, "session_present",

@@ -205,3 +205,39 @@ def test_link_counters_in_one_format_for_both_backends():
     for d in ("left_to_right", "right_to_left"):
         assert set(metrics.DIR_KEYS) <= set(n[d]) and \
             set(metrics.DIR_KEYS) <= set(u[d])
+
+
+def test_migration_gap_around_the_move():
+    """The delivery gap is taken around the move, from the last delivery
+    before it to the first message sent after it was over: a longer gap
+    elsewhere in the flow (a loss) does not count, a resent old message
+    delivered early does not end it."""
+    def doc(pid, move):
+        return {"connections": [{"publisher_id": pid,
+                                 "migrations": [move]}]}
+    tcp = doc(7, {"kind": "reconnect", "result": "reconnected",
+                  "at_ns": 1_000_050_000_000, "down_us": 120_000.0,
+                  "resent": 2, "messages_delayed": 1})
+    quic = doc(8, {"kind": "migration", "result": "validated",
+                   "at_ns": 1_000_050_000_000,
+                   "path_validation_us": 45_000.0,
+                   "sent_before_validation": 3})
+    # (receive time, latency) in ms on the shared clock: every 100 ms,
+    # a 500 ms hole at 10 s before (a loss), the move at 1,000,050 ms,
+    # done 120 ms later; after it a resent message (sent long before),
+    # the first one sent after the move, and a later 600 ms hole
+    base = 1_000_000.0
+    r7 = [(base - 10_000 + i * 100, 40.0) for i in range(5)] + \
+        [(base - 10_000 + 900, 40.0), (base, 40.0), (base + 60, 400.0),
+         (base + 400, 40.0), (base + 1000, 40.0)]
+    t8 = [base, base + 100, base + 200]
+    sink = {7: r7, 8: [(t, 40.0) for t in t8]}
+    m = metrics.migration([tcp, quic], [sink])
+    assert m["moves"] == 2 and m["done"] == 2
+    assert m["each"][0]["gap_ms"] == pytest.approx(340.0)
+    assert m["each"][1]["gap_ms"] == pytest.approx(100.0)
+    assert m["gap_ms"] == pytest.approx(340.0)
+    assert m["down_ms"] == pytest.approx(120.0)
+    assert m["path_validation_ms"] == pytest.approx(45.0)
+    assert m["resent"] == 2 and m["delayed"] == 4
+    assert metrics.migration([{"connections": [{}]}]) is None
