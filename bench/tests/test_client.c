@@ -869,6 +869,49 @@ static void test_persistent_resend(void)
 	teardown();
 }
 
+/*
+ * client_reconnect (loadgen's TCP/TLS migration): the connection is dropped
+ * as it is, with no DISCONNECT and no on_closed; a new one connects, and
+ * the persistent session resends what was not acknowledged, with DUP.
+ */
+static void test_reconnect(void)
+{
+	struct rec r;
+	struct client *c;
+	uint8_t b[16];
+	int old;
+
+	setup();
+	c = new_client(&r, MQTT_V311, 0, 0);
+	TT_CHECK(client_reconnect(c, NULL) == CLIENT_ESTATE); /* idle */
+	client_connect(c);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"));
+	feed(CONNACK_OK);
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"A", 1, 1, 0, NULL) == 1);
+	TT_CHECK(expect("32 06 00 01 74 00 01 41"));
+	old = dup(g_peer);
+	TT_CHECK(client_reconnect(c, NULL) == 0);
+	TT_CHECK(client_reconnect(c, NULL) == CLIENT_ESTATE); /* under way */
+	/* nothing more on the old connection until the new CONNACK */
+	TT_CHECK(client_publish(c, (const uint8_t *)"t", 1,
+	                        (const uint8_t *)"B", 1, 1, 0, NULL) ==
+	         CLIENT_ESTATE);
+	TT_CHECK(expect("10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"));
+	TT_CHECK(read(old, b, sizeof(b)) == 0); /* closed, no DISCONNECT */
+	close(old);
+	TT_CHECK(r.closed == 0 && r.connected == 1);
+	feed("20 02 01 00"); /* session present */
+	TT_CHECK(r.connected == 2 && r.resent == 1 && r.closed == 0);
+	TT_CHECK(expect("3a 06 00 01 74 00 01 41"));
+	feed("40 02 00 01");
+	TT_CHECK(r.done == 1 && client_inflight(c) == 0);
+	TT_CHECK(client_stats(c)->pub_written == 1);
+	TT_CHECK(client_stats(c)->connects == 2);
+	client_free(c);
+	teardown();
+}
+
 #define CONNECT_V3_PERSISTENT \
 	"10 0e 00 04 4d 51 54 54 04 00 00 3c 00 02 63 31"
 
@@ -1562,6 +1605,7 @@ int main(void)
 	TT_RUN(test_window_full);
 	TT_RUN(test_packet_ids_wrap);
 	TT_RUN(test_persistent_resend);
+	TT_RUN(test_reconnect);
 	TT_RUN(test_clean_session_drops_on_close);
 	TT_RUN(test_broker_disconnect_v5);
 	TT_RUN(test_protocol_errors);
