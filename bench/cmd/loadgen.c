@@ -28,6 +28,20 @@
  * Rate 0 means "as fast as the inflight window and the socket allow": there
  * is no schedule, hence no lag and no due time.
  *
+ * Flows (--flows N): a client's one connection and MQTT session carries N
+ * publishers, each with its own id, topic, schedule (flow f starts f / N of
+ * a period late) and sequence numbers; the client sends whichever flow is
+ * due first. Their written counts come from the engine's one count through
+ * a queue of the flows of the messages not yet written (struct
+ * flow_queue): a stream keeps order.
+ *
+ * Migration (--migrate-after, SIGUSR1): QUIC moves the connection to a new
+ * socket and goes on. TCP and TLS die with their address: the connection
+ * is dropped and made again from a new socket with the persistent session
+ * (client_reconnect); the client publishes nothing until the new CONNACK,
+ * after which the due messages go out back to back. Each move is recorded
+ * (struct mig_rec).
+ *
  * Duration: --duration starts when every client has connected (or failed),
  * and not before the ramp-up ends, so that every client publishes for the
  * whole duration at least. A run in which some clients never connected
