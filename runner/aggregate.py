@@ -132,6 +132,8 @@ METRICS.update({
                          "reconnect"),
 })
 PROCESS_KINDS = ("loadgen", "sink", "broker", "gateway", "linkem")
+CONNECT_PARTS = (("connect_tcp_ms", "TCP"), ("connect_handshake_ms", "TLS"),
+                 ("connect_mqtt_ms", "MQTT"))
 for _k in PROCESS_KINDS:
     METRICS[f"cpu_{_k}_s"] = (
         (lambda k: lambda m: _get(m, "resources", k, "cpu_s"))(_k), "s",
@@ -240,24 +242,31 @@ def _group_label(profile, variant):
     return f"{profile} {variant}" if variant else profile
 
 
-def bars(name, sc, metric, idx, order, title, ylab, caption, **params):
+def bars(name, sc, metric, idx, order, title, ylab, caption, parts=(),
+         **params):
     """A clustered-bar figure of one metric: groups = profile (x variant),
-    series = transports with data."""
+    series = transports with data. parts: [(metric, label)] instead, to
+    set several metrics side by side, a group each per profile."""
+    ms = list(parts) or [(metric, None)]
     trs = [t for t in order["transport"]
-           if any(k[0] == sc and k[3] == t and k[4] == metric for k in idx)]
-    groups = [(v, p) for v in order["variant"] for p in order["profile"]
-              if any(k[:3] == (sc, v, p) and k[4] == metric for k in idx)]
+           if any(k[0] == sc and k[3] == t and k[4] in dict(ms) for k in idx)]
+    groups = [(v, p, m, lab) for v in order["variant"]
+              for p in order["profile"] for m, lab in ms
+              if any(k[:3] == (sc, v, p) and k[4] == m for k in idx)]
     if not trs or not groups:
         return None
     lines = [f"# {title}: mean and 95 % CI over repetitions",
              "# group " + " ".join(f"{t}_mean {t}_lo {t}_hi" for t in trs)]
-    for v, p in groups:
+    for v, p, m, lab in groups:
         cols = []
         for t in trs:
-            s = idx.get((sc, v, p, t, metric))
+            s = idx.get((sc, v, p, t, m))
             cols += [num(s and s["mean"]), num(s and s["lo"]),
                      num(s and s["hi"])]
-        lines.append(" ".join([quote(_group_label(p, v))] + cols))
+        # a figure of one variant says it in its title
+        label = _group_label(p, v if len(order["variant"]) > 1 else "") + \
+            (f": {lab}" if lab else "")
+        lines.append(" ".join([quote(label)] + cols))
     return Figure(name, "bars.gp", title, ylab, "link profile", trs,
                   "\n".join(lines) + "\n", caption, **params)
 
@@ -396,6 +405,15 @@ CAPTIONS = {
                "mean and 95 % CI (Student's t) over repetitions. Includes "
                "TCP, TLS/QUIC handshake and MQTT CONNECT/CONNACK; excludes "
                "process start and DNS (none).",
+    "connect_parts": "Connection set-up in its parts, per link profile "
+                     "and transport: TCP, TCP's handshake (SYN to "
+                     "SYN-ACK; for QUIC: to the server's first packet); "
+                     "TLS, the TLS handshake after it (for QUIC: the rest "
+                     "of its handshake); MQTT, CONNECT to CONNACK; each "
+                     "the median of a cell's "
+                     "connections, every cycle of a reconnecting client "
+                     "included (loadgen's histograms, merged), then mean "
+                     "and 95 % CI over repetitions.",
     "latency_cdf": "One-way latency of every delivery at every subscriber "
                    "(publisher's send() to the subscriber's read, stamps "
                    "from the shared CLOCK_MONOTONIC in the payload), merged "
@@ -488,6 +506,15 @@ def figure_specs(run, rows, srows, order):
             add(bars(f"connect_{sc}", sc, "connect_ms", idx, order,
                      f"{sc}: connect time to CONNACK", "ms",
                      CAPTIONS["connect"]))
+            # as the tables: where connecting is what the scenario
+            # measures; a figure per variant, or the labels crowd
+            for v in order["variant"] if not has("latency_p50_ms") else ():
+                add(bars(f"connect_parts_{sc}" +
+                         (f"_{results.safe_name(v)}" if v else ""), sc,
+                         None, idx, dict(order, variant=[v]),
+                         f"{sc} {v}: connect time in parts (medians)"
+                         .replace("  ", " "), "ms",
+                         CAPTIONS["connect_parts"], parts=CONNECT_PARTS))
         if has("latency_p50_ms"):
             for v in order["variant"]:
                 for p in order["profile"]:

@@ -161,6 +161,19 @@ def test_resumption_and_0rtt_on_3g(quick):
            for t, c in res.items()}
     assert 2 * rtt <= med["tcp"] <= 2 * rtt + 50
     assert 3 * rtt <= med["tls"] <= 3 * rtt + 75
+    # the parts of every cycle's connection, as medians (loadgen's
+    # histograms with buckets), not only the last cycle's
+    for t, c in res.items():
+        ms = c["metrics"]["connect"]["ms"]
+        for part in ("tcp", "handshake", "mqtt"):
+            assert ms[part]["n"] == 10, (t, part, ms[part])
+            assert ms[part]["median"] is not None, (t, part)
+        if t != "quic":
+            assert rtt <= ms["tcp"]["median"] <= rtt + 25, (t, ms["tcp"])
+            assert rtt <= ms["mqtt"]["median"] <= rtt + 25, (t, ms["mqtt"])
+    # TLS 1.3 resumed: no certificate, still a round trip
+    assert rtt <= res["tls"]["metrics"]["connect"]["ms"]["handshake"][
+        "median"] <= rtt + 25
     per_conn = {(m, t): c["metrics"]["wire"]["bytes_per_connection"]
                 for m, cs in (("full", full), ("resumed", res))
                 for t, c in cs.items()}
@@ -254,7 +267,8 @@ def test_figures_redraw_byte_identical(quick):
         assert r.returncode == 0, r.stderr
         now = {p: open(p, "rb").read() for p in glob.glob(data + "/*.dat")}
         assert now == first
-    for name in ("connect_connect", "latency_cdf_smart-home_3g",
+    for name in ("connect_connect", "connect_parts_connect_mode_full",
+                 "latency_cdf_smart-home_3g",
                  "latency_p50_smart-home", "latency_p99_smart-home",
                  "delivery_smart-home", "bytes_smart-home",
                  "frames_connect", "bytes_connect", "cpu_smart-home",
