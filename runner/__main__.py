@@ -30,7 +30,6 @@ Ctrl-C (everything built is torn down; RESUME= continues).
 """
 import argparse
 import os
-import signal
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,7 +39,7 @@ if REPO not in sys.path:
 from topologies import profiles                      # noqa: E402
 from topologies.dumbbell import Terminated           # noqa: E402
 
-from . import matrix, results, scenario as scn       # noqa: E402
+from . import matrix, scenario as scn                # noqa: E402
 from . import transports as tr                       # noqa: E402
 
 ENV = ("SCENARIOS", "PROFILES", "TRANSPORTS", "REPS", "QUICK", "LIST",

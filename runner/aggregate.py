@@ -14,7 +14,6 @@ time: two runs of this step on the same run give byte-identical files.
   figures/<figure>.png/svg  PNG for reading, SVG for papers
   REPORT.md, report.html, tables.tex   (runner/report.py)
 """
-import json
 import os
 import shutil
 import subprocess

@@ -23,13 +23,10 @@ cell.json, written atomically with everything the numbers depend on.
 A problem ends the cell as failed with one line in "error"; the logs of
 its processes stay in its folder and the run goes on.
 """
-import contextlib
 import json
 import os
-import shlex
 import signal
 import subprocess
-import sys
 import time
 import tomllib
 import traceback
@@ -56,18 +53,6 @@ START_AHEAD_NS = 300_000_000   # time to spawn every publisher before it
 HWM_EVERY_S = 0.2
 SYSCTL_PATTERN = (r"^net\.(ipv4\.(tcp_|ip_local_port_range)|"
                   r"core\.(rmem_|wmem_|default_qdisc|netdev_max_backlog))")
-PROBE = """import socket, sys, time
-end = time.monotonic() + 1.0
-while True:
-    try:
-        for p in sys.argv[1:]:
-            socket.create_connection(("127.0.0.1", int(p)), 0.2).close()
-        sys.exit(0)
-    except OSError:
-        if time.monotonic() > end:
-            sys.exit(1)
-        time.sleep(0.02)
-"""
 
 
 class CellFailure(Exception):
@@ -488,12 +473,9 @@ class CellRun:
             comment=f"written by runner/cell.py for {cell.id}")
         self.result["broker"] = broker.describe()
 
-        def probe(ports):
-            r = db.run(scn.BROKER_HOST, [sys.executable, "-c", PROBE] +
-                       [str(p) for p in ports], timeout=10)
-            return r.returncode == 0
         broker.start(popen=lambda argv, **kw: db.popen(
-            scn.BROKER_HOST, argv, **kw), probe=probe)
+            scn.BROKER_HOST, argv, **kw), probe=mosquitto.namespace_probe(
+                lambda argv: db.run(scn.BROKER_HOST, argv, timeout=10)))
         gateway = capture = None
         try:
             if self.transport.gateway:

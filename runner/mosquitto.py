@@ -137,6 +137,32 @@ def version():
     return None
 
 
+# local_probe run inside another network namespace: exits 0 once every
+# port given accepts on 127.0.0.1 there (within a second), else 1.
+_NS_PROBE = """import socket, sys, time
+end = time.monotonic() + 1.0
+while True:
+    try:
+        for p in sys.argv[1:]:
+            socket.create_connection(("127.0.0.1", int(p)), 0.2).close()
+        sys.exit(0)
+    except OSError:
+        if time.monotonic() > end:
+            sys.exit(1)
+        time.sleep(0.02)
+"""
+
+
+def namespace_probe(run):
+    """A probe for Broker.start when the broker runs on an emulated host:
+    run(argv) runs argv on that host and returns a CompletedProcess (a
+    dumbbell's db.run with the host bound)."""
+    def probe(ports):
+        return run([sys.executable, "-c", _NS_PROBE] +
+                   [str(p) for p in ports]).returncode == 0
+    return probe
+
+
 def local_probe(ports, host="127.0.0.1"):
     """True when every port accepts a TCP connection on host."""
     for port in ports:

@@ -5,7 +5,6 @@ report's text is built once as blocks and rendered three ways."""
 import base64
 import glob
 import html
-import json
 import os
 
 from topologies.state import atomic_write

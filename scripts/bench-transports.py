@@ -48,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.environ.get("BENCH_BIN", os.path.join(ROOT, "build", "release",
                                                "bin"))
 TICK = os.sysconf("SC_CLK_TCK")
+sys.path.insert(0, ROOT)
+from runner import certs as runcerts, mosquitto  # noqa: E402
 
 
 def free_port(kind=socket.SOCK_STREAM):
@@ -79,77 +81,48 @@ def wait_for(path, proc, timeout=60):
 
 
 class Setup:
+    """Mosquitto through the project's one launcher (runner/mosquitto.py:
+    its settings, here with no inflight window), TCP and TLS listeners on
+    free loopback ports, run-time certificates (runner/certs.py), and the
+    gateway in front of the TCP listener."""
+
     def __init__(self, work):
         self.work = work
         self.tcp, self.tls = free_port(), free_port()
         self.quic = free_port(socket.SOCK_DGRAM)
-        self.certs()
-        conf = os.path.join(work, "mosquitto.conf")
-        with open(conf, "w") as f:
-            f.write(f"""user root
-persistence false
-set_tcp_nodelay true
-max_inflight_messages 0
-max_queued_messages 0
-per_listener_settings true
-listener {self.tcp} 127.0.0.1
-allow_anonymous true
-max_connections -1
-listener {self.tls} 127.0.0.1
-allow_anonymous true
-max_connections -1
-certfile {work}/broker.pem
-keyfile {work}/broker.key
-""")
-        self.broker = subprocess.Popen(["mosquitto", "-c", conf],
-                                       stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL)
-        for _ in range(200):
-            try:
-                socket.create_connection(("127.0.0.1", self.tcp), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        c = runcerts.broker_set(work, ["localhost"], ["127.0.0.1"])
+        self.ca = c["ca"]
+        lo = "127.0.0.1"
+        self.mosq = mosquitto.Broker(work, [
+            mosquitto.Listener(self.tcp, lo),
+            mosquitto.Listener(self.tls, lo, c["broker"], c["broker_key"])],
+            settings={"max_inflight_messages": 0},
+            comment="written by scripts/bench-transports.py")
+        try:
+            self.mosq.start()
+        except mosquitto.BrokerError as e:
+            raise SystemExit(f"error: mosquitto did not start: {e}")
+        self.broker, self.gateway = self.mosq.proc, None
         ready = os.path.join(work, "gw.ready")
         self.gw_json = os.path.join(work, "gw.json")
-        self.gateway = subprocess.Popen(
-            [os.path.join(BIN, "gateway"), "--listen", "127.0.0.1",
-             "--port", str(self.quic), "--cert", f"{work}/broker.pem",
-             "--key", f"{work}/broker.key", "--broker-port", str(self.tcp),
-             "--json", self.gw_json, "--ready-file", ready],
-            stdout=subprocess.DEVNULL)
-        wait_for(ready, self.gateway)
-
-    def certs(self):
-        w = self.work
-
-        def certtool(*a):
-            subprocess.run(["certtool", *a], cwd=w, check=True,
-                           capture_output=True)
-        with open(f"{w}/ca.tmpl", "w") as f:
-            f.write('cn = "bench ca"\nca\ncert_signing_key\n'
-                    'expiration_days = 2\n')
-        with open(f"{w}/broker.tmpl", "w") as f:
-            f.write('cn = "localhost"\nip_address = "127.0.0.1"\n'
-                    'tls_www_server\nsigning_key\nencryption_key\n'
-                    'expiration_days = 2\n')
-        certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-                 "ca.key")
-        certtool("--generate-self-signed", "--load-privkey", "ca.key",
-                 "--template", "ca.tmpl", "--outfile", "ca.pem")
-        certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-                 "broker.key")
-        certtool("--generate-certificate", "--load-privkey", "broker.key",
-                 "--load-ca-certificate", "ca.pem", "--load-ca-privkey",
-                 "ca.key", "--template", "broker.tmpl", "--outfile",
-                 "broker.pem")
+        try:
+            self.gateway = subprocess.Popen(
+                [os.path.join(BIN, "gateway"), "--listen", lo,
+                 "--port", str(self.quic), "--cert", c["broker"],
+                 "--key", c["broker_key"], "--broker-port", str(self.tcp),
+                 "--json", self.gw_json, "--ready-file", ready],
+                stdout=subprocess.DEVNULL)
+            wait_for(ready, self.gateway)
+        except BaseException:
+            self.stop()
+            raise
 
     def conn(self, transport):
         if transport == "tcp":
             return ["--port", str(self.tcp)]
         port = self.tls if transport == "tls" else self.quic
         return ["--transport", transport, "--port", str(port), "--cafile",
-                f"{self.work}/ca.pem"]
+                self.ca]
 
     def gateway_stats(self):
         before = os.path.getmtime(self.gw_json) if \
@@ -167,10 +140,10 @@ keyfile {work}/broker.key
         return None
 
     def stop(self):
-        for p in (self.gateway, self.broker):
-            if p.poll() is None:
-                p.terminate()
-                p.wait()
+        if self.gateway is not None and self.gateway.poll() is None:
+            self.gateway.terminate()
+            self.gateway.wait()
+        self.mosq.stop()
 
 
 def throughput(s, transport, qos, n, rep):

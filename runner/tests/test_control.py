@@ -10,7 +10,6 @@ import subprocess
 import textwrap
 import time
 
-import pytest
 
 from runner.tests.conftest import BIN, PY, REPO, run_runner, runner_env
 

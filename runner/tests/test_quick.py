@@ -5,17 +5,13 @@ QoS 1 and 2 delivering every message although the link lost frames,
 bytes on the wire per message between the payload and a bound worked out
 from the protocols' headers. Then the figures: redrawn from JSON alone,
 byte-identical data files, and the report."""
-import filecmp
 import glob
-import json
 import math
 import os
 import subprocess
 
-import pytest
 
 from runner.tests.conftest import REPO, runner_env
-from topologies import profiles
 
 QUICK_LIMIT_S = 180            # the issue: at most 3 minutes
 # What every packet carries below MQTT, per transport, and what one

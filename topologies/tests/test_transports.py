@@ -15,34 +15,12 @@ import time
 
 import pytest
 
-from topologies import backends
+from runner import certs as runcerts, mosquitto
 
 BIN = os.environ.get("BENCH_BIN", os.path.join(
     os.path.dirname(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__)))), "build", "release", "bin"))
 CONNECTS = 12
-
-
-def certs(d):
-    def certtool(*args):
-        subprocess.run(["certtool", *args], cwd=d, check=True,
-                       capture_output=True)
-    with open(os.path.join(d, "ca.tmpl"), "w") as f:
-        f.write('cn = "transports test ca"\nca\ncert_signing_key\n'
-                'expiration_days = 2\n')
-    with open(os.path.join(d, "broker.tmpl"), "w") as f:
-        f.write('cn = "broker"\nip_address = "10.0.2.1"\ntls_www_server\n'
-                'signing_key\nencryption_key\nexpiration_days = 2\n')
-    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-             "ca.key")
-    certtool("--generate-self-signed", "--load-privkey", "ca.key",
-             "--template", "ca.tmpl", "--outfile", "ca.pem")
-    certtool("--generate-privkey", "--key-type=ecdsa", "--outfile",
-             "broker.key")
-    certtool("--generate-certificate", "--load-privkey", "broker.key",
-             "--load-ca-certificate", "ca.pem", "--load-ca-privkey",
-             "ca.key", "--template", "broker.tmpl", "--outfile",
-             "broker.pem")
 
 
 def wait_file(path, proc, what, timeout=20.0):
@@ -62,51 +40,33 @@ def testbed(linkem, quiet_mininet):
             pytest.fail(f"{BIN}/{tool} is missing: build it first (make)")
     d = tempfile.mkdtemp(prefix="mqb-transports-")
     os.chmod(d, 0o755)
-    certs(d)
-    conf = os.path.join(d, "mosquitto.conf")
-    with open(conf, "w") as f:
-        f.write(f"""user root
-persistence false
-set_tcp_nodelay true
-max_inflight_messages 0
-max_queued_messages 0
-per_listener_settings true
-listener 1883 10.0.2.1
-allow_anonymous true
-listener 1884 127.0.0.1
-allow_anonymous true
-listener 8883 10.0.2.1
-allow_anonymous true
-certfile {d}/broker.pem
-keyfile {d}/broker.key
-""")
+    c = runcerts.broker_set(d, ["broker"], ["10.0.2.1"])
+    # the project's one launcher, no inflight window; TCP and TLS
+    # listeners on every address of r1 (the gateway reaches TCP on
+    # 127.0.0.1)
+    broker = mosquitto.Broker(d, [
+        mosquitto.Listener(1883),
+        mosquitto.Listener(8883, certfile=c["broker"],
+                           keyfile=c["broker_key"])],
+        settings={"max_inflight_messages": 0},
+        comment="written by topologies/tests/test_transports.py")
     try:
         with dumbbell("3g", backend="userspace", hosts=1, seed=3) as db:
-            mq = db.popen("r1", ["mosquitto", "-c", conf])
+            broker.start(popen=lambda argv, **kw: db.popen("r1", argv, **kw),
+                         probe=mosquitto.namespace_probe(
+                             lambda argv: db.run("r1", argv, timeout=10)))
             ready = os.path.join(d, "gw.ready")
-            # the gateway checks the broker at start: retry until
-            # Mosquitto listens
-            gw = None
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                gw = db.popen("r1", [os.path.join(BIN, "gateway"),
-                                     "--listen", "10.0.2.1", "--cert",
-                                     f"{d}/broker.pem", "--key",
-                                     f"{d}/broker.key", "--broker-port",
-                                     "1884", "--ready-file", ready,
-                                     "--json", os.devnull],
-                              stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-                try:
-                    wait_file(ready, gw, "gateway", timeout=5)
-                    break
-                except AssertionError:
-                    gw.wait()
-                    time.sleep(0.2)
-            assert os.path.exists(ready), "the gateway never started"
+            gw = db.popen("r1", [os.path.join(BIN, "gateway"),
+                                 "--listen", "10.0.2.1", "--cert",
+                                 c["broker"], "--key", c["broker_key"],
+                                 "--broker-port", "1883", "--ready-file",
+                                 ready, "--json", os.devnull],
+                          stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+            wait_file(ready, gw, "gateway")
             yield db, d
             gw.terminate()
-            mq.terminate()
+            broker.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
 

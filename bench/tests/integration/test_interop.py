@@ -2,7 +2,6 @@
 receives exactly what loadgen publishes; sink counts what mosquitto_pub
 sends as foreign messages, beside benchmark ones."""
 import subprocess
-import threading
 
 import pytest
 

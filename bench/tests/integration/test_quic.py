@@ -3,11 +3,8 @@ connect times, 0-RTT (accepted, rejected, replayed), migration, several
 sessions on one connection, refused handshakes, interop with Mosquitto's
 own clients over TCP, and a gateway that keeps serving while it is abused.
 """
-import json
 import os
 import random
-import shutil
-import signal
 import socket
 import subprocess
 import threading
