@@ -1,6 +1,7 @@
 """Scenario files: every shipped one is valid; a bad one fails with one
 line naming the file and the field; the runner derives what each
 subscriber should receive and each process's command line."""
+import os
 import textwrap
 from pathlib import Path
 
