@@ -18,6 +18,8 @@ which is how `make bench PROFILES=3g` passes them; an option wins):
   --resume RUN_DIR    continue an interrupted run (its own selection);
                       cells that ended "ok" are kept, the rest run again
   --capture           pcap of the bottleneck and TLS key log per cell
+  --qlog              QUIC cells: a qlog file per connection from every
+                      QUIC endpoint (loadgen, sink, gateway), in qlog/
   --raw               sinks also write per-message records
   --seed N            seed of repetition 1 (repetition r uses N + r - 1)
   --backend B         auto, netem or userspace (default auto)
@@ -43,7 +45,7 @@ from . import matrix, scenario as scn                # noqa: E402
 from . import transports as tr                       # noqa: E402
 
 ENV = ("SCENARIOS", "PROFILES", "TRANSPORTS", "REPS", "QUICK", "LIST",
-       "RESUME", "CAPTURE", "RAW", "SEED", "BACKEND", "RESULTS")
+       "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "RESULTS")
 
 
 class UsageError(Exception):
@@ -75,6 +77,7 @@ def parse_bench(argv):
     ap.add_argument("--list", action="store_const", const="1")
     ap.add_argument("--resume")
     ap.add_argument("--capture", action="store_const", const="1")
+    ap.add_argument("--qlog", action="store_const", const="1")
     ap.add_argument("--raw", action="store_const", const="1")
     ap.add_argument("--seed")
     ap.add_argument("--backend")

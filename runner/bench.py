@@ -46,6 +46,7 @@ def _make_certs(run_dir):
 def _options(args):
     from .__main__ import truthy as t
     return {"capture": t(args.capture), "raw": t(args.raw),
+            "qlog": t(args.qlog),
             "backend": args.backend or "auto"}
 
 
@@ -126,7 +127,8 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
     opts = doc["options"]
     prog = progress.Progress(len(cells), os.path.join(run_dir, "run.log"))
     ctx = RunContext(run_dir, bindir, certs, backend=opts["backend"],
-                     capture=opts["capture"], raw=opts["raw"], log=prog.log)
+                     capture=opts["capture"], raw=opts["raw"],
+                     qlog=opts.get("qlog", False), log=prog.log)
     old = {s: signal.signal(s, _on_term) for s in (signal.SIGTERM,
                                                    signal.SIGHUP)}
     interrupted = None

@@ -5,7 +5,8 @@ In order, inside the topology:
   1. TCP settings and congestion control of every host namespace;
   2. Mosquitto on r1 (runner/mosquitto.py) with TCP and TLS listeners, and
      the transport's gateway if it has one (QUIC);
-  3. with CAPTURE=1, tcpdump on the bottleneck's left end;
+  3. with CAPTURE=1, tcpdump on the bottleneck's left end (with QLOG=1,
+     every QUIC endpoint also writes a qlog file per connection);
   4. subscribers (sink), each until its ready file says it is subscribed;
   5. publishers (loadgen), started back to back ("released"): the
      processes a scenario repeats (wake cycles) start again a pause after
@@ -68,13 +69,14 @@ class RunContext:
     """What every cell of a run shares."""
 
     def __init__(self, run_dir, bindir, certs, backend="auto",
-                 capture=False, raw=False, log=print):
+                 capture=False, raw=False, qlog=False, log=print):
         self.run_dir = run_dir
         self.bindir = bindir
         self.certs = certs
         self.backend = backend
         self.capture = capture
         self.raw = raw
+        self.qlog = qlog
         self.log = log
         self.help = {t: scn.help_options(os.path.join(bindir, t))
                      for t in ("loadgen", "sink")}
@@ -386,6 +388,28 @@ class CellRun:
         return dict(os.environ, SSLKEYLOGFILE=os.path.join(
             self.dir, f"keylog-{name}.txt"))
 
+    def _qlog_args(self, name):
+        """--qlog-dir for a QUIC endpoint with QLOG=1: qlog/<name>/ in
+        the cell's folder, one file per connection."""
+        if not (self.ctx.qlog and self.transport.name == "quic"):
+            return []
+        d = os.path.join(self.dir, "qlog", name)
+        os.makedirs(d, exist_ok=True)
+        return ["--qlog-dir", d]
+
+    def _qlog_record(self):
+        """What QLOG=1 left: each endpoint's qlog files (cell-relative)."""
+        top = os.path.join(self.dir, "qlog")
+        if not os.path.isdir(top):
+            return
+        self.result["qlog"] = {
+            "dir": "qlog",
+            "format": "JSON-SEQ (RFC 7464), ngtcp2's qlog, one file per "
+                      "QUIC connection per endpoint",
+            "files": {n: sorted(f"qlog/{n}/{f}" for f in
+                                os.listdir(os.path.join(top, n)))
+                      for n in sorted(os.listdir(top))}}
+
     def _plan(self):
         """Every process's command line, checked against the options the
         binaries offer, before anything is built."""
@@ -404,7 +428,7 @@ class CellRun:
             if r.f["raw"] or ctx.raw:
                 args += ["--raw", os.path.join(self.dir, r.name + ".raw")]
             argv = [os.path.join(ctx.bindir, "sink")] + conn + args + \
-                ["--client-id", f"sink-{r.name}"]
+                ["--client-id", f"sink-{r.name}"] + self._qlog_args(r.name)
             self._check(argv, "sink")
             self.sink_plans.append((r, argv, exp))
         idb = 1
@@ -416,7 +440,8 @@ class CellRun:
                 argv = [os.path.join(ctx.bindir, "loadgen")] + conn + \
                     scn.publisher_args(r) + \
                     ["--client-id", cid, "--id-base", str(idb << 16),
-                     "--seed", str(cell.seed * 1000 + idb)]
+                     "--seed", str(cell.seed * 1000 + idb)] + \
+                    self._qlog_args(name)
                 idb += 1
                 plans.append((name, argv))
             self._check(plans[0][1], "loadgen")
@@ -498,6 +523,7 @@ class CellRun:
                 gateway.wait()
                 self.result["gateway"] = {"record": gateway.record(),
                                           "stats": gateway.doc()}
+            self._qlog_record()
             rc = broker.stop()
             self.result["broker"]["exit_status"] = rc
             self.result["broker"]["log"] = "broker/mosquitto.log"
@@ -514,7 +540,7 @@ class CellRun:
         p = Proc(name, "gateway", name, scn.BROKER_HOST, [], self.dir)
         p.argv = g.argv(self.ctx.bindir, self.transport.port,
                         tr.BROKER_PORTS["tcp"], self.ctx.certs, p.json,
-                        p.ready_path)
+                        p.ready_path) + self._qlog_args(name)
         missing = scn.check_options(
             [a for a in p.argv if a.startswith("--")],
             scn.help_options(g.path(self.ctx.bindir)), g.binary)

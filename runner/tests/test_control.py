@@ -2,7 +2,8 @@
 everything down and RESUME= finishes the run keeping its ok cells; a
 failing cell is recorded with its error and logs and the run goes on;
 CAPTURE=1 keeps a pcap of the bottleneck that matches the link's own
-counters, with the TLS key log beside it; make footprint."""
+counters, with the TLS key log beside it (QUIC's too) and QLOG=1 a qlog
+file per QUIC connection at every endpoint; make footprint."""
 import json
 import os
 import signal
@@ -172,6 +173,59 @@ def test_capture_matches_link_counters(root, tmp_path):
     keys = open(os.path.join(d, "keylog.txt")).read()
     # one TLS 1.3 session per connection, each with its secrets
     assert keys.count("CLIENT_HANDSHAKE_TRAFFIC_SECRET") == 2
+
+
+def qlog_events(path):
+    """The records of a JSON-SEQ qlog file (RFC 7464: each record after
+    an RS byte) and the names of its events."""
+    text = open(path, encoding="utf-8").read()
+    recs = [json.loads(r) for r in text.split("\x1e") if r.strip()]
+    names = set()
+    for r in recs[1:]:
+        n = r.get("name")
+        if n:
+            names.add(n.split(":")[-1])
+    return recs, names
+
+
+def test_capture_and_qlog_on_quic(root, tmp_path):
+    """QUIC with CAPTURE=1 QLOG=1: the pcap holds the UDP datagrams the
+    link carried, the key log each connection's QUIC secrets, and every
+    QUIC endpoint (loadgen, gateway) a qlog file per connection."""
+    res = str(tmp_path / "results")
+    sc = scenario(tmp_path, "capq")
+    r = run_runner(["bench", "--scenarios", sc, "--profiles", "3g",
+                    "--transports", "quic", "--reps", "1", "--results",
+                    res], timeout=300, CAPTURE="1", QLOG="1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    d = os.path.join(os.path.realpath(os.path.join(res, "latest")),
+                     "cells", "capq__3g__quic__r1")
+    cell = load(os.path.join(d, "cell.json"))
+    n = subprocess.run(["tcpdump", "-r", os.path.join(d, "capture.pcap"),
+                        "-n"], capture_output=True, text=True)
+    lines = n.stdout.splitlines()
+    quic = sum(1 for line in lines if ".14567" in line and "UDP" in line)
+    bn = cell["link"]["links"]["bottleneck"]
+    want = bn["left_to_right"]["frames_in"] + \
+        bn["right_to_left"]["frames_out"]
+    assert want - 4 <= len(lines) <= want, (len(lines), want)
+    # besides QUIC: a closed port's ICMP answers to datagrams still in
+    # flight when an endpoint exited (the link carries them too)
+    icmp = sum(1 for line in lines if "ICMP" in line and
+               "unreachable" in line)
+    assert quic + icmp >= len(lines) - 4 and quic >= 2 * 4, lines
+    keys = open(os.path.join(d, "keylog.txt")).read()
+    assert keys.count("CLIENT_HANDSHAKE_TRAFFIC_SECRET") == 2
+    assert keys.count("CLIENT_TRAFFIC_SECRET_0") == 2
+    files = cell["qlog"]["files"]
+    assert sorted(files) == ["device", "gateway"], files
+    # two connections: a file each, at the client and at the gateway
+    for who in ("device", "gateway"):
+        assert len(files[who]) == 2, (who, files[who])
+        for f in files[who]:
+            recs, names = qlog_events(os.path.join(d, f))
+            assert "qlog_version" in recs[0] or "qlog_format" in recs[0]
+            assert {"packet_sent", "packet_received"} <= names, (f, names)
 
 
 def test_footprint(tmp_path):
