@@ -67,6 +67,10 @@ METRICS = {
                        "latency p50"),
     "latency_p99_ms": (lambda m: _get(m, "latency", "p99_ms"), "ms",
                        "latency p99"),
+    "latency_p50_vs_lossless": (lambda m: _get(m, "p50_vs_lossless"), "ratio",
+                                "latency p50 over the same cell's at 0 % "
+                                "loss (1: no queue built up; see "
+                                "vs_lossless)"),
     "delivery_ratio": (lambda m: _get(m, "delivery", "ratio"), "",
                        "delivery ratio, all QoS"),
     "delivery_qos0": (lambda m: _get(m, "delivery", "by_qos", "0",
@@ -180,7 +184,46 @@ def collect(run_dir):
                 buckets[int(b)] = buckets.get(int(b), 0) + int(n)
         rows.append({k: c.get(k) for k in GROUP + ("rep", "id")} |
                     {"metrics": m, "buckets": buckets, "cell": c})
+    vs_lossless(rows)
     return run, rows
+
+
+def _zero_loss(v):
+    try:
+        return float(str(v).strip().rstrip("%")) == 0.0
+    except ValueError:
+        return False
+
+
+def vs_lossless(rows):
+    """Where a scenario sweeps `loss` with a 0 % value (hol, loss-sweep):
+    each cell's latency p50 over that of its twin at 0 % loss, the cell of
+    the same scenario, other sweep values, profile, transport and
+    repetition, as metrics["p50_vs_lossless"]. Loss alone moves the
+    median little (a few messages wait for a retransmission); a queue
+    that builds up under loss (recovery falling behind the offered load)
+    moves it with every message behind it. A ratio near 1 says the tails
+    and head-of-line figures measure loss recovery, not a standing
+    queue."""
+    def twin_key(r, values):
+        return (r["scenario"], r["profile"], r["transport"], r["rep"],
+                tuple(sorted((k, str(v)) for k, v in values.items()
+                             if k != "loss")))
+    base, lossy = {}, []
+    for r in rows:
+        values = r["cell"].get("values") or {}
+        if "loss" not in values:
+            continue
+        if _zero_loss(values["loss"]):
+            base[twin_key(r, values)] = r
+        else:
+            lossy.append((r, twin_key(r, values)))
+    for r, k in lossy:
+        twin = base.get(k)
+        p = _get(r["metrics"], "latency", "p50_ms")
+        p0 = twin and _get(twin["metrics"], "latency", "p50_ms")
+        if p is not None and p0:
+            r["metrics"]["p50_vs_lossless"] = p / p0
 
 
 def orders(run, rows):

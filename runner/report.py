@@ -15,6 +15,7 @@ from .progress import fmt_s
 # The figures a scenario's tables show, in this order, when it has them.
 TABLE_METRICS = ("connect_ms", "connect_mean_ms", "connect_tcp_ms", "connect_handshake_ms",
                  "connect_mqtt_ms", "latency_p50_ms", "latency_p99_ms",
+                 "latency_p50_vs_lossless",
                  "delivery_ratio", "delivery_qos1", "delivery_qos2",
                  "bytes_per_message", "frames_per_message",
                  "bytes_per_connection", "frames_per_connection",

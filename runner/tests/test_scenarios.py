@@ -139,14 +139,21 @@ def test_topic_matching():
 def test_variants_and_roles_per_variant():
     sc = scn.load("hol")
     labels = [l for l, _ in sc.variants()]
-    assert len(labels) == 3 * 2 * 2
-    v = dict(arm="one-connection", delay="40ms", loss="2%")
+    assert len(labels) == 3 * 3 * 2 * 2
+    v = dict(arm="one-connection", flows=8, delay="40ms", loss="2%")
     one = sc.apply(v)
     assert [p.name for p in one.publishers] == ["device"]
+    assert one.publishers[0].f["flows"] == 8
+    assert one.publishers[0].f["clients"] == 1
     assert one.link == {"delay": "40ms", "loss": "2%"}
-    # four flows on one connection: the subscriber expects all of them
+    # eight flows on one connection: the subscriber expects all of them
     assert scn.expected_messages(one.subscribers[0], one.publishers,
-                                 "tcp") == 4 * 200
+                                 "tcp") == 8 * 200
+    streams = sc.apply(dict(v, arm="stream-per-flow", flows=2))
+    assert [(p.f["clients"], p.f["streams"])
+            for p in streams.publishers] == [(2, 2)]
+    assert scn.expected_messages(streams.subscribers[0],
+                                 streams.publishers, "quic") == 2 * 200
     assert not sc.variant_allows({"arm": "stream-per-flow"}, "tcp")
     assert sc.variant_allows({"arm": "stream-per-flow"}, "quic")
 

@@ -241,3 +241,25 @@ def test_migration_gap_around_the_move():
     assert m["path_validation_ms"] == pytest.approx(45.0)
     assert m["resent"] == 2 and m["delayed"] == 4
     assert metrics.migration([{"connections": [{}]}]) is None
+
+
+def test_p50_against_the_same_cell_at_zero_loss():
+    """Each lossy cell's p50 is divided by its twin's at 0 % loss: same
+    scenario, other sweep values, profile, transport and repetition; a
+    cell without a twin, or not sweeping loss, gets nothing."""
+    from runner.aggregate import vs_lossless
+
+    def row(p50, rep=1, transport="tcp", **values):
+        return {"scenario": "hol", "profile": "4g", "transport": transport,
+                "rep": rep, "metrics": {"latency": {"p50_ms": p50}},
+                "cell": {"values": values}}
+    rows = [row(20.0, arm="one", loss="0%"),
+            row(30.0, arm="one", loss="2%"),          # its twin: 20
+            row(25.0, arm="one", loss="2%", rep=2),   # rep 2 has no 0 %
+            row(10.0, arm="per", loss="0%"),
+            row(11.0, arm="per", loss="2%"),          # its twin: 10
+            row(40.0, arm="per", loss="2%", transport="quic"),
+            row(50.0, arm="per")]                     # no loss sweep
+    vs_lossless(rows)
+    got = [r["metrics"].get("p50_vs_lossless") for r in rows]
+    assert got == [None, 1.5, None, None, pytest.approx(1.1), None, None]
