@@ -130,7 +130,7 @@ METRICS.update({
                                                "path_validation_ms"),
                                 "ms", "QUIC: path validation after the "
                                 "move"),
-    "migration_resent": (lambda m: _get(m, "migration", "resent"), "",
+    "migration_resent": (lambda m: _get(m, "migration", "resent"), "msgs",
                          "TCP/TLS: messages resent (DUP) after the "
                          "reconnect"),
 })
@@ -284,6 +284,29 @@ def _group_label(profile, variant):
     return f"{profile} {variant}" if variant else profile
 
 
+def _variant_axis(groups, order):
+    """Group labels of a bar figure and its x-axis label. With sweeps the
+    labels are the sweep values alone ("one-connection 4 10ms 2%") and
+    the axis names the sweeps, the profile only where there are several."""
+    variants = len(order["variant"]) > 1
+    profiles = len({p for _, p, _, _ in groups}) > 1
+    if not variants:
+        return [p for _, p, _, _ in groups], "link profile"
+    names = []
+    labels = []
+    for v, p, _, _ in groups:
+        pairs = [kv.partition("=") for kv in v.split(",")] if v else []
+        for k, _, _ in pairs:
+            if k not in names:
+                names.append(k)
+        vals = " ".join(x for _, _, x in pairs)
+        labels.append(f"{p} {vals}".strip() if profiles else vals)
+    xlab = ", ".join((["link profile"] if profiles else []) + names)
+    if not profiles and groups:
+        xlab += f" (link profile {groups[0][1]})"
+    return labels, xlab
+
+
 def bars(name, sc, metric, idx, order, title, ylab, caption, parts=(),
          **params):
     """A clustered-bar figure of one metric: groups = profile (x variant),
@@ -299,17 +322,20 @@ def bars(name, sc, metric, idx, order, title, ylab, caption, parts=(),
         return None
     lines = [f"# {title}: mean and 95 % CI over repetitions",
              "# group " + " ".join(f"{t}_mean {t}_lo {t}_hi" for t in trs)]
-    for v, p, m, lab in groups:
+    labels, xlab = _variant_axis(groups, order)
+    if len(groups) > 12:
+        # many groups: a wider canvas, labels turned further
+        params = {"width": min(2400, 60 * len(groups) + 200),
+                  "height": 620, "xrot": -60} | params
+    for (v, p, m, lab), glabel in zip(groups, labels):
         cols = []
         for t in trs:
             s = idx.get((sc, v, p, t, m))
             cols += [num(s and s["mean"]), num(s and s["lo"]),
                      num(s and s["hi"])]
-        # a figure of one variant says it in its title
-        label = _group_label(p, v if len(order["variant"]) > 1 else "") + \
-            (f": {lab}" if lab else "")
-        lines.append(" ".join([quote(label)] + cols))
-    return Figure(name, "bars.gp", title, ylab, "link profile", trs,
+        lines.append(" ".join([quote(glabel + (f": {lab}" if lab
+                                              else ""))] + cols))
+    return Figure(name, "bars.gp", title, ylab, xlab, trs,
                   "\n".join(lines) + "\n", caption, **params)
 
 

@@ -2,10 +2,13 @@
 # Variables set by the caller (runner/figures.py, gnuplot -e):
 #   outfile  the figure's path;  fmt  "png" (reading) or "svg" (papers)
 #   ttl      the title;  ylab, xlab  axis labels
+#   width, height  the canvas (default 900 x 520; wider for many groups)
+if (!exists("width")) width = 900
+if (!exists("height")) height = 520
 if (fmt eq "svg") {
-    set terminal svg size 900,520 dynamic font "Helvetica,13" background "white"
+    set terminal svg size width,height dynamic font "Helvetica,13" background "white"
 } else {
-    set terminal pngcairo size 900,520 font "Helvetica,10" background "white"
+    set terminal pngcairo size width,height font "Helvetica,10" background "white"
 }
 set output outfile
 set title ttl noenhanced
