@@ -284,11 +284,11 @@ def _group_label(profile, variant):
     return f"{profile} {variant}" if variant else profile
 
 
-def _variant_axis(groups, order):
+def _variant_axis(groups):
     """Group labels of a bar figure and its x-axis label. With sweeps the
     labels are the sweep values alone ("one-connection 4 10ms 2%") and
     the axis names the sweeps, the profile only where there are several."""
-    variants = len(order["variant"]) > 1
+    variants = any(v for v, _, _, _ in groups)
     profiles = len({p for _, p, _, _ in groups}) > 1
     if not variants:
         return [p for _, p, _, _ in groups], "link profile"
@@ -322,7 +322,7 @@ def bars(name, sc, metric, idx, order, title, ylab, caption, parts=(),
         return None
     lines = [f"# {title}: mean and 95 % CI over repetitions",
              "# group " + " ".join(f"{t}_mean {t}_lo {t}_hi" for t in trs)]
-    labels, xlab = _variant_axis(groups, order)
+    labels, xlab = _variant_axis(groups)
     if len(groups) > 12:
         # many groups: a wider canvas, labels turned further
         params = {"width": min(2400, 60 * len(groups) + 200),

@@ -263,3 +263,19 @@ def test_p50_against_the_same_cell_at_zero_loss():
     vs_lossless(rows)
     got = [r["metrics"].get("p50_vs_lossless") for r in rows]
     assert got == [None, 1.5, None, None, pytest.approx(1.1), None, None]
+
+
+def test_bar_labels_name_the_sweeps_once():
+    """A swept scenario's bar groups are labelled by their values and the
+    axis names the sweeps; a scenario without sweeps keeps the profiles,
+    even when the run's other scenarios have variants."""
+    from runner.aggregate import _variant_axis
+    hol = [("arm=one,flows=2,loss=2%", "4g", "m", None),
+           ("arm=per,flows=8,loss=0%", "4g", "m", None)]
+    assert _variant_axis(hol) == (["one 2 2%", "per 8 0%"],
+                                  "arm, flows, loss (link profile 4g)")
+    two = [("mode=full", "3g", "m", None), ("mode=full", "4g", "m", None)]
+    assert _variant_axis(two) == (["3g full", "4g full"],
+                                  "link profile, mode")
+    plain = [("", "3g", "m", None), ("", "wifi", "m", None)]
+    assert _variant_axis(plain) == (["3g", "wifi"], "link profile")
