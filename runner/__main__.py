@@ -23,6 +23,10 @@ which is how `make bench PROFILES=3g` passes them; an option wins):
   --raw               sinks also write per-message records
   --seed N            seed of repetition 1 (repetition r uses N + r - 1)
   --backend B         auto, netem or userspace (default auto)
+  --cc NAME           congestion control of every transport: TCP's in
+                      every host namespace, QUIC's at every endpoint;
+                      cubic (default), reno, or bbr where the kernel has
+                      it
   --results DIR       where run folders go (default results/)
 
 Exit status: 0 when every cell ran and none failed except those of a
@@ -45,7 +49,7 @@ from . import matrix, scenario as scn                # noqa: E402
 from . import transports as tr                       # noqa: E402
 
 ENV = ("SCENARIOS", "PROFILES", "TRANSPORTS", "REPS", "QUICK", "LIST",
-       "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "RESULTS")
+       "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "CC", "RESULTS")
 
 
 class UsageError(Exception):
@@ -81,6 +85,7 @@ def parse_bench(argv):
     ap.add_argument("--raw", action="store_const", const="1")
     ap.add_argument("--seed")
     ap.add_argument("--backend")
+    ap.add_argument("--cc")
     ap.add_argument("--results")
     try:
         args = ap.parse_args(argv)
@@ -112,6 +117,11 @@ def selection(args):
     except ValueError:
         raise UsageError(f"REPS: a whole number of repetitions >= 1, got "
                          f"{args.reps!r}") from None
+    if args.cc is not None:
+        try:
+            tr.check_cc(args.cc)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
     seed = args.seed or 1
     try:
         seed = int(seed)

@@ -10,6 +10,7 @@ import time
 from topologies.dumbbell import Terminated
 
 from . import certs as certmod, matrix, meta, progress, results
+from . import transports as tr
 from .cell import CellRun, RunContext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -47,7 +48,8 @@ def _options(args):
     from .__main__ import truthy as t
     return {"capture": t(args.capture), "raw": t(args.raw),
             "qlog": t(args.qlog),
-            "backend": args.backend or "auto"}
+            "backend": args.backend or "auto",
+            "cc": args.cc or tr.DEFAULT_CC}
 
 
 def run(args, sel, cells):
@@ -128,7 +130,8 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
     prog = progress.Progress(len(cells), os.path.join(run_dir, "run.log"))
     ctx = RunContext(run_dir, bindir, certs, backend=opts["backend"],
                      capture=opts["capture"], raw=opts["raw"],
-                     qlog=opts.get("qlog", False), log=prog.log)
+                     qlog=opts.get("qlog", False), cc=opts.get("cc"),
+                     log=prog.log)
     old = {s: signal.signal(s, _on_term) for s in (signal.SIGTERM,
                                                    signal.SIGHUP)}
     interrupted = None

@@ -56,6 +56,21 @@ SYSCTL_PATTERN = (r"^net\.(ipv4\.(tcp_|ip_local_port_range)|"
                   r"core\.(rmem_|wmem_|default_qdisc|netdev_max_backlog))")
 
 
+def _text(b):
+    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
+
+
+def _route_spec(rt):
+    """`ip route` words naming the route of one `ip -j route` entry."""
+    spec = [rt["dst"]]
+    for key, word in (("gateway", "via"), ("dev", "dev"),
+                      ("protocol", "proto"), ("scope", "scope"),
+                      ("prefsrc", "src"), ("metric", "metric")):
+        if rt.get(key) is not None:
+            spec += [word, str(rt[key])]
+    return spec
+
+
 class CellFailure(Exception):
     """One line: why this cell failed. kind "not-built" marks a feature
     (transport, option) that does not exist yet, "error" anything else."""
@@ -69,7 +84,8 @@ class RunContext:
     """What every cell of a run shares."""
 
     def __init__(self, run_dir, bindir, certs, backend="auto",
-                 capture=False, raw=False, qlog=False, log=print):
+                 capture=False, raw=False, qlog=False, cc=None,
+                 log=print):
         self.run_dir = run_dir
         self.bindir = bindir
         self.certs = certs
@@ -77,6 +93,7 @@ class RunContext:
         self.capture = capture
         self.raw = raw
         self.qlog = qlog
+        self.cc = cc         # None: the hosts' own (runs made before CC)
         self.log = log
         self.help = {t: scn.help_options(os.path.join(bindir, t))
                      for t in ("loadgen", "sink")}
@@ -352,6 +369,7 @@ class CellRun:
                           seed=cell.seed, log=self.log) as db:
                 self.db = db
                 self.result["topology"] = db.describe()
+                self._set_cc(db)
                 self.result["hosts_tcp"] = self._tcp_settings(db)
                 self._inside(db)
                 db.check()
@@ -416,7 +434,7 @@ class CellRun:
         cell, ctx, sc = self.cell, self.ctx, self.sc
         broker_ip = "10.0.2.1"
         conn = ["--host", broker_ip] + \
-            self.transport.client_args(ctx.certs)
+            self.transport.client_args(ctx.certs) + self._quic_cc_args()
         self.sink_plans, self.pub_plans = [], []
         for r in self.subs:
             exp = scn.expected_messages(r, self.pubs, cell.transport)
@@ -462,6 +480,52 @@ class CellRun:
                                  self.ctx.help[tool], tool)
         if line:
             raise CellFailure(line, kind="not-built")
+
+    def _quic_cc_args(self):
+        if self.ctx.cc and self.transport.name == "quic":
+            return ["--cc", self.ctx.cc]
+        return []
+
+    def _set_cc(self, db):
+        """The run's congestion control for TCP in every host namespace:
+        congctl on each of its routes, which new connections (active and
+        accepted) take. (The namespace's default, the sysctl, can only be
+        set to what the VM's tcp_allowed_congestion_control lists, which
+        is global; routes need no such change.) QUIC's endpoints get it
+        as --cc (_plan, _start_gateway)."""
+        cc = self.ctx.cc
+        if not cc:
+            self.result["congestion_control"] = None
+            return
+        routes = {}
+        for h in db.left + db.right:
+            r = db.run(h, ["ip", "-j", "route", "show"], timeout=10)
+            try:
+                table = json.loads(_text(r.stdout) or "[]")
+            except ValueError:
+                table = None
+            if r.returncode != 0 or table is None:
+                raise CellFailure(f"cannot read the routes of {h}: "
+                                  f"{_text(r.stderr).strip()}")
+            for rt in table:
+                argv = ["ip", "route", "replace"] + _route_spec(rt) + \
+                    ["congctl", cc]
+                r = db.run(h, argv, timeout=10)
+                if r.returncode != 0:
+                    raise CellFailure(
+                        f"cannot set TCP congestion control {cc} on {h} "
+                        f"(`{' '.join(argv)}`): "
+                        f"{_text(r.stderr).strip() or r.returncode}")
+            r = db.run(h, ["ip", "route", "show"], timeout=10)
+            routes[h] = _text(r.stdout).splitlines()
+        self.result["congestion_control"] = {
+            "name": cc,
+            "tcp": f"congctl {cc} on every route of every host namespace "
+                   f"(the namespaces' default, in hosts_tcp, is not used "
+                   f"for these routes)",
+            "quic": f"--cc {cc} at loadgen, sink and the gateway"
+                    if self.transport.name == "quic" else None,
+            "routes": routes}
 
     def _tcp_settings(self, db):
         """net.ipv4.tcp_* and core buffer settings of every host, grouped
@@ -540,7 +604,8 @@ class CellRun:
         p = Proc(name, "gateway", name, scn.BROKER_HOST, [], self.dir)
         p.argv = g.argv(self.ctx.bindir, self.transport.port,
                         tr.BROKER_PORTS["tcp"], self.ctx.certs, p.json,
-                        p.ready_path) + self._qlog_args(name)
+                        p.ready_path) + self._qlog_args(name) + \
+            self._quic_cc_args()
         missing = scn.check_options(
             [a for a in p.argv if a.startswith("--")],
             scn.help_options(g.path(self.ctx.bindir)), g.binary)

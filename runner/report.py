@@ -231,6 +231,15 @@ def _metadata(doc, run, rows, cells):
                   f"all in each cell.json): " +
                   "; ".join(f"{k.split('.')[-1]} {s.get(k)}" for k in keys
                             if k in s))
+        cc = (run.get("options") or {}).get("cc")
+        doc.p(f"Congestion control: {cc} for every transport, chosen for "
+              f"the run (CC=): TCP's as congctl on every route of every "
+              f"host namespace, which every connection takes (the "
+              f"namespaces' default above is not used), QUIC's passed to "
+              f"loadgen, sink and the gateway (--cc)." if cc else
+              "Congestion control: not chosen by this run (made before "
+              "CC=): TCP used each host's default (above), QUIC ngtcp2's "
+              "cubic.")
         rel = c0.get("release") or {}
         doc.p(f"Start of publishers: {rel.get('method')}.")
     steal = [((r["cell"].get("contention") or {}).get("steal_s") or 0)

@@ -112,6 +112,40 @@ NAMES = tuple(TRANSPORTS)
 BROKER_PORTS = {"tcp": 1883, "tls": 8883}
 
 
+# Congestion control: one algorithm for every transport of a run, chosen
+# on purpose (the VM's default may be anything: bbr on the development
+# VM while ngtcp2 defaults to cubic). TCP's is set in every host
+# namespace (net.ipv4.tcp_congestion_control is per network namespace);
+# QUIC's is passed to every endpoint (--cc).
+QUIC_CC = ("cubic", "reno", "bbr", "bbr2")
+DEFAULT_CC = "cubic"
+TCP_CC_AVAILABLE = "/proc/sys/net/ipv4/tcp_available_congestion_control"
+
+
+def tcp_cc_available():
+    try:
+        with open(TCP_CC_AVAILABLE) as f:
+            return f.read().split()
+    except OSError:
+        return []
+
+
+def check_cc(name):
+    """name if both this kernel's TCP and our QUIC offer it, else
+    ValueError with one line saying what to pick."""
+    tcp = tcp_cc_available()
+    both = [c for c in QUIC_CC if c in tcp]
+    if name not in QUIC_CC:
+        raise ValueError(f"CC: {name!r} is not a congestion control QUIC "
+                         f"offers here (both TCP and QUIC have: "
+                         f"{', '.join(both) or 'none'})")
+    if name not in tcp:
+        raise ValueError(f"CC={name}: this kernel's TCP does not offer it "
+                         f"(it has: {' '.join(tcp) or 'nothing readable'});"
+                         f" pick one of {', '.join(both) or 'none'}")
+    return name
+
+
 def get(name):
     try:
         return TRANSPORTS[name]

@@ -228,6 +228,47 @@ def test_capture_and_qlog_on_quic(root, tmp_path):
             assert {"packet_sent", "packet_received"} <= names, (f, names)
 
 
+def test_congestion_control_chosen_for_the_run(root, tmp_path):
+    """CC=reno: every route of every host namespace carries congctl reno
+    and the publisher's TCP sockets run it; every QUIC endpoint gets --cc
+    reno; a CC this kernel or our QUIC
+    lacks is one line and exit 2, before anything is built."""
+    res = str(tmp_path / "results")
+    sc = scenario(tmp_path, "cc")
+    r = run_runner(["bench", "--scenarios", sc, "--profiles", "3g",
+                    "--transports", "tcp,quic", "--reps", "1", "--results",
+                    res], timeout=300, CC="reno")
+    assert r.returncode == 0, r.stdout + r.stderr
+    run = os.path.realpath(os.path.join(res, "latest"))
+    assert load(os.path.join(run, "run.json"))["options"]["cc"] == "reno"
+    for t in ("tcp", "quic"):
+        d = os.path.join(run, "cells", f"cc__3g__{t}__r1")
+        cell = load(os.path.join(d, "cell.json"))
+        assert cell["congestion_control"]["name"] == "reno"
+        routes = cell["congestion_control"]["routes"]
+        assert sorted(routes) == ["l1", "l2", "r1", "r2"]
+        assert all(rs and all("congctl reno" in r for r in rs)
+                   for rs in routes.values()), routes
+        lg = load(os.path.join(d, "device.json"))
+        if t == "tcp":
+            assert lg["transport"]["congestion_control"] == "reno"
+        else:
+            assert lg["config"]["connection"]["congestion_control"] == \
+                "reno"
+            assert cell["gateway"]["stats"]["config"][
+                "congestion_control"] == "reno"
+    from runner import transports as tr
+    lacking = [c for c in tr.QUIC_CC if c not in tr.tcp_cc_available()]
+    cases = [("vegas", "not a congestion control QUIC offers")] + \
+        [(c, "this kernel's TCP does not offer it") for c in lacking[:1]]
+    for bad, words in cases:
+        r = run_runner(["bench", "--scenarios", sc, "--results", res],
+                       timeout=60, CC=bad)
+        lines = [line for line in r.stderr.splitlines() if line.strip()]
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert len(lines) == 1 and words in lines[0], lines
+
+
 def test_footprint(tmp_path):
     r = subprocess.run(["make", "-s", "--no-print-directory", "footprint"],
                        cwd=REPO, capture_output=True, text=True,
