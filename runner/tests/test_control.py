@@ -145,15 +145,21 @@ def test_failed_cells_are_recorded_and_the_run_goes_on(root, tmp_path):
     assert "failed: badbroker__3g__tcp__r1" in r.stdout
 
 
-def test_capture_matches_link_counters(root, tmp_path):
+def run_tiny(tmp_path, name, transports, **env):
+    """The tiny scenario on 3g, one repetition, on these transports:
+    the run's folder (it must have ended with status 0)."""
     res = str(tmp_path / "results")
-    sc = scenario(tmp_path, "cap")
+    sc = scenario(tmp_path, name)
     r = run_runner(["bench", "--scenarios", sc, "--profiles", "3g",
-                    "--transports", "tls", "--reps", "1", "--results",
-                    res], timeout=300, CAPTURE="1")
+                    "--transports", transports, "--reps", "1",
+                    "--results", res], timeout=300, **env)
     assert r.returncode == 0, r.stdout + r.stderr
-    d = os.path.join(os.path.realpath(os.path.join(res, "latest")),
-                     "cells", "cap__3g__tls__r1")
+    return os.path.realpath(os.path.join(res, "latest")), sc, res
+
+
+def test_capture_matches_link_counters(root, tmp_path):
+    run, _, _ = run_tiny(tmp_path, "cap", "tls", CAPTURE="1")
+    d = os.path.join(run, "cells", "cap__3g__tls__r1")
     cell = load(os.path.join(d, "cell.json"))
     assert cell["capture"]["interface"]
     pcap = os.path.join(d, "capture.pcap")
@@ -192,14 +198,8 @@ def test_capture_and_qlog_on_quic(root, tmp_path):
     """QUIC with CAPTURE=1 QLOG=1: the pcap holds the UDP datagrams the
     link carried, the key log each connection's QUIC secrets, and every
     QUIC endpoint (loadgen, gateway) a qlog file per connection."""
-    res = str(tmp_path / "results")
-    sc = scenario(tmp_path, "capq")
-    r = run_runner(["bench", "--scenarios", sc, "--profiles", "3g",
-                    "--transports", "quic", "--reps", "1", "--results",
-                    res], timeout=300, CAPTURE="1", QLOG="1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    d = os.path.join(os.path.realpath(os.path.join(res, "latest")),
-                     "cells", "capq__3g__quic__r1")
+    run, _, _ = run_tiny(tmp_path, "capq", "quic", CAPTURE="1", QLOG="1")
+    d = os.path.join(run, "cells", "capq__3g__quic__r1")
     cell = load(os.path.join(d, "cell.json"))
     n = subprocess.run(["tcpdump", "-r", os.path.join(d, "capture.pcap"),
                         "-n"], capture_output=True, text=True)
@@ -231,15 +231,9 @@ def test_capture_and_qlog_on_quic(root, tmp_path):
 def test_congestion_control_chosen_for_the_run(root, tmp_path):
     """CC=reno: every route of every host namespace carries congctl reno
     and the publisher's TCP sockets run it; every QUIC endpoint gets --cc
-    reno; a CC this kernel or our QUIC
-    lacks is one line and exit 2, before anything is built."""
-    res = str(tmp_path / "results")
-    sc = scenario(tmp_path, "cc")
-    r = run_runner(["bench", "--scenarios", sc, "--profiles", "3g",
-                    "--transports", "tcp,quic", "--reps", "1", "--results",
-                    res], timeout=300, CC="reno")
-    assert r.returncode == 0, r.stdout + r.stderr
-    run = os.path.realpath(os.path.join(res, "latest"))
+    reno; a CC this kernel or our QUIC lacks is one line and exit 2,
+    before anything is built."""
+    run, sc, res = run_tiny(tmp_path, "cc", "tcp,quic", CC="reno")
     assert load(os.path.join(run, "run.json"))["options"]["cc"] == "reno"
     for t in ("tcp", "quic"):
         d = os.path.join(run, "cells", f"cc__3g__{t}__r1")
