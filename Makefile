@@ -13,7 +13,7 @@
 # Switches: BUILD=release|asan, FUZZ_SECONDS=N (per fuzz target in make test).
 # make bench: QUICK=1, PROFILES=, TRANSPORTS=, SCENARIOS=, REPS=, LIST=1,
 #   RESUME=results/<run-id>, CAPTURE=1, QLOG=1, RAW=1, SEED=, BACKEND=,
-#   RESULTS=
+#   CC=, RESULTS=
 #   (read by the runner from the environment; python3 -m runner --help).
 
 BUILD ?= release
