@@ -2,7 +2,9 @@
 repetition, on a freshly built dumbbell.
 
 In order, inside the topology:
-  1. TCP settings and congestion control of every host namespace;
+  1. the run's congestion control (the dumbbell sets TCP's on every
+     host's routes; QUIC's endpoints get --cc) and the TCP settings of
+     every host namespace, recorded;
   2. Mosquitto on r1 (runner/mosquitto.py) with TCP and TLS listeners, and
      the transport's gateway if it has one (QUIC);
   3. with CAPTURE=1, tcpdump on the bottleneck's left end (with QLOG=1,
@@ -54,21 +56,6 @@ START_AHEAD_NS = 300_000_000   # time to spawn every publisher before it
 HWM_EVERY_S = 0.2
 SYSCTL_PATTERN = (r"^net\.(ipv4\.(tcp_|ip_local_port_range)|"
                   r"core\.(rmem_|wmem_|default_qdisc|netdev_max_backlog))")
-
-
-def _text(b):
-    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
-
-
-def _route_spec(rt):
-    """`ip route` words naming the route of one `ip -j route` entry."""
-    spec = [rt["dst"]]
-    for key, word in (("gateway", "via"), ("dev", "dev"),
-                      ("protocol", "proto"), ("scope", "scope"),
-                      ("prefsrc", "src"), ("metric", "metric")):
-        if rt.get(key) is not None:
-            spec += [word, str(rt[key])]
-    return spec
 
 
 class CellFailure(Exception):
@@ -366,10 +353,11 @@ class CellRun:
         db = None
         try:
             with dumbbell(prof, backend=ctx.backend, hosts=sc.hosts,
-                          seed=cell.seed, log=self.log) as db:
+                          seed=cell.seed, log=self.log,
+                          congestion_control=ctx.cc) as db:
                 self.db = db
                 self.result["topology"] = db.describe()
-                self._set_cc(db)
+                self.result["congestion_control"] = self._cc_record(db)
                 self.result["hosts_tcp"] = self._tcp_settings(db)
                 self._inside(db)
                 db.check()
@@ -486,46 +474,18 @@ class CellRun:
             return ["--cc", self.ctx.cc]
         return []
 
-    def _set_cc(self, db):
-        """The run's congestion control for TCP in every host namespace:
-        congctl on each of its routes, which new connections (active and
-        accepted) take. (The namespace's default, the sysctl, can only be
-        set to what the VM's tcp_allowed_congestion_control lists, which
-        is global; routes need no such change.) QUIC's endpoints get it
-        as --cc (_plan, _start_gateway)."""
+    def _cc_record(self, db):
+        """The run's congestion control: TCP's set by the dumbbell on
+        every host's routes, QUIC's given to its endpoints as --cc."""
         cc = self.ctx.cc
-        if not cc:
-            self.result["congestion_control"] = None
-            return
-        routes = {}
-        for h in db.left + db.right:
-            r = db.run(h, ["ip", "-j", "route", "show"], timeout=10)
-            try:
-                table = json.loads(_text(r.stdout) or "[]")
-            except ValueError:
-                table = None
-            if r.returncode != 0 or table is None:
-                raise CellFailure(f"cannot read the routes of {h}: "
-                                  f"{_text(r.stderr).strip()}")
-            for rt in table:
-                argv = ["ip", "route", "replace"] + _route_spec(rt) + \
-                    ["congctl", cc]
-                r = db.run(h, argv, timeout=10)
-                if r.returncode != 0:
-                    raise CellFailure(
-                        f"cannot set TCP congestion control {cc} on {h} "
-                        f"(`{' '.join(argv)}`): "
-                        f"{_text(r.stderr).strip() or r.returncode}")
-            r = db.run(h, ["ip", "route", "show"], timeout=10)
-            routes[h] = _text(r.stdout).splitlines()
-        self.result["congestion_control"] = {
+        return None if not cc else {
             "name": cc,
             "tcp": f"congctl {cc} on every route of every host namespace "
                    f"(the namespaces' default, in hosts_tcp, is not used "
                    f"for these routes)",
             "quic": f"--cc {cc} at loadgen, sink and the gateway"
                     if self.transport.name == "quic" else None,
-            "routes": routes}
+            "routes": db.cc_routes}
 
     def _tcp_settings(self, db):
         """net.ipv4.tcp_* and core buffer settings of every host, grouped

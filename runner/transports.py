@@ -114,8 +114,8 @@ BROKER_PORTS = {"tcp": 1883, "tls": 8883}
 
 # Congestion control: one algorithm for every transport of a run, chosen
 # on purpose (the VM's default may be anything: bbr on the development
-# VM while ngtcp2 defaults to cubic). TCP's is set in every host
-# namespace (net.ipv4.tcp_congestion_control is per network namespace);
+# VM while ngtcp2 defaults to cubic). TCP's is set on every route of
+# every host namespace (topologies/dumbbell.py, congestion_control);
 # QUIC's is passed to every endpoint (--cc).
 QUIC_CC = ("cubic", "reno", "bbr", "bbr2")
 DEFAULT_CC = "cubic"

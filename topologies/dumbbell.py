@@ -39,6 +39,7 @@ From the command line (as root, system Python):
 """
 import argparse
 import contextlib
+import json
 import os
 import re
 import resource
@@ -167,8 +168,11 @@ class Dumbbell:
                  switch="linuxbridge", seed=1, log=None,
                  linkem_rt_priority=backends.LINKEM_RT_PRIORITY,
                  lock_timeout=None,
-                 timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US):
+                 timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US,
+                 congestion_control=None):
         self.profile = profiles.load_profile(profile)
+        self.congestion_control = congestion_control
+        self.cc_routes = None     # host -> its routes, once congctl is set
         self.requested_backend = backend
         if not isinstance(hosts, int) or not 1 <= hosts <= MAX_HOSTS:
             raise TopologyError(f"--hosts must be between 1 and "
@@ -279,6 +283,10 @@ class Dumbbell:
             "switch": self.switch_kind, "switches": [S1, S2],
             "backend": self.backend, "backend_note": self.backend_note,
             "seed": self.seed,
+            # TCP's congestion control as set on every host's routes
+            # (None: each namespace's default, in the runner's hosts_tcp)
+            "congestion_control": self.congestion_control,
+            "congctl_routes": self.cc_routes,
             # Each emulated link's own loss stream (link_seed); netem's
             # draws cannot be seeded (iproute2 6.1 has no option for it).
             "link_seeds": ({lab: link_seed(self.seed, lab)
@@ -431,6 +439,8 @@ class Dumbbell:
             self._in_host(h, ["sysctl", "-q", "-w",
                               "net.ipv6.conf.all.disable_ipv6=1"])
             self._offloads_off(f"{h}-eth0", h)
+            if self.congestion_control:
+                self._set_congctl(h, self.congestion_control)
         for name in [S1, S2] + names:
             if _iface_exists(name):       # the rest is made below
                 self._quiet_iface(name)
@@ -445,6 +455,27 @@ class Dumbbell:
         runner may have left busy)."""
         pid = self._hostinfo[name].pid
         return _run(["mnexec", "-a", str(pid)] + argv, check=check)
+
+    def _set_congctl(self, h, cc):
+        """TCP congestion control cc for every connection of host h:
+        congctl on each of its routes, which active and accepted
+        connections take. (The namespace's default, the sysctl, can only
+        be set to what the VM's global tcp_allowed_congestion_control
+        lists; routes need no such change.)"""
+        table = json.loads(self._in_host(h, ["ip", "-j", "route",
+                                             "show"]).stdout or "[]")
+        for rt in table:
+            spec = [rt["dst"]]
+            for key, word in (("gateway", "via"), ("dev", "dev"),
+                              ("protocol", "proto"), ("scope", "scope"),
+                              ("prefsrc", "src"), ("metric", "metric")):
+                if rt.get(key) is not None:
+                    spec += [word, str(rt[key])]
+            self._in_host(h, ["ip", "route", "replace"] + spec +
+                          ["congctl", cc])
+        self.cc_routes = self.cc_routes or {}
+        self.cc_routes[h] = self._in_host(
+            h, ["ip", "route", "show"]).stdout.splitlines()
 
     def _offloads_off(self, dev, host=None):
         """Every offload that merges packets off on dev (in host's
@@ -898,7 +929,8 @@ class _SignalGuard:
 def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
              seed=1, log=None, linkem_rt_priority=backends.LINKEM_RT_PRIORITY,
              lock_timeout=None,
-             timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US):
+             timing_error_limit_us=contention.TIMING_ERROR_P99_LIMIT_US,
+             congestion_control=None):
     """Build the dumbbell, yield it, always tear it down.
 
     profile: a name in topologies/profiles/, a path to a .toml file, or a
@@ -908,11 +940,14 @@ def dumbbell(profile, backend="auto", hosts=5, switch="linuxbridge",
     TopologyError or BackendError (one-line messages) if it cannot build;
     link statistics are in .link_stats after the block, with a
     "contention" record; .contention_warning holds the line printed when
-    the emulator's timing error p99 exceeded timing_error_limit_us."""
+    the emulator's timing error p99 exceeded timing_error_limit_us.
+    congestion_control: TCP's algorithm for every host (congctl on each
+    route), or None for each namespace's default."""
     db = Dumbbell(profile, backend=backend, hosts=hosts, switch=switch,
                   seed=seed, log=log, linkem_rt_priority=linkem_rt_priority,
                   lock_timeout=lock_timeout,
-                  timing_error_limit_us=timing_error_limit_us)
+                  timing_error_limit_us=timing_error_limit_us,
+                  congestion_control=congestion_control)
     guard = _SignalGuard()
     guard.install()
     db._guard = guard

@@ -51,7 +51,9 @@ def testbed(linkem, quiet_mininet):
         settings={"max_inflight_messages": 0},
         comment="written by topologies/tests/test_transports.py")
     try:
-        with dumbbell("3g", backend="userspace", hosts=1, seed=3) as db:
+        # cubic for TCP as for QUIC (ngtcp2's default), whatever the VM's
+        with dumbbell("3g", backend="userspace", hosts=1, seed=3,
+                      congestion_control="cubic") as db:
             broker.start(popen=lambda argv, **kw: db.popen("r1", argv, **kw),
                          probe=mosquitto.namespace_probe(
                              lambda argv: db.run("r1", argv, timeout=10)))
