@@ -2,7 +2,8 @@
 #
 #   make deps        install the Debian packages the project needs
 #   make             build the C programs (build/release/bin/)
-#   make test        every test suite; last line: "N passed, N failed"
+#   make test        every test suite; last line: "N passed, N failed,
+#                    N skipped"
 #   make bench       the benchmark matrix -> results/<run-id>/ (README)
 #   make figures RUN=results/<run-id>   redraw figures and report from JSON
 #   make footprint   binary and library sizes, client and server side
@@ -13,7 +14,7 @@
 # Switches: BUILD=release|asan, FUZZ_SECONDS=N (per fuzz target in make test).
 # make bench: QUICK=1, PROFILES=, TRANSPORTS=, SCENARIOS=, REPS=, LIST=1,
 #   RESUME=results/<run-id>, CAPTURE=1, QLOG=1, RAW=1, SEED=, BACKEND=,
-#   CC=, RESULTS=
+#   CCA= (congestion control: not CC, the compiler), RESULTS=
 #   (read by the runner from the environment; python3 -m runner --help).
 
 BUILD ?= release

@@ -23,7 +23,7 @@ which is how `make bench PROFILES=3g` passes them; an option wins):
   --raw               sinks also write per-message records
   --seed N            seed of repetition 1 (repetition r uses N + r - 1)
   --backend B         auto, netem or userspace (default auto)
-  --cc NAME           congestion control of every transport: TCP's in
+  --cca NAME          congestion control of every transport: TCP's on
                       every host namespace, QUIC's at every endpoint;
                       cubic (default), reno, or bbr where the kernel has
                       it
@@ -49,7 +49,7 @@ from . import matrix, scenario as scn                # noqa: E402
 from . import transports as tr                       # noqa: E402
 
 ENV = ("SCENARIOS", "PROFILES", "TRANSPORTS", "REPS", "QUICK", "LIST",
-       "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "CC", "RESULTS")
+       "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "CCA", "RESULTS")
 
 
 class UsageError(Exception):
@@ -85,7 +85,7 @@ def parse_bench(argv):
     ap.add_argument("--raw", action="store_const", const="1")
     ap.add_argument("--seed")
     ap.add_argument("--backend")
-    ap.add_argument("--cc")
+    ap.add_argument("--cca")
     ap.add_argument("--results")
     try:
         args = ap.parse_args(argv)
@@ -117,9 +117,9 @@ def selection(args):
     except ValueError:
         raise UsageError(f"REPS: a whole number of repetitions >= 1, got "
                          f"{args.reps!r}") from None
-    if args.cc is not None:
+    if args.cca is not None:
         try:
-            tr.check_cc(args.cc)
+            tr.check_cc(args.cca)
         except ValueError as e:
             raise UsageError(str(e)) from None
     seed = args.seed or 1

@@ -7,14 +7,14 @@ import signal
 import sys
 import time
 
-from topologies.dumbbell import Terminated
+from topologies.dumbbell import Terminated, host_ip
 
 from . import certs as certmod, matrix, meta, progress, results
-from . import transports as tr
+from . import scenario as scn, transports as tr
 from .cell import CellRun, RunContext
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BROKER_IP = "10.0.2.1"
+BROKER_IP = host_ip(scn.BROKER_HOST)
 
 
 class RunError(Exception):
@@ -49,7 +49,7 @@ def _options(args):
     return {"capture": t(args.capture), "raw": t(args.raw),
             "qlog": t(args.qlog),
             "backend": args.backend or "auto",
-            "cc": args.cc or tr.DEFAULT_CC}
+            "cc": args.cca or tr.DEFAULT_CC}
 
 
 def run(args, sel, cells):

@@ -35,8 +35,9 @@ import tomllib
 import traceback
 from pathlib import Path
 
-from topologies import backends, procs, profiles, state
-from topologies.dumbbell import (Terminated, TopologyError, dumbbell)
+from topologies import backends, contention, procs, profiles, state
+from topologies.dumbbell import (Terminated, TopologyError, dumbbell,
+                                 host_ip)
 
 from . import metrics, mosquitto, scenario as scn, transports as tr
 from .meta import line_value
@@ -80,7 +81,7 @@ class RunContext:
         self.capture = capture
         self.raw = raw
         self.qlog = qlog
-        self.cc = cc         # None: the hosts' own (runs made before CC)
+        self.cc = cc         # None: the hosts' own (runs made before CCA=)
         self.log = log
         self.help = {t: scn.help_options(os.path.join(bindir, t))
                      for t in ("loadgen", "sink")}
@@ -147,12 +148,8 @@ def wait_for_network(log):
 
 def proc_stat_steal():
     """CPU time stolen by the hypervisor so far, in seconds (all CPUs)."""
-    try:
-        with open("/proc/stat") as f:
-            fields = f.readline().split()
-        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
+    t = contention.cpu_times()
+    return None if t is None else t["steal"] / os.sysconf("SC_CLK_TCK")
 
 
 def read_hwm_kib(pid):
@@ -354,6 +351,7 @@ class CellRun:
         try:
             with dumbbell(prof, backend=ctx.backend, hosts=sc.hosts,
                           seed=cell.seed, log=self.log,
+                          lock_timeout=NETWORK_WAIT_S,
                           congestion_control=ctx.cc) as db:
                 self.db = db
                 self.result["topology"] = db.describe()
@@ -420,7 +418,7 @@ class CellRun:
         """Every process's command line, checked against the options the
         binaries offer, before anything is built."""
         cell, ctx, sc = self.cell, self.ctx, self.sc
-        broker_ip = "10.0.2.1"
+        broker_ip = host_ip(scn.BROKER_HOST)
         conn = ["--host", broker_ip] + \
             self.transport.client_args(ctx.certs) + self._quic_cc_args()
         self.sink_plans, self.pub_plans = [], []
@@ -495,9 +493,7 @@ class CellRun:
             r = db.run(h, ["sysctl", "-a", "--pattern", SYSCTL_PATTERN],
                        timeout=20)
             vals = {}
-            for line in r.stdout.decode(errors="replace").splitlines() \
-                    if isinstance(r.stdout, bytes) else \
-                    r.stdout.splitlines():
+            for line in r.stdout.decode(errors="replace").splitlines():
                 k, sep, v = line.partition(" = ")
                 if sep:
                     vals[k.strip()] = v.strip()

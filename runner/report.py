@@ -233,12 +233,12 @@ def _metadata(doc, run, rows, cells):
                             if k in s))
         cc = (run.get("options") or {}).get("cc")
         doc.p(f"Congestion control: {cc} for every transport, chosen for "
-              f"the run (CC=): TCP's as congctl on every route of every "
+              f"the run (CCA=): TCP's as congctl on every route of every "
               f"host namespace, which every connection takes (the "
               f"namespaces' default above is not used), QUIC's passed to "
               f"loadgen, sink and the gateway (--cc)." if cc else
               "Congestion control: not chosen by this run (made before "
-              "CC=): TCP used each host's default (above), QUIC ngtcp2's "
+              "CCA=): TCP used each host's default (above), QUIC ngtcp2's "
               "cubic.")
         rel = c0.get("release") or {}
         doc.p(f"Start of publishers: {rel.get('method')}.")

@@ -27,7 +27,7 @@ import re
 
 from topologies.state import atomic_write
 
-from .metrics import handshake_us
+from .metrics import _ms, handshake_us
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY_SCHEMA = "mqb-summary/1"
@@ -195,10 +195,6 @@ def write_tables(run_dir, cells):
             "transport_ready_ms", "mqtt_ms", "total_ms", "tls_resumed", "sent", "error"]
     atomic_write(os.path.join(tdir, "connections.csv"), csv_text(conns,
                                                                  cols))
-
-
-def _ms(us):
-    return None if us is None else us / 1000.0
 
 
 def safe_name(text):

@@ -21,14 +21,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 from scripts import reconcile  # noqa: E402
+from topologies.profiles import NAME_RE  # noqa: E402
+
+from .transports import NAMES as TRANSPORT_NAMES  # noqa: E402
 SCENARIO_DIR = REPO / "scenarios"
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 HOST_RE = re.compile(r"^([lr])(\d{1,2})$")
 BROKER_HOST = "r1"
 DEFAULT_HOSTS = 5
 DEFAULT_DRAIN_S = 3.0
 HEADER_BYTES = 28           # loadgen's benchmark header: the smallest payload
-TRANSPORT_NAMES = ("tcp", "tls", "quic")
 
 DUR_RE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(us|ms|s|m)\s*$")
 DUR_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}

@@ -136,11 +136,11 @@ def check_cc(name):
     tcp = tcp_cc_available()
     both = [c for c in QUIC_CC if c in tcp]
     if name not in QUIC_CC:
-        raise ValueError(f"CC: {name!r} is not a congestion control QUIC "
+        raise ValueError(f"CCA: {name!r} is not a congestion control QUIC "
                          f"offers here (both TCP and QUIC have: "
                          f"{', '.join(both) or 'none'})")
     if name not in tcp:
-        raise ValueError(f"CC={name}: this kernel's TCP does not offer it "
+        raise ValueError(f"CCA={name}: this kernel's TCP does not offer it "
                          f"(it has: {' '.join(tcp) or 'nothing readable'});"
                          f" pick one of {', '.join(both) or 'none'}")
     return name

@@ -84,7 +84,6 @@ struct gw_conn {
 	struct ev_timer timer;
 	struct relay *relays;
 	int handshake_seen;
-	int dead;
 };
 
 struct gw_stats {
@@ -163,8 +162,7 @@ static void relay_abort(struct relay *r, uint64_t code)
 {
 	struct gw *g = r->gc->g;
 
-	if (!r->gc->dead && tr_reset(r->gc->tc, r->sid, code,
-	                             evloop_clock_ns()) == 0)
+	if (tr_reset(r->gc->tc, r->sid, code, evloop_clock_ns()) == 0)
 		g->st.stream_resets_out++;
 	if (r->fd >= 0) {
 		/* SO_LINGER 0: the broker sees a reset, not a clean close */

@@ -1177,16 +1177,15 @@ static void pub_migrate(struct pub *p)
 	m->migs = rec;
 	if (lg->o.conn.ops->flags & TR_F_REBIND) {
 		r = conn_rebind(c, lg->o.migrate_addr);
-		snprintf(msg, sizeof(msg), "migration failed: %s",
-		         r < 0 ? conn_errmsg(c) : "");
 	} else {
 		r = client_reconnect(p->cl, lg->tr_mig);
-		snprintf(msg, sizeof(msg), "migration failed: %s",
-		         client_strerror(r));
 		if (r == 0)
 			p->state = PUB_MIGRATING;
 	}
 	if (r < 0) {
+		snprintf(msg, sizeof(msg), "migration failed: %s",
+		         lg->o.conn.ops->flags & TR_F_REBIND
+		                 ? conn_errmsg(c) : client_strerror(r));
 		note_error(lg, p, msg);
 		return;
 	}
@@ -1263,7 +1262,7 @@ static int pub_publish_one(struct pub *p, struct flow *f, int64_t due)
 		return rv;
 	}
 	if (due > 0) {
-		lag = now > due ? now - due : 0;
+		lag = (int64_t)h.lag_ns; /* payload_set_due took it */
 		stats_hist_add(&lg->sched_lag, (uint64_t)lag);
 		if (lag > LATE_NS) {
 			p->late++;
@@ -2151,9 +2150,15 @@ static json_t *publishers_json(const struct lg *lg)
  * full share of it. Fills why (one line) when incomplete; returns 1 when
  * complete.
  */
+/* Clients that never had a connection: failed, abandoned, not started. */
+static uint32_t never_connected(const struct lg *lg)
+{
+	return lg->n_failed + lg->n_abandoned + lg->n_not_started;
+}
+
 static int completeness(const struct lg *lg, char *why, size_t len)
 {
-	uint32_t never = lg->n_failed + lg->n_abandoned + lg->n_not_started;
+	uint32_t never = never_connected(lg);
 
 	why[0] = '\0';
 	if (never == 0 && lg->n_lost == 0)
@@ -2182,8 +2187,7 @@ static json_t *completeness_json(const struct lg *lg)
 	                 "ok", ok, "why", ok ? NULL : why, "clients",
 	                 (int)lg->o.clients, "connected", (int)lg->n_ok,
 	                 "never_connected",
-	                 (int)(lg->n_failed + lg->n_abandoned +
-	                       lg->n_not_started),
+	                 (int)never_connected(lg),
 	                 "failed", (int)lg->n_failed, "abandoned",
 	                 (int)lg->n_abandoned, "not_started",
 	                 (int)lg->n_not_started, "lost", (int)lg->n_lost,
@@ -2764,8 +2768,7 @@ out:
 	report_set(lg->doc, "status",
 	           json_string(failed || status ? "failed" : "ok"));
 	if (lg->first_err != NULL) {
-		uint32_t never = lg->n_failed + lg->n_abandoned +
-		                 lg->n_not_started;
+		uint32_t never = never_connected(lg);
 
 		if (lg->o.clients > 1 && never > lg->n_failed)
 			cli_error("%s (%" PRIu32 " of %" PRIu32

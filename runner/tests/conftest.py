@@ -28,7 +28,7 @@ PY = "/usr/bin/python3"
 def runner_env(**extra):
     env = dict(os.environ, BENCH_BIN=BIN)
     for k in ("SCENARIOS", "PROFILES", "TRANSPORTS", "REPS", "QUICK",
-              "LIST", "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "CC",
+              "LIST", "RESUME", "CAPTURE", "QLOG", "RAW", "SEED", "BACKEND", "CCA",
               "RESULTS"):
         env.pop(k, None)
     env.update({k: str(v) for k, v in extra.items()})

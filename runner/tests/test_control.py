@@ -229,11 +229,11 @@ def test_capture_and_qlog_on_quic(root, tmp_path):
 
 
 def test_congestion_control_chosen_for_the_run(root, tmp_path):
-    """CC=reno: every route of every host namespace carries congctl reno
+    """CCA=reno: every route of every host namespace carries congctl reno
     and the publisher's TCP sockets run it; every QUIC endpoint gets --cc
-    reno; a CC this kernel or our QUIC lacks is one line and exit 2,
+    reno; a CCA this kernel or our QUIC lacks is one line and exit 2,
     before anything is built."""
-    run, sc, res = run_tiny(tmp_path, "cc", "tcp,quic", CC="reno")
+    run, sc, res = run_tiny(tmp_path, "cc", "tcp,quic", CCA="reno")
     assert load(os.path.join(run, "run.json"))["options"]["cc"] == "reno"
     for t in ("tcp", "quic"):
         d = os.path.join(run, "cells", f"cc__3g__{t}__r1")
@@ -257,7 +257,7 @@ def test_congestion_control_chosen_for_the_run(root, tmp_path):
         [(c, "this kernel's TCP does not offer it") for c in lacking[:1]]
     for bad, words in cases:
         r = run_runner(["bench", "--scenarios", sc, "--results", res],
-                       timeout=60, CC=bad)
+                       timeout=60, CCA=bad)
         lines = [line for line in r.stderr.splitlines() if line.strip()]
         assert r.returncode == 2, r.stdout + r.stderr
         assert len(lines) == 1 and words in lines[0], lines

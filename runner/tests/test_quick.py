@@ -75,28 +75,33 @@ def test_cells_ok_or_not_built(quick):
             assert c["broker"]["dropped"] == 0
             assert c["broker"]["settings"]["set_tcp_nodelay"] == "true"
             assert c["topology"]["backend"] in ("userspace", "netem")
-            # the run's congestion control (CC= default cubic), whatever
+            # the run's congestion control (CCA= default cubic), whatever
             # this VM's own default is, on every route of every host
             assert c["congestion_control"]["name"] == "cubic"
-            assert all(all("congctl cubic" in r for r in rs) for rs in
-                       c["congestion_control"]["routes"].values())
+            routes = c["congestion_control"]["routes"]
+            assert routes and all(rs and all("congctl cubic" in r
+                                             for r in rs)
+                                  for rs in routes.values()), routes
             # what the publishers' sockets ran (TCP_INFO's algorithm)
-            for rec in c["processes"]:
-                if rec["kind"] == "publisher":
-                    doc = quick.cell_doc(c, rec["json"])
-                    assert doc["transport"]["congestion_control"] == \
-                        "cubic", rec["json"]
+            pubs = [r for r in c["processes"] if r["kind"] == "publisher"]
+            assert pubs
+            for rec in pubs:
+                doc = quick.cell_doc(c, rec["json"])
+                assert doc["transport"]["congestion_control"] == \
+                    "cubic", rec["json"]
         q = by[(sc, "mode=full" if sc == "connect" else "", "quic")]
         gw = os.path.join(os.environ.get("BENCH_BIN", ""), "gateway")
         if q["status"] == "ok":
             # and QUIC's at every endpoint
             assert q["gateway"]["stats"]["config"][
                 "congestion_control"] == "cubic"
-            for rec in q["processes"]:
-                if rec["kind"] in ("publisher", "sink"):
-                    doc = quick.cell_doc(q, rec["json"])
-                    assert doc["config"]["connection"][
-                        "congestion_control"] == "cubic", rec["json"]
+            ends = [r for r in q["processes"]
+                    if r["kind"] in ("publisher", "sink")]
+            assert {r["kind"] for r in ends} == {"publisher", "sink"}
+            for rec in ends:
+                doc = quick.cell_doc(q, rec["json"])
+                assert doc["config"]["connection"][
+                    "congestion_control"] == "cubic", rec["json"]
         else:
             assert not os.access(gw, os.X_OK), q["error"]
             assert q["failure_kind"] == "not-built"

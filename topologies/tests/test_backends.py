@@ -130,7 +130,9 @@ def test_netem_unlimited_rate_has_no_rate_stage():
 
 def test_netem_zero_loss_has_no_loss_clause():
     p = prof('rate = "1Mbit"\ndelay = "0ms"\nloss = "0%"\n')
-    for cmd in backends.netem_commands("x", p.left_to_right):
+    cmds = backends.netem_commands("x", p.left_to_right)
+    assert cmds
+    for cmd in cmds:
         assert "loss" not in cmd
 
 

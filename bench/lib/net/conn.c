@@ -82,12 +82,16 @@ static struct conn_user *find_user(struct conn *c, int64_t sid)
 	return NULL;
 }
 
-void conn_detach(struct conn *c, struct conn_user *u)
+static int alive(const struct conn *c)
+{
+	return !c->free_pending && c->state != CONN_FAILED;
+}
+
+/* Take u off c's users. */
+static void unlink_user(struct conn *c, struct conn_user *u)
 {
 	struct conn_user **pp;
 
-	if (!c || u->conn != c)
-		return;
 	for (pp = &c->users; *pp; pp = &(*pp)->next) {
 		if (*pp == u) {
 			*pp = u->next;
@@ -99,13 +103,18 @@ void conn_detach(struct conn *c, struct conn_user *u)
 	u->next = NULL;
 	u->conn = NULL;
 	c->n_users--;
+}
+
+void conn_detach(struct conn *c, struct conn_user *u)
+{
+	if (!c || u->conn != c)
+		return;
+	unlink_user(c, u);
 	/* A stream left while the connection goes on (QUIC: a client that
 	 * quits a shared connection) is reset, so that the peer does not
 	 * keep a half-open stream; a single-stream connection ends with its
-	 * user anyway. */
-	if (u->opened && !u->shut_done && c->tr &&
-	    (c->tr->ops->flags & TR_F_STREAMS) && c->state != CONN_FAILED &&
-	    !c->free_pending)
+	 * user anyway (its transport has no reset). */
+	if (u->opened && !u->shut_done && c->tr && alive(c))
 		(void)tr_reset(c->tr, u->sid, 0, evloop_clock_ns());
 }
 
@@ -119,7 +128,7 @@ static void deliver_failure(struct conn *c)
 	                                      : tr_strerror(c->fail_err);
 
 	for (u = walk_first(c); u; u = walk_next(c)) {
-		conn_detach(c, u);
+		unlink_user(c, u);
 		u->ops->on_end(u, c->fail_err, msg);
 		if (c->free_pending)
 			return;
@@ -147,11 +156,6 @@ static void fail(struct conn *c, int err)
 		return;
 	}
 	deliver_failure(c);
-}
-
-static int alive(const struct conn *c)
-{
-	return !c->free_pending && c->state != CONN_FAILED;
 }
 
 /* ---- streams and bytes ---- */
@@ -401,8 +405,9 @@ static void destroy(struct conn *c)
 {
 	struct conn_user *u;
 
+	/* closing: the streams end with the connection, none is reset */
 	while ((u = c->users) != NULL)
-		conn_detach(c, u);
+		unlink_user(c, u);
 	ev_io_stop(c->loop, &c->io);
 	ev_timer_stop(c->loop, &c->timer);
 	tr_close(c->tr);

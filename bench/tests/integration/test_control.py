@@ -298,6 +298,7 @@ def test_cycles_reconnect_and_keep_sequence(bench, transport):
     assert cyc["wire_bytes"]["count"] == 9
     assert cyc["wire_bytes"]["min"] > 0
     assert lg.doc["totals"]["acks"] == 18
+    assert len(lg.doc["connections"]) == 3
     for c in lg.doc["connections"]:
         assert c["cycles_begun"] == 3 and c["state"] == "closed"
     # every connection of every cycle in each part's histogram, with
@@ -316,5 +317,6 @@ def test_cycles_reconnect_and_keep_sequence(bench, transport):
     s = sink.result()
     assert s.rc == 0, s
     assert s.doc["sequence"]["lost"] == 0
+    assert len(s.doc["sequence"]["per_publisher"]) == 3
     for p in s.doc["sequence"]["per_publisher"]:
         assert p["received"] == 6 and p["highest"] == 5

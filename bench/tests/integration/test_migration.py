@@ -85,6 +85,7 @@ def test_sigusr1_moves_and_migrate_addr_binds(bench, broker):
     lg.signal(signal.SIGTERM)
     r = lg.result()
     assert r.rc == 0, r
+    assert len(r.doc["connections"]) == 2
     for c in r.doc["connections"]:
         m = c["migration"]
         assert m["count"] == 1 and m["result"] == "reconnected", c
