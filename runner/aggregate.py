@@ -714,9 +714,10 @@ def draw(fig, data_path, fig_dir):
     return errors
 
 
-def build(run_dir, quiet=False):
-    """Data files, figures and report of a run; returns 0, or 1 if a
-    figure could not be drawn (the rest is still written)."""
+def build(run_dir):
+    """Data files, figures and report of a run. Returns (0, or 1 if a
+    figure could not be drawn (the rest is still written); the short
+    table of the run's numbers)."""
     run, rows = collect(run_dir)
     order = orders(run, rows)
     srows = stat_rows(rows, order)
@@ -754,12 +755,7 @@ def build(run_dir, quiet=False):
     report.write(run_dir, run, rows, srows, order, figs)
     for e in errors:
         print(f"warning: {e}", file=sys.stderr)
-    return 1 if errors else 0
-
-
-def print_short_table(run_dir, out=sys.stdout):
-    from . import report
-    out.write(report.short_table(run_dir))
+    return (1 if errors else 0), report.short_table(rows, srows, order)
 
 
 def main(run_dir):
@@ -767,7 +763,7 @@ def main(run_dir):
         print(f"error: {run_dir}: not a run folder (no run.json); give "
               f"RUN=results/<run-id>", file=sys.stderr)
         return 2
-    rc = build(run_dir)
+    rc, _ = build(run_dir)
     print(f"figures: {os.path.join(run_dir, 'figures')}; report: "
           f"{os.path.join(run_dir, 'REPORT.md')}")
     return rc

@@ -163,7 +163,7 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
     results.write_tables(run_dir, cells_done)
     from . import aggregate
     try:
-        rc_fig = aggregate.build(run_dir, quiet=bool(interrupted))
+        rc_fig, short = aggregate.build(run_dir)
     except Exception as e:          # the results stay; say so and go on
         import traceback
         with open(os.path.join(run_dir, "aggregate-traceback.txt"),
@@ -183,7 +183,7 @@ def _execute(run_dir, doc, cells, keep, certs, bindir):
           f"{len(cells) - len(cells_done)} not run; wall time "
           f"{progress.fmt_s(doc['wall_s'])}")
     if not interrupted_table:
-        aggregate.print_short_table(run_dir)
+        sys.stdout.write(short)
     if not_built:
         kinds = sorted({c["error"] for c in not_built})
         print("not built yet (recorded as failed):")

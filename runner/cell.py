@@ -83,8 +83,9 @@ class RunContext:
         self.qlog = qlog
         self.cc = cc         # None: the hosts' own (runs made before CCA=)
         self.log = log
+        # the options each tool lists (a missing binary lists none)
         self.help = {t: scn.help_options(os.path.join(bindir, t))
-                     for t in ("loadgen", "sink")}
+                     for t in ("loadgen", "sink", tr.QUIC_GATEWAY.binary)}
 
 
 def dump_toml(raw):
@@ -462,8 +463,7 @@ class CellRun:
             "drain_s": sc.drain_s}
 
     def _check(self, argv, tool):
-        line = scn.check_options([a for a in argv if a.startswith("--")],
-                                 self.ctx.help[tool], tool)
+        line = scn.check_options(argv, self.ctx.help[tool], tool)
         if line:
             raise CellFailure(line, kind="not-built")
 
@@ -562,11 +562,7 @@ class CellRun:
                         tr.BROKER_PORTS["tcp"], self.ctx.certs, p.json,
                         p.ready_path) + self._qlog_args(name) + \
             self._quic_cc_args()
-        missing = scn.check_options(
-            [a for a in p.argv if a.startswith("--")],
-            scn.help_options(g.path(self.ctx.bindir)), g.binary)
-        if missing:
-            raise CellFailure(missing, kind="not-built")
+        self._check(p.argv, g.binary)
         self.procs.append(p)
         p.start(db)
         self._wait_ready([p], GATEWAY_READY_S)
@@ -781,45 +777,32 @@ class CellRun:
 
 
 def load_docs(cell_dir, result):
-    """(loadgen docs with their role, sink docs) of a finished cell."""
-    pubs, sinks, gws = [], [], []
-    for rec in result.get("processes") or []:
-        path = os.path.join(cell_dir, rec["json"])
-        try:
-            with open(path) as f:
-                doc = json.load(f)
-        except (OSError, ValueError):
-            continue
-        if rec["kind"] == "publisher":
-            pubs.append((rec["role"], doc))
-        elif rec["kind"] == "sink":
-            sinks.append(doc)
-        else:
-            gws.append(doc)
-    return pubs, sinks, gws
-
-
-def _usage(result, kind, cell_dir):
-    """CPU time from each process's own JSON, peak RSS as the runner
-    sampled it (HwmSampler says why not the tools' own figure)."""
+    """Each process record of a finished cell with its JSON document
+    ({} where it is missing or unreadable), each file read once."""
     out = []
     for rec in result.get("processes") or []:
-        if rec.get("kind") != kind:
-            continue
         try:
             with open(os.path.join(cell_dir, rec["json"])) as f:
-                r = json.load(f).get("resources") or {}
+                doc = json.load(f)
         except (OSError, ValueError):
-            r = {}
-        out.append({"cpu_total_s": r.get("cpu_total_s"),
-                    "max_rss_kib": rec.get("peak_rss_kib")})
+            doc = {}
+        out.append((rec, doc))
     return out
+
+
+def _usage(docs, kind):
+    """CPU time from each process's own JSON, peak RSS as the runner
+    sampled it (HwmSampler says why not the tools' own figure)."""
+    return [{"cpu_total_s": (doc.get("resources") or {}).get("cpu_total_s"),
+             "max_rss_kib": rec.get("peak_rss_kib")}
+            for rec, doc in docs if rec.get("kind") == kind]
 
 
 def compute(cell_dir, result):
     """The cell's figures (metrics.py) from its folder's JSON alone."""
-    pubs, sinks, gws = load_docs(cell_dir, result)
-    lg = [d for _, d in pubs]
+    docs = load_docs(cell_dir, result)
+    lg = [d for rec, d in docs if rec["kind"] == "publisher" and d]
+    sinks = [d for rec, d in docs if rec["kind"] == "sink" and d]
     msgs = sum((d.get("totals") or {}).get("messages_sent", 0) for d in lg)
     # connections made: a client that cycles (--cycles) made one a cycle
     conns = sum((d["cycles"].get("done", 0) if d.get("cycles") else
@@ -830,10 +813,10 @@ def compute(cell_dir, result):
     emu = ((link or {}).get("links", {}).get("bottleneck") or {}) \
         .get("emulator")
     res = metrics.resources({
-        "loadgen": _usage(result, "publisher", cell_dir),
-        "sink": _usage(result, "sink", cell_dir),
+        "loadgen": _usage(docs, "publisher"),
+        "sink": _usage(docs, "sink"),
         "broker": [(result.get("broker") or {}).get("resources")],
-        "gateway": _usage(result, "gateway", cell_dir),
+        "gateway": _usage(docs, "gateway"),
         "linkem": [{"cpu_total_s": emu.get("cpu_s"),
                     "max_rss_kib": emu.get("peak_rss_kib")}] if emu else []})
     m = {"connect": metrics.connect(lg),

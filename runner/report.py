@@ -422,12 +422,10 @@ def _description(text):
         return ""
 
 
-def short_table(run_dir):
-    from .aggregate import (collect, orders, stat_rows, stats_index, METRICS,
-                            shown_metrics)
-    run, rows = collect(run_dir)
-    order = orders(run, rows)
-    srows = stat_rows(rows, order)
+def short_table(rows, srows, order):
+    """The table printed at the end of `make bench`, from the numbers the
+    aggregation already has."""
+    from .aggregate import stats_index, METRICS, shown_metrics
     idx = stats_index(srows)
     out = []
     for sc in order["scenario"]:
